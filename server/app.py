@@ -1,0 +1,179 @@
+"""The aiohttp application: routing, CORS, errors, and the data handler."""
+
+from __future__ import annotations
+
+import logging
+import os
+from urllib.parse import quote
+
+from aiohttp import web
+
+from . import viewer
+from .config import ServerConfig
+from .listing import render_listing
+from .paths import split_path
+from volumes.formats import NG_SCHEME
+
+from .storage import Entry, LocalStorage, Storage
+
+log = logging.getLogger("ngserve")
+
+CONFIG = web.AppKey("config", ServerConfig)
+MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
+
+EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
+ALLOW_HEADERS = "Range, Authorization, If-None-Match, If-Modified-Since, If-Range, Content-Type, Cache-Control"
+
+
+def make_storage(source: str) -> Storage:
+    """The backend for a mount's ``source``."""
+    return LocalStorage(source)
+
+
+# -- cross-cutting behaviour ---------------------------------------------------------
+async def _add_cors(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """Runs on every answer, errors and streams included, just before headers go out."""
+    origins = request.app[CONFIG].cors_origins
+    if "*" in origins:
+        response.headers["Access-Control-Allow-Origin"] = "*"
+    else:
+        origin = request.headers.get("Origin")
+        if origin in origins:
+            response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers.add("Vary", "Origin")
+    response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+
+
+@web.middleware
+async def _preflight_and_errors(request: web.Request, handler) -> web.StreamResponse:
+    if request.method == "OPTIONS":
+        return web.Response(
+            status=204,
+            headers={
+                "Allow": "GET, HEAD, OPTIONS",
+                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS, POST",
+                "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                "Access-Control-Max-Age": "86400",
+            },
+        )
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.text is None or exc.text == f"{exc.status}: {exc.reason}":
+            exc.text = f"{exc.status} {exc.reason}\n"
+        raise
+    except ConnectionResetError:
+        raise  # the client went away mid-answer; there is no one to tell
+    except Exception:
+        # Never let a traceback reach the client; the log has it.
+        log.exception("error answering %s", request.path)
+        return web.Response(status=500, text="500 internal server error\n")
+
+
+# -- data ------------------------------------------------------------------------------
+def resolve(request: web.Request, segments: list[str]) -> tuple[Storage, list[str]]:
+    """The storage that owns ``segments`` and the path inside it (404 if none)."""
+    mounts: dict[str, Storage] = request.app[MOUNTS]
+    if segments and segments[0] != "" and segments[0] in mounts:
+        return mounts[segments[0]], segments[1:]
+    if "" in mounts:
+        return mounts[""], segments
+    raise web.HTTPNotFound()
+
+
+async def _listing(request: web.Request, storage: Storage, rel: str, url_path: str, at_top: bool) -> web.Response:
+    entries = await storage.list_dir(rel)
+    if entries is None:
+        raise web.HTTPNotFound()
+    if at_top:  # named mounts appear as folders of the root
+        names = {e.name for e in entries}
+        entries = sorted(
+            entries + [Entry(n, True) for n in request.app[MOUNTS] if n and n not in names],
+            key=lambda e: e.name,
+        )
+    formats = {}
+    for e in entries:
+        if e.is_dir:
+            owner, inner = resolve(request, [*split_path(url_path), e.name])
+            formats[e.name] = await owner.dataset_format("/".join(inner))
+    self_format = await storage.dataset_format(rel) if rel else None
+    text = render_listing(url_path, entries, formats, self_format)
+    return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
+
+
+async def handle_data(request: web.Request) -> web.StreamResponse:
+    raw = request.rel_url.raw_path
+    segments = split_path(raw)
+    if segments is None or (segments and segments[0] == "-"):
+        raise web.HTTPNotFound()  # hostile or reserved: say nothing more
+    storage, inner = resolve(request, segments)
+    rel = "/".join(inner)
+    url_path = "/" + "/".join(segments) + ("/" if segments else "")
+    if raw.endswith("/") or not inner:
+        if not raw.endswith("/"):
+            raise web.HTTPMovedPermanently(quote(url_path) + _query(request))
+        return await _listing(request, storage, rel, url_path, at_top=not segments)
+    try:
+        return await storage.serve_file(request, rel)
+    except web.HTTPNotFound:
+        entry = await storage.stat(rel)
+        if entry is not None and entry.is_dir:
+            raise web.HTTPMovedPermanently(quote(url_path) + _query(request)) from None
+        raise
+
+
+def _query(request: web.Request) -> str:
+    qs = request.rel_url.raw_query_string
+    return "?" + qs if qs else ""
+
+
+def public_base(request: web.Request) -> str:
+    """How clients reach this server: the configured public URL, else the request's own."""
+    configured = request.app[CONFIG].public_url
+    return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
+
+
+async def handle_open(request: web.Request) -> web.Response:
+    """Redirect to the built-in viewer showing the dataset at the given path."""
+    segments = split_path(request.match_info["path"])
+    if not segments or segments[0] == "-":
+        raise web.HTTPNotFound(text="give a dataset path, e.g. /-/open/data/image.ome.zarr\n")
+    storage, inner = resolve(request, segments)
+    fmt = await storage.dataset_format("/".join(inner))
+    if fmt is None:
+        raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
+    url = f"{public_base(request)}/{quote('/'.join(segments))}/"
+    state = minimal_state(url, fmt, segments[-1])
+    raise web.HTTPFound(viewer.viewer_url(state))
+
+
+def minimal_state(url: str, fmt: str, name: str) -> dict:
+    """A one-layer state Neuroglancer can open; ngstate's builder will do this properly."""
+    kind = "segmentation" if "label" in name or "seg" in name else "image"
+    return {"layers": [{"type": kind, "source": f"{NG_SCHEME[fmt]}://{url}", "name": name}]}
+
+
+async def handle_health(request: web.Request) -> web.Response:
+    return web.json_response(
+        {"status": "ok", "pid": os.getpid(), "mounts": sorted(request.app[MOUNTS])},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def _close_storages(app: web.Application) -> None:
+    for storage in app[MOUNTS].values():
+        await storage.close()
+
+
+def create_app(config: ServerConfig) -> web.Application:
+    """Build the application for ``config`` (already validated)."""
+    app = web.Application(middlewares=[_preflight_and_errors])
+    app[CONFIG] = config
+    app[MOUNTS] = {m.name: make_storage(m.source) for m in config.mounts}
+    app.on_response_prepare.append(_add_cors)
+    app.on_cleanup.append(_close_storages)
+    app.router.add_get("/-/health", handle_health)
+    viewer.add_routes(app)
+    app.router.add_get("/-/open/{path:.*}", handle_open)
+    app.router.add_get("/{tail:.*}", handle_data)
+    return app

@@ -1,0 +1,135 @@
+"""File answers: the one place for Range, conditional requests and file headers.
+
+Every backend that serves bytes it holds (local files, cached remote metadata)
+comes through :func:`file_response`, so 206/304/416 behave the same everywhere.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from .ranges import Unsatisfiable, parse_range
+
+# Files Neuroglancer, tensorstore and cloud-volume fetch as JSON metadata.
+METADATA_NAMES = frozenset(
+    {"info", ".zarray", ".zattrs", ".zgroup", ".zmetadata", "zarr.json", "attributes.json"}
+)
+
+# Read a byte range [offset, offset+length) of the file.
+RangeReader = Callable[[int, int], Awaitable[bytes]]
+
+STREAM_PIECE = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileMeta:
+    """What the headers of a file answer need to know about the stored bytes."""
+
+    name: str  # the logical file name (without a ``.gz`` that was added for us)
+    size: int  # bytes as stored (encoded size when ``encoding`` is set)
+    mtime: float
+    etag: str  # quoted strong validator
+    encoding: str | None = None  # e.g. "gzip" for a precompressed sibling
+
+
+def content_type(name: str) -> str:
+    """Metadata is JSON; everything else is opaque bytes.
+
+    Data folders are never served as HTML or script: the viewer and the login
+    cookie share this origin, so a stray .html in a data folder must not run.
+    """
+    if name in METADATA_NAMES or name.endswith(".json"):
+        return "application/json"
+    return "application/octet-stream"
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    if header.strip() == "*":
+        return True
+    want = etag.removeprefix("W/")
+    return any(t.strip().removeprefix("W/") == want for t in header.split(","))
+
+
+def _not_modified(request: web.BaseRequest, meta: FileMeta) -> bool:
+    inm = request.headers.get("If-None-Match")
+    if inm is not None:  # takes precedence over If-Modified-Since (RFC 9110 13.2.2)
+        return _etag_matches(inm, meta.etag)
+    ims = request.headers.get("If-Modified-Since")
+    if ims:
+        try:
+            since = email.utils.parsedate_to_datetime(ims).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return False
+        return int(meta.mtime) <= since
+    return False
+
+
+def base_headers(meta: FileMeta) -> dict[str, str]:
+    headers = {
+        "Content-Type": content_type(meta.name),
+        "Accept-Ranges": "bytes",
+        "ETag": meta.etag,
+        "Last-Modified": email.utils.formatdate(meta.mtime, usegmt=True),
+        "X-Content-Type-Options": "nosniff",
+    }
+    if meta.encoding:
+        headers["Content-Encoding"] = meta.encoding
+        headers["Vary"] = "Accept-Encoding"
+    return headers
+
+
+async def file_response(
+    request: web.BaseRequest,
+    meta: FileMeta,
+    *,
+    data: bytes | None = None,
+    read: RangeReader | None = None,
+) -> web.StreamResponse:
+    """Answer ``request`` for a file, from ``data`` in memory or by streaming ``read``."""
+    headers = base_headers(meta)
+    if _not_modified(request, meta):
+        return web.Response(status=304, headers=headers)
+
+    rng_header = request.headers.get("Range")
+    if_range = request.headers.get("If-Range")
+    if if_range is not None and if_range.strip() != meta.etag:
+        rng_header = None  # the client's copy is stale: send the whole file
+    try:
+        rng = parse_range(rng_header, meta.size)
+    except Unsatisfiable:
+        headers["Content-Range"] = f"bytes */{meta.size}"
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+        return web.Response(status=416, headers=headers, text="range not satisfiable\n")
+
+    status, first, last = 200, 0, meta.size - 1
+    if rng is not None:
+        status, (first, last) = 206, rng
+        headers["Content-Range"] = f"bytes {first}-{last}/{meta.size}"
+    length = last - first + 1
+
+    if data is not None:
+        return web.Response(status=status, headers=headers, body=data[first : last + 1])
+
+    assert read is not None
+    if request.method == "HEAD" or length <= STREAM_PIECE:
+        body = b"" if request.method == "HEAD" else await read(first, length)
+        resp = web.Response(status=status, headers=headers, body=body)
+        if request.method == "HEAD":
+            resp.content_length = length
+        return resp
+    resp = web.StreamResponse(status=status, headers=headers)
+    resp.content_length = length
+    await resp.prepare(request)
+    pos = first
+    while pos <= last:
+        piece = await read(pos, min(STREAM_PIECE, last + 1 - pos))
+        if not piece:
+            break  # file shrank under us; the short body tells the client
+        await resp.write(piece)
+        pos += len(piece)
+    await resp.write_eof()
+    return resp

@@ -1,0 +1,112 @@
+"""Run the app: bind once, then one or more worker processes on the same port."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+import threading
+import webbrowser
+
+from aiohttp import web
+
+from .config import ConfigError, ServerConfig
+
+log = logging.getLogger("ngserve")
+
+
+def _use_uvloop() -> bool:
+    try:
+        import uvloop
+    except ImportError:
+        return False
+    uvloop.install()
+    return True
+
+
+def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
+    """Bind a TCP socket, turning the usual failures into one clear line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot bind to host {host!r}: {exc.strerror}") from None
+    family, _, _, _, addr = infos[0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(f"port {port} on {host} is already in use: choose another with --port") from None
+        raise ConfigError(f"cannot bind to {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def _worker(config: ServerConfig, sock: socket.socket | None, port: int, access_log: bool) -> None:
+    """Serve until a signal.  Workers after the first bind their own SO_REUSEPORT socket,
+    so the kernel spreads connections evenly across processes."""
+    from .app import create_app
+
+    _use_uvloop()
+    if sock is None:
+        sock = bind(config.host, port, reuse_port=True)
+    sock.listen(1024)
+    app = create_app(config)
+    web.run_app(
+        app,
+        sock=sock,
+        print=None,
+        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        access_log_format='%a "%r" %s %b %Tfs',
+        handle_signals=True,
+    )
+
+
+def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") -> None:
+    """Bind, print where we are, and serve ``config`` until interrupted.
+
+    ``landing`` is the page announced (and opened with ``open_browser``).
+    """
+    config.validate()
+    workers = config.workers
+    multi = workers > 1 and hasattr(socket, "SO_REUSEPORT")
+    if workers > 1 and not multi:
+        log.warning("this platform has no SO_REUSEPORT: running one worker")
+    sock = bind(config.host, config.port, reuse_port=multi)
+    port = sock.getsockname()[1]
+    host = f"[{config.host}]" if ":" in config.host else config.host
+    base = config.public_url or f"http://{host}:{port}"
+    print(f"ngserve: serving on {base}/  (viewer: {base}/-/viewer/, workers: {workers if multi else 1})", flush=True)
+    if landing != "/":
+        print(f"ngserve: open {base}{landing}", flush=True)
+    if config.open_browser:
+        threading.Timer(0.5, webbrowser.open, args=(base + landing,)).start()
+
+    if not multi:
+        _worker(config, sock, port, access_log)
+        return
+    # The parent keeps its bound (not listening) socket only to hold the port.
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker, args=(config, None, port, access_log), daemon=True) for _ in range(workers)]
+    for p in procs:
+        p.start()
+
+    def stop(signum, frame):  # pass the signal on, then let join() return
+        for p in procs:
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        p.join()
+    sock.close()
+    if any(p.exitcode not in (0, -signal.SIGINT, -signal.SIGTERM) for p in procs):
+        sys.exit(1)

@@ -1,0 +1,235 @@
+"""Storage backends: where a mount's bytes come from.
+
+A backend answers four questions about a slash-separated relative path that
+:mod:`server.paths` has already checked: what is there (``stat``), what is in
+a folder (``list_dir``), the small text of a file (``read_small``, for dataset
+detection), and the HTTP answer for a file (``serve_file``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import os
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from volumes import format_from_names
+
+from .paths import is_visible
+from .responses import FileMeta, file_response
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    is_dir: bool
+    size: int = 0
+
+
+class Storage(ABC):
+    """One mounted root."""
+
+    @abstractmethod
+    async def stat(self, path: str) -> Entry | None:
+        """The entry at ``path`` ("" is the root), or None when absent."""
+
+    @abstractmethod
+    async def list_dir(self, path: str) -> list[Entry] | None:
+        """Visible children of the folder at ``path``, sorted; None if not a folder."""
+
+    @abstractmethod
+    async def read_small(self, path: str, limit: int = 1 << 20) -> bytes | None:
+        """The whole file at ``path`` if it exists and is at most ``limit`` bytes."""
+
+    @abstractmethod
+    async def serve_file(self, request: web.Request, path: str) -> web.StreamResponse:
+        """The HTTP answer for GET/HEAD of the file at ``path`` (404 if absent)."""
+
+    async def dataset_format(self, path: str) -> str | None:
+        """The dataset format of the folder at ``path``, judged by its file names."""
+        entries = await self.list_dir(path)
+        return None if entries is None else format_from_names(e.name for e in entries)
+
+    async def close(self) -> None:
+        """Release pooled resources (connections, files)."""
+
+
+class _SmallFileCache:
+    """Bytes of small files keyed by path, checked against a fresh stat.
+
+    The stat on every request is the invalidation: a changed size, mtime or
+    inode drops the entry.  Bounded by a byte budget, least recently used out.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.used = 0
+        self._items: OrderedDict[str, tuple[tuple, bytes]] = OrderedDict()
+
+    def get(self, key: str, version: tuple) -> bytes | None:
+        item = self._items.get(key)
+        if item is None or item[0] != version:
+            return None
+        self._items.move_to_end(key)
+        return item[1]
+
+    def put(self, key: str, version: tuple, data: bytes) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= len(old[1])
+        if len(data) > self.budget:
+            return
+        self._items[key] = (version, data)
+        self.used += len(data)
+        while self.used > self.budget:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.used -= len(dropped)
+
+
+class LocalStorage(Storage):
+    """A folder on this machine.
+
+    Small files are answered from memory after one ``stat`` on the event loop,
+    with no thread hop; larger files are read in the default executor and
+    streamed.  Symlinks are followed only while they stay inside the root.
+    """
+
+    SMALL_FILE = 1 << 20
+
+    def __init__(self, root: str | os.PathLike, cache_bytes: int = 256 << 20) -> None:
+        self.root = Path(root).resolve(strict=True)
+        if not self.root.is_dir():
+            raise NotADirectoryError(str(root))
+        self._cache = _SmallFileCache(cache_bytes)
+        self._formats: dict[str, tuple[int, str | None]] = {}
+        self._prefix = str(self.root) + os.sep
+
+    # -- path handling ---------------------------------------------------------
+    def _full(self, path: str) -> str:
+        return os.path.join(str(self.root), *path.split("/")) if path else str(self.root)
+
+    def _inside(self, full: str) -> bool:
+        real = os.path.realpath(full)
+        return real == str(self.root) or real.startswith(self._prefix)
+
+    def _stat(self, full: str) -> os.stat_result | None:
+        if not self._inside(full):  # a symlink that leaves the root is "not there"
+            return None
+        try:
+            return os.stat(full)
+        except (OSError, ValueError):
+            return None
+
+    # -- Storage ---------------------------------------------------------------
+    async def stat(self, path: str) -> Entry | None:
+        st = self._stat(self._full(path))
+        if st is None:
+            return None
+        is_dir = os.path.isdir(self._full(path))
+        return Entry(path.rsplit("/", 1)[-1], is_dir, 0 if is_dir else st.st_size)
+
+    async def list_dir(self, path: str) -> list[Entry] | None:
+        full = self._full(path)
+        if self._stat(full) is None or not os.path.isdir(full):
+            return None
+        entries = []
+        try:
+            with os.scandir(full) as it:
+                for d in it:
+                    if not is_visible(d.name):
+                        continue
+                    try:
+                        if d.is_symlink() and not self._inside(d.path):
+                            continue
+                        is_dir = d.is_dir()
+                        size = 0 if is_dir else d.stat().st_size
+                    except OSError:
+                        continue
+                    entries.append(Entry(d.name, is_dir, size))
+        except OSError:
+            return None
+        entries.sort(key=lambda e: e.name)
+        return entries
+
+    async def dataset_format(self, path: str) -> str | None:
+        # A folder's mtime changes exactly when a name in it is added or removed.
+        st = self._stat(self._full(path))
+        if st is None:
+            return None
+        hit = self._formats.get(path)
+        if hit is not None and hit[0] == st.st_mtime_ns:
+            return hit[1]
+        fmt = await super().dataset_format(path)
+        self._formats[path] = (st.st_mtime_ns, fmt)
+        return fmt
+
+    async def read_small(self, path: str, limit: int = 1 << 20) -> bytes | None:
+        found = self._open_file(path)
+        if found is None:
+            return None
+        full, st, encoding = found
+        if st.st_size > limit:
+            return None
+        data = self._cached_bytes(full, st)
+        return gzip.decompress(data) if encoding else data
+
+    async def serve_file(self, request: web.Request, path: str) -> web.StreamResponse:
+        found = self._open_file(path)
+        if found is None:
+            raise web.HTTPNotFound()
+        full, st, encoding = found
+        name = path.rsplit("/", 1)[-1]
+        meta = FileMeta(
+            name=name,
+            size=st.st_size,
+            mtime=st.st_mtime,
+            etag=f'"{st.st_mtime_ns:x}-{st.st_size:x}{"-gz" if encoding else ""}"',
+            encoding=encoding,
+        )
+        if st.st_size <= self.SMALL_FILE:
+            data = self._cached_bytes(full, st)
+            if encoding and "gzip" not in request.headers.get("Accept-Encoding", ""):
+                # Rare: a client that cannot inflate. Send the plain bytes instead.
+                data = gzip.decompress(data)
+                meta = FileMeta(name, len(data), st.st_mtime, meta.etag[:-1] + '-plain"')
+            return await file_response(request, meta, data=data)
+
+        loop = asyncio.get_running_loop()
+
+        async def read(offset: int, length: int) -> bytes:
+            return await loop.run_in_executor(None, _pread, full, offset, length)
+
+        return await file_response(request, meta, read=read)
+
+    # -- helpers ---------------------------------------------------------------
+    def _open_file(self, path: str) -> tuple[str, os.stat_result, str | None] | None:
+        """The file to send for ``path``: itself, or its ``.gz`` sibling (gzip_static)."""
+        full = self._full(path)
+        st = self._stat(full)
+        encoding = None
+        if st is None:
+            full += ".gz"
+            st = self._stat(full)
+            encoding = "gzip"
+        if st is None or not os.path.isfile(full):
+            return None
+        return full, st, encoding
+
+    def _cached_bytes(self, full: str, st: os.stat_result) -> bytes:
+        version = (st.st_mtime_ns, st.st_size, st.st_ino)
+        data = self._cache.get(full, version)
+        if data is None:
+            with open(full, "rb") as f:
+                data = f.read()
+            self._cache.put(full, version, data)
+        return data
+
+
+def _pread(full: str, offset: int, length: int) -> bytes:
+    with open(full, "rb") as f:
+        return os.pread(f.fileno(), length, offset)
