@@ -1,7 +1,9 @@
-"""The server's settings, whichever way they were given (CLI flags, later a config file)."""
+"""The server's settings, whichever way they were given (CLI flags, a config file, or both)."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,10 +12,53 @@ class ConfigError(ValueError):
     """A setting is wrong; the message names it and says what is expected."""
 
 
+ACCESS_MODES = ("public", "users", "token")
+REMOTE_SCHEMES = ("webdav+https://", "webdav+http://", "https://", "http://")
+
+
+def is_remote(source: str) -> bool:
+    """Whether a mount's source is a URL (WebDAV or plain HTTP) rather than a local folder."""
+    return source.lower().startswith(REMOTE_SCHEMES)
+
+
+@dataclass
+class UpstreamConfig:
+    """How to reach a remote source: credentials (already read from env/files), timeouts, caches."""
+
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    bearer: str | None = field(default=None, repr=False)  # dCache macaroon or OIDC access token
+    client_cert: str | None = None  # PEM file; with client_key for X.509 doors
+    client_key: str | None = None
+    ca_file: str | None = None  # extra CA bundle for the upstream's TLS certificate
+    connect_timeout: float = 10.0
+    read_timeout: float = 30.0
+    retries: int = 2  # extra attempts for idempotent requests on connection errors, 502/503/504
+    metadata_ttl: float = 10.0  # seconds a metadata file or listing is served without asking upstream
+    chunk_cache_bytes: int = 0  # memory for whole chunk files; 0 turns the chunk cache off
+
+
 @dataclass
 class MountConfig:
     name: str  # URL prefix without slashes; "" is the root
-    source: str  # a local folder (later also webdav+https://..., https://...)
+    source: str  # a local folder, webdav+https://..., webdav+http://..., https://...
+    access: str = "public"  # "public" | "users" | "token"
+    users: list[str] | None = None  # with access="users": only these names (None: every user)
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+
+
+@dataclass
+class UserConfig:
+    name: str
+    password_hash: str = field(repr=False)
+
+
+@dataclass
+class AuthConfig:
+    secret: bytes | None = field(default=None, repr=False)  # signs share tokens and sessions
+    session_ttl: float = 12 * 3600.0
+    trusted_proxies: list[str] = field(default_factory=list)  # addresses/networks allowed to send X-Forwarded-User
+    cookie_secure: bool = True
 
 
 @dataclass
@@ -26,6 +71,9 @@ class ServerConfig:
     public_url: str | None = None  # how clients reach us, when behind a proxy
     data_dir: Path | None = None  # server state (short links); default per user
     open_browser: bool = False
+    access_log: bool = True
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    users: list[UserConfig] = field(default_factory=list)
 
     def validate(self) -> None:
         if not self.mounts:
@@ -40,15 +88,68 @@ class ServerConfig:
                     "not '-' alone, no '/' and no leading '.'"
                 )
             seen.add(m.name)
+            if m.access not in ACCESS_MODES:
+                raise ConfigError(f"mount {m.name!r}: access {m.access!r} is not one of {', '.join(ACCESS_MODES)}")
+            if m.access != "public" and self.auth.secret is None:
+                raise ConfigError(
+                    f"mount {m.name!r} has access={m.access!r} but auth has no secret: "
+                    "set [auth] secret_env or secret_file"
+                )
+            if m.access == "users" and not self.users and not self.auth.trusted_proxies:
+                raise ConfigError(
+                    f"mount {m.name!r} has access='users' but there are no [[users]] and no "
+                    "[auth] trusted_proxies: nobody could sign in"
+                )
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range 0-65535")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, not {self.workers}")
+        if self.auth.secret is not None and len(self.auth.secret) < 16:
+            raise ConfigError("auth secret is too short: use at least 16 random bytes (e.g. `openssl rand -hex 32`)")
+        for proxy in self.auth.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"auth.trusted_proxies: {proxy!r} is not an IP address or network") from None
 
 
 def parse_mount(text: str) -> MountConfig:
-    """Parse ``NAME=DIR`` from the command line."""
+    """Parse ``NAME=DIR`` (or ``NAME=URL``) from the command line."""
     name, sep, source = text.partition("=")
     if not sep or not name or not source:
         raise ConfigError(f"--mount {text!r} is malformed: expected NAME=DIR, e.g. --mount em=/data/em")
     return MountConfig(name=name, source=source)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
+_DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds from ``90``, ``"30s"``, ``"15m"``, ``"12h"``, ``"7d"`` or ``"2w"``."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = float(text)
+    else:
+        m = _DURATION.match(str(text))
+        if not m:
+            raise ValueError(f"{text!r} is not a duration: use e.g. 30s, 15m, 12h, 7d")
+        value = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if value <= 0:
+        raise ValueError(f"{text!r} is not a positive duration")
+    return value
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes from ``1048576``, ``"512MiB"`` or ``"2GB"``."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError(f"{text} is negative")
+        return text
+    m = _SIZE.match(str(text))
+    if not m:
+        raise ValueError(f"{text!r} is not a size: use e.g. 0, 256MiB, 2GiB")
+    return int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "b").lower()]

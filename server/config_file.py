@@ -1,0 +1,252 @@
+"""``ngserve serve --config ngserve.toml``: read a deployment's config file into a ServerConfig.
+
+Secrets are never written in the file: each comes from an environment
+variable (``*_env``) or a file (``*_file``), so the config can be committed
+and mounted read-only.  Every error names the key and says what is wrong.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+from .config import (
+    ACCESS_MODES,
+    AuthConfig,
+    ConfigError,
+    MountConfig,
+    ServerConfig,
+    UpstreamConfig,
+    UserConfig,
+    is_remote,
+    parse_duration,
+    parse_size,
+)
+from .passwords import check_hash_format
+
+# ``ngserve serve`` flag (argparse dest) -> the config key that sets the same thing.
+CLI_KEYS = {
+    "dir": 'mounts (name = "")',
+    "host": "server.host",
+    "port": "server.port",
+    "mount": "mounts",
+    "workers": "server.workers",
+    "cors_origin": "server.cors_origins",
+    "public_url": "server.public_url",
+    "data_dir": "server.data_dir",
+    "open": "server.open",
+    "quiet": "server.access_log",
+    "config": None,  # the file itself
+}
+
+# Keys that would hold a secret inline, and what to write instead.
+_INLINE_SECRETS = {
+    "secret": "secret_env or secret_file",
+    "password": "password_env or password_file",
+    "bearer": "bearer_env or bearer_file",
+    "token": "bearer_env or bearer_file",
+    "macaroon": "bearer_env or bearer_file",
+}
+
+
+class _Table:
+    """One TOML table, read key by key, with every error naming its full key."""
+
+    def __init__(self, data: Any, where: str, base: Path) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a table")
+        self.data, self.where, self.base = dict(data), where, base
+        self.used: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.where}.{name}" if self.where else name
+
+    def get(self, name: str, kind: type | tuple, default: Any = None, check: Callable | None = None) -> Any:
+        self.used.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        ok = isinstance(value, kind) and not (isinstance(value, bool) and kind in (int, float, (int, float)))
+        if not ok:
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise ConfigError(f"{self.key(name)}: expected {names}, got {value!r}")
+        if check is not None:
+            try:
+                return check(value)
+            except ValueError as exc:
+                raise ConfigError(f"{self.key(name)}: {exc}") from None
+        return value
+
+    def path(self, name: str) -> str | None:
+        value = self.get(name, str)
+        return None if value is None else str((self.base / value).resolve())
+
+    def secret(self, name: str) -> str | None:
+        """A secret from ``<name>_env`` or ``<name>_file`` (never inline)."""
+        env, file = self.get(f"{name}_env", str), self.get(f"{name}_file", str)
+        if env and file:
+            raise ConfigError(f"{self.key(name + '_env')}: give {name}_env or {name}_file, not both")
+        if env:
+            value = os.environ.get(env)
+            if not value:
+                raise ConfigError(f"{self.key(name + '_env')}: environment variable {env} is not set")
+            return value
+        if file:
+            path = self.base / file
+            try:
+                value = path.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"{self.key(name + '_file')}: cannot read {path}: {exc.strerror}") from None
+            if not value:
+                raise ConfigError(f"{self.key(name + '_file')}: {path} is empty")
+            return value
+        return None
+
+    def finish(self) -> None:
+        for name in self.data:
+            if name in self.used:
+                continue
+            if name in _INLINE_SECRETS:
+                raise ConfigError(
+                    f"{self.key(name)}: secrets are not written in the config file; "
+                    f"use {_INLINE_SECRETS[name]}"
+                )
+            allowed = ", ".join(sorted(self.used))
+            raise ConfigError(f"{self.key(name)}: unknown key (expected one of: {allowed})")
+
+
+def _str_list(value: list) -> list[str]:
+    if not all(isinstance(v, str) for v in value):
+        raise ValueError("expected a list of strings")
+    return list(value)
+
+
+def load_config(path: str | os.PathLike) -> ServerConfig:
+    """Read and check the config file at ``path`` (not yet merged with CLI flags)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: cannot read it: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    base = path.resolve().parent
+    top = _Table(raw, "", base)
+    config = ServerConfig()
+
+    server = _Table(top.get("server", dict, {}), "server", base)
+    config.host = server.get("host", str, config.host)
+    config.port = server.get("port", int, config.port)
+    config.workers = server.get("workers", int, config.workers)
+    config.public_url = server.get("public_url", str)
+    data_dir = server.path("data_dir")
+    config.data_dir = Path(data_dir) if data_dir else None
+    config.cors_origins = server.get("cors_origins", list, config.cors_origins, _str_list)
+    config.open_browser = server.get("open", bool, False)
+    config.access_log = server.get("access_log", bool, True)
+    server.finish()
+
+    auth = _Table(top.get("auth", dict, {}), "auth", base)
+    secret = auth.secret("secret")
+    config.auth = AuthConfig(
+        secret=secret.encode() if secret else None,
+        session_ttl=auth.get("session_ttl", (str, int, float), 12 * 3600.0, parse_duration),
+        trusted_proxies=auth.get("trusted_proxies", list, [], _str_list),
+        cookie_secure=auth.get("cookie_secure", bool, True),
+    )
+    auth.finish()
+
+    for i, item in enumerate(top.get("mounts", list, [])):
+        config.mounts.append(_mount(_Table(item, f"mounts[{i}]", base)))
+    for i, item in enumerate(top.get("users", list, [])):
+        config.users.append(_user(_Table(item, f"users[{i}]", base)))
+    names = [u.name for u in config.users]
+    for dup in {n for n in names if names.count(n) > 1}:
+        raise ConfigError(f"users: the name {dup!r} appears twice")
+    top.finish()
+    return config
+
+
+def _mount(t: _Table) -> MountConfig:
+    name = t.get("name", str)
+    if name is None:
+        raise ConfigError(f"{t.key('name')}: every mount needs a name (\"\" serves it at /)")
+    source = t.get("source", str)
+    if not source:
+        raise ConfigError(f"{t.key('source')}: every mount needs a source (a folder or a webdav+https:// URL)")
+    if is_remote(source):
+        if "@" in source.split("://", 1)[1].split("/", 1)[0]:
+            raise ConfigError(
+                f"{t.key('source')}: credentials do not belong in the URL; use [mounts.upstream] "
+                "username with password_env/password_file, or bearer_env/bearer_file"
+            )
+    else:
+        folder = t.base / source
+        if not folder.is_dir():
+            raise ConfigError(f"{t.key('source')}: {folder} is not a folder")
+        source = str(folder.resolve())
+    access = t.get("access", str, "public")
+    if access not in ACCESS_MODES:
+        raise ConfigError(f"{t.key('access')}: {access!r} is not one of {', '.join(ACCESS_MODES)}")
+    users = t.get("users", list, None, _str_list)
+    up_raw = t.get("upstream", dict, {})
+    t.finish()
+    if up_raw and not is_remote(source):
+        raise ConfigError(f"{t.key('upstream')}: only remote sources (webdav+https://, https://) have an upstream")
+    return MountConfig(name=name, source=source, access=access, users=users, upstream=_upstream(_Table(up_raw, t.key("upstream"), t.base)))
+
+
+def _upstream(t: _Table) -> UpstreamConfig:
+    positive = parse_duration
+    up = UpstreamConfig(
+        username=t.get("username", str),
+        password=t.secret("password"),
+        bearer=t.secret("bearer"),
+        client_cert=t.path("client_cert"),
+        client_key=t.path("client_key"),
+        ca_file=t.path("ca_file"),
+        connect_timeout=t.get("connect_timeout", (str, int, float), 10.0, positive),
+        read_timeout=t.get("read_timeout", (str, int, float), 30.0, positive),
+        retries=t.get("retries", int, 2),
+        metadata_ttl=t.get("metadata_ttl", (str, int, float), 10.0, positive),
+        chunk_cache_bytes=t.get("chunk_cache_bytes", (str, int), 0, parse_size),
+    )
+    t.finish()
+    if (up.username is None) != (up.password is None):
+        raise ConfigError(f"{t.key('username')}: basic auth needs both username and password_env/password_file")
+    if up.username and up.bearer:
+        raise ConfigError(f"{t.key('bearer_env')}: give basic auth (username/password) or a bearer token, not both")
+    if up.client_key and not up.client_cert:
+        raise ConfigError(f"{t.key('client_key')}: a client key needs client_cert too")
+    for key in ("client_cert", "client_key", "ca_file"):
+        value = getattr(up, key)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{t.key(key)}: {value} is not a file")
+    if not 0 <= up.retries <= 10:
+        raise ConfigError(f"{t.key('retries')}: expected 0 to 10, got {up.retries}")
+    return up
+
+
+def _user(t: _Table) -> UserConfig:
+    name = t.get("name", str)
+    if not name or ":" in name:
+        raise ConfigError(f"{t.key('name')}: every user needs a name without ':'")
+    inline = t.get("password_hash", str)
+    from_file = t.secret("password_hash")
+    if inline and from_file:
+        raise ConfigError(f"{t.key('password_hash')}: give password_hash or password_hash_file/_env, not both")
+    stored = inline or from_file
+    t.finish()
+    if not stored:
+        raise ConfigError(f"{t.key('password_hash')}: user {name!r} needs a password hash (from `ngserve user add`)")
+    problem = check_hash_format(stored)
+    if problem:
+        raise ConfigError(f"{t.key('password_hash')}: {problem}")
+    return UserConfig(name=name, password_hash=stored)
