@@ -1,5 +1,15 @@
 """Format knowledge shared by the server, ngstate and the annotation writer."""
 
-from .formats import format_from_names
+from .formats import NG_SCHEME, format_from_names
+from .location import Location, SourceError
+from .model import Axis, Dataset, Level
 
-__all__ = ["format_from_names"]
+
+def open_dataset(source) -> Dataset:
+    """Read the metadata of the dataset at a local path or http(s) URL (see :mod:`volumes.detect`)."""
+    from .detect import open_dataset as _open  # keeps numpy out of the server's import path
+
+    return _open(source)
+
+
+__all__ = ["Axis", "Dataset", "Level", "Location", "NG_SCHEME", "SourceError", "format_from_names", "open_dataset"]

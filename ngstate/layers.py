@@ -1,0 +1,116 @@
+"""One dataset -> one Neuroglancer layer, with dimensions Neuroglancer will agree with."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from volumes import Dataset
+
+from .kinds import KINDS, infer_kind
+
+
+@dataclass
+class LayerPlan:
+    """A layer's JSON plus what the state needs to place the view around it."""
+
+    layer: dict
+    dataset: Dataset
+    dims: dict[str, list] = field(default_factory=dict)  # global output dims: name -> [scale, unit]
+    bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> physical [lo, hi)
+    first: dict[str, float] = field(default_factory=dict)  # name -> physical centre of voxel 0
+
+    @property
+    def name(self) -> str:
+        return self.layer["name"]
+
+    @property
+    def kind(self) -> str:
+        return self.layer["type"]
+
+
+def needs_transform(ds: Dataset) -> bool:
+    """Whether Neuroglancer's own reading of the source differs from where the data is."""
+    for a, n in zip(ds.axes, ds.native_axes):
+        if a.name != n.name or a.unit != n.unit or not math.isclose(a.scale, n.scale, rel_tol=1e-9):
+            return True
+    return any(abs(a - b) > 1e-9 for a, b in zip(ds.offset, ds.native_offset))
+
+
+def source_spec(ds: Dataset, url: str) -> str | dict:
+    """The layer ``source``: the URL alone, or with a transform naming the output dimensions."""
+    ng_url = f"{ds.scheme}://{url.rstrip('/')}/" + (ds.ng_path.strip("/") + "/" if ds.ng_path else "")
+    if ds.format == "precomputed" or ds.format == "precomputed-annotations":
+        ng_url = ng_url.rstrip("/")
+    if not needs_transform(ds):
+        return ng_url
+    rank = len(ds.axes)
+    # An explicit matrix replaces the source's default transform, so its translation
+    # is the whole offset; only precomputed's voxel_offset lives in the model space itself.
+    intrinsic = ds.native_offset if ds.format == "precomputed" else [0.0] * rank
+    matrix = [[1.0 if j == i else 0.0 for j in range(rank)] + [ds.offset[i] - intrinsic[i]] for i in range(rank)]
+    return {
+        "url": ng_url,
+        "transform": {"outputDimensions": {a.name: a.to_json() for a in ds.axes}, "matrix": matrix},
+    }
+
+
+def build_layer(
+    ds: Dataset,
+    url: str,
+    *,
+    kind: str | None = None,
+    name: str | None = None,
+    contrast: list[float] | bool | None = None,
+    visible: bool | None = None,
+    opacity: float | None = None,
+    segments: list[int] | None = None,
+) -> LayerPlan:
+    """The layer for ``ds`` as the viewer reaches it at ``url``.
+
+    ``kind`` overrides the inferred layer type; ``contrast`` is a [lo, hi]
+    range, False for none, or None to take the omero window or percentiles.
+    """
+    if kind is None:
+        kind, _ = infer_kind(ds)
+    elif kind not in KINDS:
+        raise ValueError(f"layer kind {kind!r} is not one of {', '.join(KINDS)}")
+    if kind == "annotation" and ds.format != "precomputed-annotations":
+        raise ValueError(f"{ds.location} is a {ds.format} volume, not an annotation directory")
+    if kind != "annotation" and ds.format == "precomputed-annotations":
+        raise ValueError(f"{ds.location} is an annotation directory; it opens only as an annotation layer")
+    layer: dict = {"type": kind, "source": source_spec(ds, url), "name": name or ds.name}
+    plan = LayerPlan(layer, ds)
+    local = [(a, o) for a, o in zip(ds.axes, ds.offset) if a.name.endswith("'")]
+    if local:
+        layer["localDimensions"] = {a.name: a.to_json() for a, _ in local}
+        layer["localPosition"] = [o + 0.5 for _, o in local]  # the first channel
+    if kind == "image" and contrast is not False:
+        if contrast is None:
+            from volumes.stats import contrast_range
+
+            contrast = list(ds.windows[0]) if ds.windows else contrast_range(ds)
+        layer["shaderControls"] = {"normalized": {"range": [_plain(v) for v in contrast]}}
+    if kind == "segmentation" and segments:
+        layer["segments"] = [str(int(s)) for s in segments]
+    if opacity is not None:
+        layer["opacity"] = float(opacity)
+    if visible is False:
+        layer["visible"] = False
+    if ds.format == "precomputed-annotations":
+        lower, upper = ds.extras["bounds"]
+        extent = list(zip(lower, upper))
+    else:
+        extent = [(o, o + s) for o, s in zip(ds.offset, ds.shape)]
+    for a, (lo, hi) in zip(ds.axes, extent):
+        if a.is_local:
+            continue
+        plan.dims[a.name] = a.to_json()
+        plan.bounds[a.name] = (lo * a.scale, hi * a.scale)
+        plan.first[a.name] = (lo + 0.5) * a.scale
+    return plan
+
+
+def _plain(v: float) -> float | int:
+    """Integral values as ints, so JSON and URLs stay short."""
+    return int(v) if float(v).is_integer() else float(v)

@@ -1,0 +1,140 @@
+"""Several datasets -> one Neuroglancer state, and its URL."""
+
+from __future__ import annotations
+
+import html
+import os
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from urllib.parse import quote
+
+from volumes import Dataset, Location, open_dataset
+from volumes.location import strip_scheme
+
+from .layers import LayerPlan, build_layer
+from .urls import default_viewer, state_url
+
+LAYOUTS = ("xy", "xz", "yz", "3d", "4panel", "xy-3d", "xz-3d", "yz-3d")
+PANEL_PIXELS = 350  # a 4panel view in a ~1000x700 window; the zoom fits the data in one panel
+_DISPLAY_FIRST = ("x", "y", "z")
+
+
+class State:
+    """A Neuroglancer state assembled layer by layer.
+
+    ``served_at`` maps local folders to the URL that serves them (for local
+    sources); http(s) sources are used as they are.
+    """
+
+    def __init__(
+        self,
+        *,
+        layout: str = "4panel",
+        position: Iterable[float] | None = None,
+        viewer: str | None = None,
+        served_at: Mapping[str, str] | None = None,
+    ) -> None:
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+        self.layout = layout
+        self.position = list(position) if position is not None else None
+        self.viewer = viewer
+        self.served_at = {str(Path(k).expanduser().resolve()): v.rstrip("/") for k, v in (served_at or {}).items()}
+        self.plans: list[LayerPlan] = []
+
+    # -- building -------------------------------------------------------------------
+    def add(self, source: str | os.PathLike | Dataset, *, url: str | None = None, **options) -> LayerPlan:
+        """Add one layer for ``source`` (path, URL or opened Dataset); ``options`` as :func:`build_layer`."""
+        ds = source if isinstance(source, Dataset) else open_dataset(source)
+        plan = build_layer(ds, url or self.public_url(ds.location), **options)
+        taken = {p.name for p in self.plans}
+        base, n = plan.name, 2
+        while plan.name in taken:
+            plan.layer["name"] = f"{base} {n}"
+            n += 1
+        self.plans.append(plan)
+        return plan
+
+    def public_url(self, loc: Location) -> str:
+        """How a viewer reaches ``loc``: itself when http(s), else through ``served_at``."""
+        if loc.is_http:
+            return loc.root
+        for folder, base in sorted(self.served_at.items(), key=lambda kv: -len(kv[0])):
+            if loc.root == folder or loc.root.startswith(folder.rstrip("/") + "/"):
+                rel = loc.root[len(folder):].strip("/")
+                return base + ("/" + "/".join(quote(p) for p in rel.split("/")) if rel else "")
+        raise ValueError(
+            f"{loc.root} is a local path a browser cannot read: say where it is served, "
+            f"e.g. --served-at {Path(loc.root).parent}=http://127.0.0.1:9000"
+        )
+
+    # -- output -----------------------------------------------------------------------
+    def to_json(self) -> dict:
+        """The state as Neuroglancer's JSON."""
+        if not self.plans:
+            raise ValueError("a state needs at least one layer")
+        dims: dict[str, list] = {}
+        bounds: dict[str, list[float]] = {}
+        first: dict[str, float] = {}
+        for plan in self.plans:
+            for name, scale_unit in plan.dims.items():
+                dims.setdefault(name, scale_unit)
+                lo, hi = plan.bounds[name]
+                if name in bounds:
+                    bounds[name] = [min(bounds[name][0], lo), max(bounds[name][1], hi)]
+                else:
+                    bounds[name] = [lo, hi]
+                first.setdefault(name, plan.first[name])
+        order = [n for n in _DISPLAY_FIRST if n in dims] + [n for n in dims if n not in _DISPLAY_FIRST]
+        dims = {n: dims[n] for n in order}
+        state: dict = {"dimensions": dims}
+        if self.position is not None:
+            if len(self.position) != len(dims):
+                raise ValueError(f"position has {len(self.position)} values for dimensions {', '.join(dims)}")
+            state["position"] = [float(v) for v in self.position]
+        else:
+            # Space: the centre of everything; other axes (time, ...): the first sample.
+            state["position"] = [
+                _tidy((sum(bounds[n]) / 2 if dims[n][1] == "m" else first[n]) / dims[n][0]) for n in dims
+            ]
+        spatial = [n for n in dims if dims[n][1] == "m"][:3] or list(dims)[:3]
+        canonical = min(dims[n][0] for n in spatial)
+        extent = max(bounds[n][1] - bounds[n][0] for n in spatial) / canonical
+        state["crossSectionScale"] = _tidy(max(extent / PANEL_PIXELS, 1e-3))
+        state["projectionScale"] = _tidy(max(extent * 1.5, 1.0))
+        state["layers"] = [dict(p.layer) for p in self.plans]
+        self._link_annotations(state["layers"])
+        state["layout"] = self.layout
+        return state
+
+    def _link_annotations(self, layers: list[dict]) -> None:
+        """Annotation layers with relationships follow the first segmentation layer's selection."""
+        seg = next((p.name for p in self.plans if p.kind == "segmentation"), None)
+        if seg is None:
+            return
+        for plan, layer in zip(self.plans, layers):
+            rels = plan.dataset.extras.get("relationships") if plan.kind == "annotation" else None
+            if rels:
+                layer["linkedSegmentationLayer"] = {r: seg for r in rels}
+
+    def default_viewer(self) -> str:
+        return self.viewer or default_viewer([_url_of(p.layer["source"]) for p in self.plans])
+
+    def to_url(self, viewer: str | None = None) -> str:
+        """The viewer URL with the state in its ``#!`` fragment."""
+        return state_url(self.to_json(), viewer or self.default_viewer())
+
+    def _repr_html_(self) -> str:
+        url = self.to_url()
+        names = ", ".join(p.name for p in self.plans)
+        return f'<a href="{html.escape(url)}" target="_blank">Neuroglancer: {html.escape(names)}</a>'
+
+
+def _tidy(v: float) -> float:
+    """Drop float noise (95.49999999999999 -> 95.5) so states and URLs stay readable."""
+    return float(f"{v:.9g}")
+
+
+def _url_of(source: str | dict) -> str:
+    return strip_scheme(source["url"] if isinstance(source, dict) else source)

@@ -1,0 +1,107 @@
+"""State <-> URL: encoding as ``neuroglancer.to_url`` does it, parsing every form in use."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.parse
+import urllib.request
+from functools import lru_cache
+
+DEMO_VIEWER = "https://neuroglancer-demo.appspot.com/"
+# ngserve's built-in viewer; the token path the Python-integration client requires.
+NGSERVE_VIEWER_PATH = "/-/viewer/v/ngserve/"
+_SAFE = "~@#$&()*!+=:;,.?/'"
+TIMEOUT = 10.0
+
+
+def encode_fragment(state: dict) -> str:
+    """``#!`` plus the state, byte for byte as ``neuroglancer.to_url`` writes it."""
+    return "#!" + urllib.parse.quote(json.dumps(state, separators=(",", ":")), safe=_SAFE)
+
+
+def state_url(state: dict, viewer: str) -> str:
+    return viewer + encode_fragment(state)
+
+
+def origin_of(url: str) -> str | None:
+    p = urllib.parse.urlsplit(url)
+    return f"{p.scheme}://{p.netloc}" if p.scheme in ("http", "https") and p.netloc else None
+
+
+@lru_cache(maxsize=256)
+def is_ngserve(origin: str) -> bool:
+    """Whether ``origin`` is an ngserve server: its ``/-/health`` answers JSON with a status."""
+    try:
+        with urllib.request.urlopen(origin + "/-/health", timeout=3) as resp:
+            body = json.loads(resp.read(1 << 16))
+        return isinstance(body, dict) and "status" in body
+    except (OSError, ValueError):
+        return False
+
+
+def default_viewer(source_urls: list[str]) -> str:
+    """ngserve's own viewer when the first http source is served by ngserve, else the demo site."""
+    for url in source_urls:
+        origin = origin_of(url)
+        if origin:
+            return origin + NGSERVE_VIEWER_PATH if is_ngserve(origin) else DEMO_VIEWER
+    return DEMO_VIEWER
+
+
+def parse_url(url: str) -> dict:
+    """The state JSON of a Neuroglancer URL.
+
+    Accepts ``#!{json}``, ``#!+{json}`` (a partial state, returned as it is),
+    the legacy URL-safe JSON (``'`` quotes, ``_`` commas) and ``#!https://…``
+    pointing at a state file, which is fetched.
+    """
+    fragment = urllib.parse.urlsplit(url).fragment if "#" in url else url
+    text = urllib.parse.unquote(fragment)
+    text = text[1:] if text.startswith("!") else text
+    text = text[1:] if text.startswith("+") else text
+    if text.startswith(("http://", "https://")):
+        return _fetch_state(text)
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        from neuroglancer.url_state import url_safe_to_json  # the legacy form's reference decoder
+
+        try:
+            obj = json.loads(url_safe_to_json(text))
+        except ValueError:
+            raise ValueError("the URL carries no Neuroglancer state after '#!'") from None
+    if not isinstance(obj, dict):
+        raise ValueError("the URL's state is not a JSON object")
+    return obj
+
+
+def _fetch_state(url: str) -> dict:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as resp:
+            obj = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise ValueError(f"state {url}: HTTP {exc.code}") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"state {url}: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"state {url} is not a JSON object")
+    return obj
+
+
+def shorten(state: dict, server: str) -> str:
+    """Store ``state`` on the ngserve at ``server``; the short URL it answers."""
+    req = urllib.request.Request(
+        server.rstrip("/") + "/-/api/states",
+        data=json.dumps(state).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+            return json.loads(resp.read())["url"]
+    except urllib.error.HTTPError as exc:
+        detail = exc.read(300).decode(errors="replace").strip()
+        raise ValueError(f"{server} refused the state: HTTP {exc.code} {detail}") from None
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"cannot store the state on {server}: {exc}") from None

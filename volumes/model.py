@@ -1,0 +1,127 @@
+"""What a dataset is, once its metadata has been read: axes, levels, placement, kind hints."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import math
+
+from .location import Location
+
+
+@dataclass
+class Axis:
+    """One dimension as Neuroglancer names it, with its SI unit and level-0 voxel size."""
+
+    name: str
+    unit: str = ""  # "m", "s" or "" (unitless)
+    scale: float = 1.0  # size of one level-0 voxel, in ``unit``
+    type: str = "space"  # "space", "time", "channel" or "other"
+
+    @property
+    def is_local(self) -> bool:
+        """Channel axes are layer-local in Neuroglancer (``c'``) or channel dims (``c^``)."""
+        return self.name.endswith(("'", "^"))
+
+    def to_json(self) -> list:
+        return [self.scale, self.unit]
+
+
+@dataclass
+class Level:
+    """One resolution level; ``shape`` and ``chunks`` follow the dataset's axis order."""
+
+    path: str  # below the dataset root; "" is the root itself
+    shape: list[int]
+    chunks: list[int]
+    dtype: str
+    factors: list[float]  # downsampling relative to level 0, per axis
+    encoding: str | None = None  # precomputed encoding, zarr/n5 compressor
+    spec: dict = field(default_factory=dict, repr=False)  # tensorstore spec
+
+    @property
+    def voxels(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class Dataset:
+    """A dataset found at ``location``.
+
+    ``axes``/``offset`` are where the data truly is: ``offset`` is the lower
+    corner of voxel 0 in level-0 voxels, Neuroglancer's corner convention.
+    ``native_axes``/``native_offset`` are what Neuroglancer derives by itself
+    from ``ng_path``; when the two differ the state must carry a transform.
+    """
+
+    location: Location
+    format: str  # "ome-zarr", "zarr2", "zarr3", "n5", "precomputed", "precomputed-annotations"
+    scheme: str  # Neuroglancer's data-source scheme
+    axes: list[Axis]
+    offset: list[float]
+    levels: list[Level]
+    native_axes: list[Axis]
+    native_offset: list[float]
+    ng_path: str = ""  # what the layer source points at, below ``location`` (N5 may need "s0")
+    version: str | None = None
+    kind_hint: str | None = None  # "segmentation"/"image"/"annotation" when the metadata says so
+    kind_reason: str | None = None
+    windows: list[tuple[float, float]] = field(default_factory=list)  # omero, per channel
+    extras: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        name = self.location.name
+        for suffix in (".ome.zarr", ".zarr", ".n5"):
+            if name.endswith(suffix) and len(name) > len(suffix):
+                return name[: -len(suffix)]
+        return name
+
+    @property
+    def dtype(self) -> str | None:
+        return self.levels[0].dtype if self.levels else None
+
+    @property
+    def shape(self) -> list[int]:
+        return self.levels[0].shape if self.levels else []
+
+    def open_level(self, index: int):
+        """The tensorstore of level ``index`` (read-only)."""
+        import tensorstore as ts
+
+        return ts.open(self.levels[index].spec, read=True).result()
+
+    def to_json(self) -> dict:
+        """A plain summary, as ``ngserve inspect`` prints it."""
+        physical = lambda v, a: v * a.scale  # noqa: E731
+        out = {
+            "source": str(self.location),
+            "format": self.format,
+            "version": self.version,
+            "neuroglancer_source": f"{self.scheme}://{self.location.url_of(self.ng_path)}",
+            "axes": [{"name": a.name, "type": a.type, "unit": a.unit, "scale": a.scale} for a in self.axes],
+            # Offsets are the centre of the first voxel, as OME-Zarr states them.
+            "offset": [physical(o + 0.5, a) for o, a in zip(self.offset, self.axes)],
+            "levels": [
+                {
+                    "path": lv.path,
+                    "shape": lv.shape,
+                    "chunks": lv.chunks,
+                    "dtype": lv.dtype,
+                    "voxel_size": [a.scale * f for a, f in zip(self.axes, lv.factors)],
+                    "units": [a.unit for a in self.axes],
+                    "offset": [physical(o + f / 2, a) for o, f, a in zip(self.offset, lv.factors, self.axes)],
+                    **({"encoding": lv.encoding} if lv.encoding else {}),
+                }
+                for lv in self.levels
+            ],
+        }
+        if self.windows:
+            out["omero_windows"] = [list(w) for w in self.windows]
+        if self.extras:
+            out.update(self.extras)
+        if self.notes:
+            out["notes"] = self.notes
+        return out

@@ -1,0 +1,175 @@
+"""N5 arrays and multiscale groups in the three metadata conventions in use.
+
+* Neuroglancer's: ``resolution``, ``units``, ``axes``, ``scales`` / ``downsamplingFactors``;
+* n5-viewer's: ``pixelResolution: {dimensions, unit}`` (and ``scales``);
+* COSEM's: ``transform: {axes, scale, translate, units, ordering}`` per array, and a
+  ``multiscales`` list of datasets on the group.
+
+Neuroglancer reads only the first two, and only from the URL it is given.
+Dimension order is the N5 one (x first), as tensorstore and Neuroglancer use it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .location import Location, SourceError
+from .model import Axis, Dataset, Level
+from .units import si_unit
+
+_DEFAULT_NAMES = ["x", "y", "z", "t", "c"]
+
+
+def _ng_space(attrs: dict, rank: int) -> list[Axis]:
+    """The axes Neuroglancer derives from these attributes (default nm, x/y/z/t/c, d<i>)."""
+    names = list(attrs.get("axes") or [])
+    if len(names) != rank:
+        names = _DEFAULT_NAMES[:rank] + [f"d{i + 1}" for i in range(len(_DEFAULT_NAMES), rank)]
+    default_unit = "nm"
+    scales = attrs.get("resolution")
+    pr = attrs.get("pixelResolution")
+    if isinstance(pr, dict):
+        default_unit = pr.get("unit", default_unit)
+        scales = pr.get("dimensions", scales)
+    units = attrs.get("units") or [default_unit] * rank
+    scales = scales or [1.0] * rank
+    axes = []
+    for name, unit_name, s in zip(names, units, scales):
+        try:
+            unit, factor = si_unit(unit_name)
+        except ValueError:
+            raise SourceError(f"N5 unit {unit_name!r} is not one Neuroglancer knows") from None
+        axes.append(Axis(name, unit, factor * float(s), "space"))
+    return axes
+
+
+def _cosem(attrs: dict, rank: int) -> tuple[list[float], list[float], list[str]] | None:
+    """(scale, translate, units) of a COSEM ``transform``, in N5 axis order."""
+    t = attrs.get("transform")
+    if not isinstance(t, dict) or "scale" not in t:
+        return None
+    scale, trans = list(t["scale"]), list(t.get("translate") or [0.0] * rank)
+    units = list(t.get("units") or ["nm"] * rank)
+    if t.get("ordering", "C") == "C":  # COSEM lists C order; N5 dimensions are F order
+        scale, trans, units = scale[::-1], trans[::-1], units[::-1]
+    return scale, trans, units
+
+
+def _level(loc: Location, path: str, attrs: dict, factors: list[float]) -> Level:
+    comp = attrs.get("compression")
+    return Level(
+        path=path,
+        shape=[int(d) for d in attrs["dimensions"]],
+        chunks=[int(b) for b in attrs["blockSize"]],
+        dtype=np.dtype(attrs["dataType"]).name,
+        factors=factors,
+        encoding=comp.get("type") if isinstance(comp, dict) else None,
+        spec={"driver": "n5", "kvstore": loc.kvstore(path)},
+    )
+
+
+def read_n5(loc: Location, root: dict) -> Dataset:
+    """The dataset of an N5 array or multiscale group whose ``attributes.json`` is ``root``."""
+    if "dimensions" in root and "dataType" in root:
+        level_attrs = [("", root)]
+    else:
+        paths = _level_paths(loc, root)
+        if not paths:
+            raise SourceError(f"{loc}: an N5 group with no arrays s0, s1, … and no multiscales list")
+        level_attrs = []
+        for p in paths:
+            a = loc.read_json(f"{p}/attributes.json")
+            if a is None or "dimensions" not in a:
+                raise SourceError(f"{loc}: scale level {p} has no N5 array attributes")
+            level_attrs.append((p, a))
+    first = level_attrs[0][1]
+    rank = len(first["dimensions"])
+    native = _ng_space(root, rank)
+    # Our axes: Neuroglancer's names, but the most specific metadata for sizes.
+    cosem = _cosem(first, rank) or _cosem(_group_dataset(root, 0), rank)
+    merged = {**first, **{k: v for k, v in root.items() if k in ("resolution", "units", "pixelResolution", "axes")}}
+    axes = _ng_space(merged, rank)
+    offset = [0.0] * rank
+    convention = "neuroglancer" if ("resolution" in merged) else "n5-viewer" if "pixelResolution" in merged else None
+    if cosem:
+        convention = "cosem"
+        scale, trans, units = cosem
+        for i, a in enumerate(axes):
+            unit, factor = si_unit(units[i])
+            a.unit, a.scale = unit, factor * float(scale[i])
+        # COSEM translations are voxel centres (as in OME); Neuroglancer wants corners.
+        offset = [t / s - 0.5 for t, s in zip(trans, scale)]
+    for a in axes:
+        if a.name in ("c", "channel"):
+            a.name, a.type, a.unit, a.scale = a.name + "'", "channel", "", 1.0
+    factors_all = _factors(root, level_attrs, rank)
+    levels = [_level(loc, p, a, f) for (p, a), f in zip(level_attrs, factors_all)]
+    # Neuroglancer opens a group only when it can tell every level's downsampling.
+    ng_path = ""
+    if len(level_attrs) > 1 or level_attrs[0][0]:
+        knows = "scales" in root or isinstance(root.get("downsamplingFactors"), list) or all(
+            "downsamplingFactors" in a for _, a in level_attrs[1:]
+        )
+        if not knows:
+            ng_path = level_attrs[0][0]
+            native = _ng_space(first, rank)
+            levels = levels[:1]
+    ds = Dataset(
+        location=loc,
+        format="n5",
+        scheme="n5",
+        axes=axes,
+        offset=offset,
+        levels=levels,
+        native_axes=native,
+        native_offset=[0.0] * rank,
+        ng_path=ng_path,
+        version=root.get("n5"),
+    )
+    if convention:
+        ds.extras["convention"] = convention
+    if ng_path:
+        ds.notes.append(f"Neuroglancer cannot tell this group's downsampling factors; the layer shows {ng_path} only")
+    return ds
+
+
+def _group_dataset(root: dict, index: int) -> dict:
+    ms = root.get("multiscales")
+    try:
+        return ms[0]["datasets"][index]
+    except (TypeError, IndexError, KeyError):
+        return {}
+
+
+def _level_paths(loc: Location, root: dict) -> list[str]:
+    """Level folders: from COSEM ``multiscales``, the ``scales`` list, or s0, s1, … as found."""
+    ms = root.get("multiscales")
+    if isinstance(ms, list) and ms and isinstance(ms[0], dict) and ms[0].get("datasets"):
+        return [d["path"] for d in ms[0]["datasets"]]
+    if isinstance(root.get("scales"), list):
+        return [f"s{i}" for i in range(len(root["scales"]))]
+    paths = []
+    while loc.read_json(f"s{len(paths)}/attributes.json") is not None:
+        paths.append(f"s{len(paths)}")
+    return paths
+
+
+def _factors(root: dict, level_attrs: list[tuple[str, dict]], rank: int) -> list[list[float]]:
+    """Per-level downsampling factors from whichever convention states them."""
+    listed = root.get("scales") or root.get("downsamplingFactors")
+    if isinstance(listed, list) and len(listed) == len(level_attrs) and isinstance(listed[0], list):
+        return [[float(f) for f in fs] for fs in listed]
+    out = []
+    base = _cosem(level_attrs[0][1], rank)
+    for i, (_, a) in enumerate(level_attrs):
+        if "downsamplingFactors" in a:
+            out.append([float(f) for f in a["downsamplingFactors"]])
+            continue
+        c = _cosem(a, rank) or _cosem(_group_dataset(root, i), rank)
+        b = base or _cosem(_group_dataset(root, 0), rank)
+        if c and b:
+            out.append([x / y for x, y in zip(c[0], b[0])])
+        else:
+            shape0 = level_attrs[0][1]["dimensions"]
+            out.append([s0 / s for s0, s in zip(shape0, a["dimensions"])])
+    return out
