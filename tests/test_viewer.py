@@ -1,0 +1,48 @@
+"""The built-in viewer, in headless Chromium, renders the demo dataset."""
+
+from __future__ import annotations
+
+import urllib.request
+
+from browser import browser_page, rendered_fraction, viewer_status_text, wait_until
+
+from server.responses import METADATA_NAMES
+
+CHUNK = r'"GET /demo\.ome\.zarr/\d+/\d+/\d+/\d+ HTTP'
+NOT_FOUND = 'the server responded with a status of 404'
+
+
+def assert_only_metadata_probes_failed(srv, errors) -> None:
+    """Neuroglancer probes for optional metadata (a group's .zarray, an array's .zattrs)
+    and logs each 404 to the console; any other failure is a real error."""
+    assert errors.page_errors == []
+    assert [e for e in errors.console_errors if NOT_FOUND not in e] == []
+    for line in srv.requested(r'" 404 '):
+        path = line.split('"')[1].split()[1]
+        assert path.rsplit("/", 1)[-1] in METADATA_NAMES, line
+
+
+def test_open_demo_renders_chunks(start_server, tmp_path):
+    srv = start_server("demo", "--out", str(tmp_path))
+    with browser_page() as (page, errors):
+        page.goto(srv.url + "/-/open/demo.ome.zarr")
+        assert page.url.startswith(srv.url + "/-/viewer/v/ngserve/#!"), page.url
+        assert wait_until(lambda: len(srv.requested(CHUNK)) >= 4), "viewer fetched no chunks:\n" + "".join(srv.log)
+        page.wait_for_timeout(2000)
+        status = viewer_status_text(page)
+        assert_only_metadata_probes_failed(srv, errors)
+        # The layer draws a good part of the screen: hiding it changes that much.
+        drawn = rendered_fraction(page)
+    assert "Disconnected" not in status and "Error" not in status, status
+    assert all(" 200 " in line for line in srv.requested(CHUNK))
+    assert drawn > 0.05, drawn
+
+
+def test_viewer_paths_answer(start_server, tmp_path):
+    srv = start_server("serve", str(tmp_path))
+    with urllib.request.urlopen(srv.url + "/-/viewer/") as r:
+        assert r.url == srv.url + "/-/viewer/v/ngserve/"
+        assert b"<script" in r.read()
+    with urllib.request.urlopen(srv.url + "/-/viewer/events/ngserve?c=x&gc=&gs=", timeout=5) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        assert r.readline().startswith(b":")
