@@ -8,8 +8,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from . import viewer
-from .config import ServerConfig
+from . import auth, viewer
+from .config import MountConfig, ServerConfig, is_remote
 from .listing import render_listing
 from .paths import split_path
 from volumes.formats import NG_SCHEME
@@ -25,8 +25,12 @@ EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-
 ALLOW_HEADERS = "Range, Authorization, If-None-Match, If-Modified-Since, If-Range, Content-Type, Cache-Control"
 
 
-def make_storage(source: str) -> Storage:
-    """The backend for a mount's ``source``."""
+def make_storage(source: str, mount: MountConfig | None = None) -> Storage:
+    """The backend for a mount's ``source``: a local folder, or a WebDAV/HTTP(S) URL."""
+    if is_remote(source):
+        from .remote import RemoteStorage
+
+        return RemoteStorage(source, mount.upstream if mount else None, label=f"mount {mount.name!r}" if mount else "")
     return LocalStorage(source)
 
 
@@ -74,11 +78,10 @@ async def _preflight_and_errors(request: web.Request, handler) -> web.StreamResp
 def resolve(request: web.Request, segments: list[str]) -> tuple[Storage, list[str]]:
     """The storage that owns ``segments`` and the path inside it (404 if none)."""
     mounts: dict[str, Storage] = request.app[MOUNTS]
-    if segments and segments[0] != "" and segments[0] in mounts:
-        return mounts[segments[0]], segments[1:]
-    if "" in mounts:
-        return mounts[""], segments
-    raise web.HTTPNotFound()
+    found = auth.mount_of(mounts, segments)
+    if found is None:
+        raise web.HTTPNotFound()
+    return mounts[found[0]], found[1]
 
 
 async def _listing(request: web.Request, storage: Storage, rel: str, url_path: str, at_top: bool) -> web.Response:
@@ -87,10 +90,9 @@ async def _listing(request: web.Request, storage: Storage, rel: str, url_path: s
         raise web.HTTPNotFound()
     if at_top:  # named mounts appear as folders of the root
         names = {e.name for e in entries}
-        entries = sorted(
-            entries + [Entry(n, True) for n in request.app[MOUNTS] if n and n not in names],
-            key=lambda e: e.name,
-        )
+        authority = request.app[auth.AUTHORITY]
+        readable = [n for n in request.app[MOUNTS] if n and n not in names and await authority.may_read(request, n)]
+        entries = sorted(entries + [Entry(n, True) for n in readable], key=lambda e: e.name)
     formats = {}
     for e in entries:
         if e.is_dir:
@@ -154,8 +156,9 @@ def minimal_state(url: str, fmt: str, name: str) -> dict:
 
 
 async def handle_health(request: web.Request) -> web.Response:
+    authority = request.app[auth.AUTHORITY]  # protected mounts stay unnamed to those who cannot read them
     return web.json_response(
-        {"status": "ok", "pid": os.getpid(), "mounts": sorted(request.app[MOUNTS])},
+        {"status": "ok", "pid": os.getpid(), "mounts": [n for n in sorted(request.app[MOUNTS]) if await authority.may_read(request, n)]},
         headers={"Cache-Control": "no-store"},
     )
 
@@ -169,7 +172,8 @@ def create_app(config: ServerConfig) -> web.Application:
     """Build the application for ``config`` (already validated)."""
     app = web.Application(middlewares=[_preflight_and_errors])
     app[CONFIG] = config
-    app[MOUNTS] = {m.name: make_storage(m.source) for m in config.mounts}
+    app[MOUNTS] = {m.name: make_storage(m.source, m) for m in config.mounts}
+    auth.setup(app, config)
     app.on_response_prepare.append(_add_cors)
     app.on_cleanup.append(_close_storages)
     app.router.add_get("/-/health", handle_health)

@@ -52,6 +52,7 @@ def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
 def _worker(config: ServerConfig, sock: socket.socket | None, port: int, access_log: bool) -> None:
     """Serve until a signal.  Workers after the first bind their own SO_REUSEPORT socket,
     so the kernel spreads connections evenly across processes."""
+    from .access_log import AccessLogger
     from .app import create_app
 
     _use_uvloop()
@@ -64,7 +65,7 @@ def _worker(config: ServerConfig, sock: socket.socket | None, port: int, access_
         sock=sock,
         print=None,
         access_log=logging.getLogger("aiohttp.access") if access_log else None,
-        access_log_format='%a "%r" %s %b %Tfs',
+        access_log_class=AccessLogger,  # who read what; share tokens redacted
         handle_signals=True,
     )
 

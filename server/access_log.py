@@ -1,0 +1,39 @@
+"""The access log: who read what, and never a secret.
+
+Like aiohttp's ``%a "%r" %s %b %Tfs`` line, with the principal appended
+(``user:alice``, ``token:em/run1``, ``-``).  The ``token`` query parameter is
+replaced by ``REDACTED``, since Neuroglancer puts share tokens in source URLs.
+"""
+
+from __future__ import annotations
+
+import re
+
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web import BaseRequest, StreamResponse
+
+from .auth import PRINCIPAL
+
+_TOKEN_PARAM = re.compile(r"(?i)((?:^|[?&;])token=)[^&;#]*")
+
+
+def redact(path_qs: str) -> str:
+    """``path?query`` with the value of any ``token`` parameter hidden."""
+    return _TOKEN_PARAM.sub(r"\1REDACTED", path_qs)
+
+
+class AccessLogger(AbstractAccessLogger):
+    def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        v = request.version
+        self.logger.info(
+            '%s "%s %s HTTP/%d.%d" %d %d %.6fs %s',
+            request.remote,
+            request.method,
+            redact(request.rel_url.raw_path_qs),
+            v.major,
+            v.minor,
+            response.status,
+            response.body_length,
+            time,
+            request.get(PRINCIPAL, "-"),
+        )

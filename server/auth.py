@@ -1,0 +1,292 @@
+"""Inbound authentication and per-mount access control.
+
+Each mount has ``access = "public" | "users" | "token"``:
+
+* ``public``: anyone reads it.
+* ``users``: a signed-in user (HTTP basic, the ``/-/login`` session cookie,
+  or ``X-Forwarded-User``/``-Email`` from a trusted proxy), optionally only
+  the names in the mount's ``users`` list; or a share token for it.
+* ``token``: only a share token for it.
+
+Share tokens (:mod:`server.tokens`) arrive as ``?token=``, which Neuroglancer
+repeats on every file under a source URL, as ``Authorization: Bearer``, or as
+the ``ngserve_token`` cookie.  Without credentials the answer is 401, with
+credentials that do not reach the path 403, and an expired token gets a 401
+that says so.  The principal is stored on the request for the access log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import html
+import ipaddress
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from urllib.parse import quote
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from .config import MountConfig, ServerConfig
+from .passwords import verify_password
+from .paths import split_path
+from .tokens import SESSION, Claims, TokenError, mint_session, verify
+
+PRINCIPAL = "ngserve.principal"  # request key: who is asking, for the access log
+SESSION_COOKIE = "ngserve_session"
+TOKEN_COOKIE = "ngserve_token"
+_BASIC_MEMORY = 300.0  # seconds a verified basic-auth password is remembered (scrypt is slow on purpose)
+
+
+def mount_of(names, segments: list[str]) -> tuple[str, list[str]] | None:
+    """The mount that owns a data path, and the path inside it: the one routing rule."""
+    if segments and segments[0] != "" and segments[0] in names:
+        return segments[0], segments[1:]
+    if "" in names:
+        return "", segments
+    return None
+
+
+@dataclass
+class Identity:
+    """What a request proved about itself."""
+
+    user: str | None = None
+    tokens: list[Claims] = field(default_factory=list)
+    problem: str | None = None  # why presented credentials failed (bad password, expired token)
+
+    @property
+    def presented(self) -> bool:
+        return bool(self.user or self.tokens or self.problem)
+
+    def label(self) -> str:
+        """For the access log: the user, or the scope of the token (never the token)."""
+        if self.user:
+            return f"user:{self.user}"
+        if self.tokens:
+            t = self.tokens[0]
+            return f"token:{t.mount}/{t.path}".rstrip("/")
+        return "-"
+
+
+class Authority:
+    """Decides who may read what, for one app."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.secret = config.auth.secret
+        self.session_ttl = config.auth.session_ttl
+        self.cookie_secure = config.auth.cookie_secure
+        self.mounts: dict[str, MountConfig] = {m.name: m for m in config.mounts}
+        self.users = {u.name: u.password_hash for u in config.users}
+        self.proxies = [ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies]
+        self._verified: OrderedDict[bytes, float] = OrderedDict()
+
+    @property
+    def open(self) -> bool:
+        return all(m.access == "public" for m in self.mounts.values())
+
+    # -- who is asking -----------------------------------------------------------------
+    async def identify(self, request: web.Request) -> Identity:
+        cached = request.get("ngserve.identity")
+        if cached is not None:
+            return cached
+        ident = Identity()
+        if self._from_trusted_proxy(request):
+            ident.user = request.headers.get("X-Forwarded-User") or request.headers.get("X-Forwarded-Email")
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        raw_tokens = [request.query.get("token"), request.cookies.get(TOKEN_COOKIE)]
+        if scheme.lower() == "bearer":
+            raw_tokens.append(value.strip())
+        elif scheme.lower() == "basic" and not ident.user:
+            ident.user = await self._basic(value.strip())
+            if ident.user is None:
+                ident.problem = "wrong user name or password"
+        session = request.cookies.get(SESSION_COOKIE)
+        if session and not ident.user and self.secret:
+            try:
+                claims = verify(self.secret, session)
+                if claims.kind == SESSION and (claims.user in self.users or self.proxies):
+                    ident.user = claims.user
+            except TokenError:
+                pass  # a stale session cookie is simply no session
+        for raw in raw_tokens:
+            if not raw or not self.secret:
+                continue
+            try:
+                claims = verify(self.secret, raw)
+            except TokenError as exc:
+                ident.problem = ident.problem or str(exc)
+                continue
+            if claims.kind != SESSION:
+                ident.tokens.append(claims)
+        request["ngserve.identity"] = ident
+        request[PRINCIPAL] = ident.label()
+        return ident
+
+    def _from_trusted_proxy(self, request: web.Request) -> bool:
+        if not self.proxies or not request.remote:
+            return False
+        try:
+            addr = ipaddress.ip_address(request.remote)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.proxies)
+
+    async def _basic(self, value: str) -> str | None:
+        try:
+            user, sep, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if not sep:
+            return None
+        return user if await self.check_password(user, password) else None
+
+    async def check_password(self, user: str, password: str) -> bool:
+        """Verify in a thread (scrypt is slow); remember successes briefly so chunk reads stay fast."""
+        stored = self.users.get(user)
+        if stored is None:
+            return False
+        key = hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
+        until = self._verified.get(key)
+        if until is not None and until > time.monotonic():
+            return True
+        ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
+        if ok:
+            self._verified[key] = time.monotonic() + _BASIC_MEMORY
+            while len(self._verified) > 1024:
+                self._verified.popitem(last=False)
+        return ok
+
+    # -- what they may read ------------------------------------------------------------
+    def allows(self, ident: Identity, mount: str, path: str) -> bool:
+        m = self.mounts.get(mount)
+        if m is None or m.access == "public":
+            return True
+        if any(t.covers(mount, path) for t in ident.tokens):
+            return True
+        if m.access == "users" and ident.user:
+            return m.users is None or ident.user in m.users
+        return False
+
+    async def may_read(self, request: web.Request, mount: str, path: str = "") -> bool:
+        if self.mounts.get(mount) is None or self.mounts[mount].access == "public":
+            return True
+        return self.allows(await self.identify(request), mount, path)
+
+    async def require(self, request: web.Request, mount: str, path: str) -> None:
+        """Return if the request may read ``path`` in ``mount``; else raise 401 or 403."""
+        ident = await self.identify(request)
+        if self.allows(ident, mount, path):
+            return
+        if ident.problem and not (ident.user or ident.tokens):
+            raise self._unauthorized(request, ident.problem)
+        if not ident.presented:
+            raise self._unauthorized(request, "sign in or use a link with a token to read this")
+        raise web.HTTPForbidden(text="403 your sign-in or token does not give access to this path\n")
+
+    def _unauthorized(self, request: web.Request, reason: str) -> web.HTTPUnauthorized:
+        headers = CIMultiDict({"WWW-Authenticate": 'Bearer realm="ngserve"'})
+        # Programs (curl, scripts) also get a Basic challenge; browsers (which send
+        # Sec-Fetch-Mode) do not, or every chunk the viewer fetches would pop up a dialog.
+        if "Sec-Fetch-Mode" not in request.headers and self.users:
+            headers.add("WWW-Authenticate", 'Basic realm="ngserve", charset="UTF-8"')
+        return web.HTTPUnauthorized(text=f"401 {reason}\n", headers=headers)
+
+    # -- /-/login ----------------------------------------------------------------------
+    def session_cookie(self, response: web.StreamResponse, user: str) -> None:
+        assert self.secret is not None
+        response.set_cookie(
+            SESSION_COOKIE,
+            mint_session(self.secret, user, self.session_ttl),
+            max_age=int(self.session_ttl),
+            path="/",
+            httponly=True,
+            secure=self.cookie_secure,
+            samesite="Lax",
+        )
+
+
+AUTHORITY = web.AppKey("authority", Authority)
+
+
+def _data_segments(request: web.Request) -> list[str] | None:
+    """The data path a request reads (also through /-/open/), or None for the server's own pages."""
+    raw = request.rel_url.raw_path
+    if raw.startswith("/-/open/"):
+        raw = raw[len("/-/open") :]
+    elif raw == "/-" or raw.startswith("/-/"):
+        return None
+    return split_path(raw)
+
+
+@web.middleware
+async def middleware(request: web.Request, handler) -> web.StreamResponse:
+    authority = request.app[AUTHORITY]
+    if not authority.open:
+        segments = _data_segments(request)
+        if segments is not None:
+            found = mount_of(authority.mounts, segments)
+            if found is not None:
+                await authority.require(request, found[0], "/".join(found[1]))
+    return await handler(request)
+
+
+# -- the login page ------------------------------------------------------------------------
+_FORM = """<!doctype html><html><head><meta charset="utf-8"><title>ngserve: sign in</title>
+<style>body{{font:15px system-ui,sans-serif;margin:3em auto;max-width:22em}}label,input{{display:block;width:100%;margin:.3em 0}}
+input{{padding:.4em;box-sizing:border-box}}.err{{color:#b00}}</style></head><body>
+<h1>Sign in</h1>{error}<form method="post" action="/-/login">
+<input type="hidden" name="next" value="{next}">
+<label>User <input name="user" autocomplete="username" autofocus required></label>
+<label>Password <input name="password" type="password" autocomplete="current-password" required></label>
+<input type="submit" value="Sign in"></form></body></html>"""
+
+
+def _safe_next(target: str | None) -> str:
+    """Only same-site paths: an open redirect would hand our login page to phishers."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def _form(next_url: str, error: str = "", status: int = 200) -> web.Response:
+    err = f'<p class="err">{html.escape(error)}</p>' if error else ""
+    body = _FORM.format(error=err, next=html.escape(next_url, quote=True))
+    return web.Response(status=status, text=body, content_type="text/html", headers={"Cache-Control": "no-store"})
+
+
+async def login_page(request: web.Request) -> web.Response:
+    return _form(_safe_next(request.query.get("next")))
+
+
+async def login_submit(request: web.Request) -> web.Response:
+    authority = request.app[AUTHORITY]
+    form = await request.post()
+    user, password = str(form.get("user", "")), str(form.get("password", ""))
+    next_url = _safe_next(str(form.get("next", "")))
+    if authority.secret is None or not await authority.check_password(user, password):
+        request[PRINCIPAL] = f"login-failed:{user}" if user in authority.users else "login-failed"
+        return _form(next_url, "Wrong user name or password.", status=401)
+    request[PRINCIPAL] = f"user:{user}"
+    resp = web.HTTPSeeOther(location=quote(next_url, safe="/?=&#%:;,+~!$'()*@"))
+    authority.session_cookie(resp, user)
+    raise resp
+
+
+async def logout(request: web.Request) -> web.Response:
+    resp = web.HTTPSeeOther(location="/-/login")
+    resp.del_cookie(SESSION_COOKIE, path="/")
+    raise resp
+
+
+def setup(app: web.Application, config: ServerConfig) -> None:
+    """Install the authority, its middleware and the login endpoints on ``app``."""
+    app[AUTHORITY] = Authority(config)
+    app.middlewares.append(middleware)
+    app.router.add_get("/-/login", login_page)
+    app.router.add_post("/-/login", login_submit)
+    app.router.add_get("/-/logout", logout)

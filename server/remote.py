@@ -1,0 +1,412 @@
+"""Remote storage: a WebDAV store (dCache, Nextcloud, Apache/nginx DAV) or a plain HTTP(S) bucket.
+
+The mount's source names the backend: ``webdav+https://host/path`` (listings
+by PROPFIND) or ``https://host/path`` (read-only HTTP, no listings).  We hold
+the upstream credentials; the client never sees them, and neither do the logs
+or our error answers, which name only the mount and a short reason.
+
+Chunks are proxied: the client's Range and validators go upstream unchanged
+and its 200/206/304/416 come back, streamed.  Metadata files (``info``,
+``.zarray``, ``zarr.json``, ...) are small and read over and over by every
+viewer, so they live in memory for ``metadata_ttl`` seconds and are then
+revalidated with ``If-None-Match``; answers for them go through
+:func:`server.responses.file_response` like local files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import logging
+import ssl
+import time
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from dataclasses import dataclass
+from urllib.parse import quote, unquote, urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from volumes.formats import MARKERS
+
+from .config import UpstreamConfig
+from .paths import is_visible
+from .responses import METADATA_NAMES, FileMeta, content_type, file_response
+from .storage import Entry, Storage
+
+log = logging.getLogger("ngserve.remote")
+
+RETRY_STATUSES = frozenset({502, 503, 504})
+BACKOFF = 0.2  # seconds before the first retry; doubles each time
+# Bodies up to this size are read whole before we answer, so a truncated
+# upstream body becomes a clean 502; larger ones stream piece by piece.
+WHOLE_BODY = 1 << 20
+STREAM_PIECE = 1 << 18
+METADATA_BUDGET = 64 << 20
+_ABSENT_COST = 256  # bytes charged for remembering that a file is missing
+
+_PROPFIND_BODY = (
+    b'<?xml version="1.0" encoding="utf-8"?>'
+    b'<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/><D:getcontentlength/></D:prop></D:propfind>'
+)
+_DAV = "{DAV:}"
+
+
+@dataclass
+class _Cached:
+    data: bytes | None  # None: the upstream said the file does not exist
+    etag: str | None
+    mtime: float
+    checked: float  # time.monotonic() when the upstream last confirmed it
+
+
+class _TimedCache:
+    """Upstream answers by path, bounded by a byte budget, least recently used out."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget, self.used = budget, 0
+        self._items: OrderedDict[str, _Cached] = OrderedDict()
+
+    @staticmethod
+    def _cost(item: _Cached) -> int:
+        return _ABSENT_COST if item.data is None else len(item.data)
+
+    def get(self, key: str) -> _Cached | None:
+        item = self._items.get(key)
+        if item is not None:
+            self._items.move_to_end(key)
+        return item
+
+    def put(self, key: str, item: _Cached) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= self._cost(old)
+        if self._cost(item) > self.budget:
+            return
+        self._items[key] = item
+        self.used += self._cost(item)
+        while self.used > self.budget:
+            _, dropped = self._items.popitem(last=False)
+            self.used -= self._cost(dropped)
+
+
+def _fail(status: int, reason: str) -> web.HTTPException:
+    cls = web.HTTPGatewayTimeout if status == 504 else web.HTTPBadGateway
+    return cls(text=f"{status} {reason}\n")
+
+
+def _quoted_etag(etag: str | None, data: bytes) -> str:
+    if etag and etag.startswith(('"', 'W/"')):
+        return etag
+    return '"' + hashlib.blake2b(data, digest_size=12).hexdigest() + '"'
+
+
+def _mtime(header: str | None) -> float:
+    try:
+        return email.utils.parsedate_to_datetime(header).timestamp() if header else time.time()
+    except (TypeError, ValueError, IndexError):
+        return time.time()
+
+
+class RemoteStorage(Storage):
+    """A mount backed by a WebDAV or plain HTTP(S) upstream, through one pooled client session."""
+
+    def __init__(self, source: str, upstream: UpstreamConfig | None = None, label: str = "") -> None:
+        self.config = upstream or UpstreamConfig()
+        self.dav = source.lower().startswith("webdav+")
+        url = source.split("+", 1)[1] if self.dav else source
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"{source!r} is not an http(s) URL")
+        self.origin = f"{parts.scheme}://{parts.netloc}"
+        self.base_path = parts.path.rstrip("/")
+        self.label = label or parts.hostname  # how logs and errors name this upstream: no credentials
+        self._session: aiohttp.ClientSession | None = None
+        self._meta = _TimedCache(METADATA_BUDGET)
+        self._chunks = _TimedCache(self.config.chunk_cache_bytes) if self.config.chunk_cache_bytes else None
+        self._listings: dict[str, tuple[float, list[Entry] | None]] = {}
+        self._inflight: dict[str, asyncio.Future] = {}
+        self.upstream_requests = 0  # for /-/health-style introspection and benchmarks
+
+    # -- the client session ------------------------------------------------------------
+    def _ssl(self) -> ssl.SSLContext | bool:
+        if not self.origin.startswith("https:"):
+            return False
+        ctx = ssl.create_default_context(cafile=self.config.ca_file)
+        if self.config.client_cert:
+            ctx.load_cert_chain(self.config.client_cert, self.config.client_key)
+        return ctx
+
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session, made on first use inside the worker's event loop."""
+        if self._session is None or self._session.closed:
+            c = self.config
+            headers = {"User-Agent": "ngserve"}
+            if c.bearer:
+                headers["Authorization"] = f"Bearer {c.bearer}"
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=256, limit_per_host=128),
+                timeout=aiohttp.ClientTimeout(total=None, connect=c.connect_timeout, sock_read=c.read_timeout),
+                auth=aiohttp.BasicAuth(c.username, c.password or "") if c.username else None,
+                headers=headers,
+                auto_decompress=False,  # pass bytes through exactly; we ask for identity anyway
+                trust_env=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    def _url(self, path: str, directory: bool = False) -> str:
+        tail = quote(path) if path else ""
+        url = f"{self.origin}{self.base_path}/{tail}"
+        return url if not directory or url.endswith("/") else url + "/"
+
+    async def _request(
+        self, method: str, path: str, headers: dict[str, str], *, directory: bool = False, body: bytes | None = None
+    ) -> aiohttp.ClientResponse:
+        """Send an idempotent request, retrying connection failures and 502/503/504 with backoff.
+
+        A timeout is not retried, so the client hears 504 within the
+        configured timeout; a 4xx is an answer, never retried.
+        """
+        url = self._url(path, directory)
+        attempts = self.config.retries + 1
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(BACKOFF * 2 ** (attempt - 1))
+            self.upstream_requests += 1
+            try:
+                resp = await self.session().request(method, url, headers=headers, data=body)
+            except asyncio.TimeoutError:
+                log.warning("%s: %s /%s timed out", self.label, method, path)
+                raise _fail(504, "upstream timed out") from None
+            except aiohttp.ClientError as exc:
+                log.warning("%s: %s /%s failed: %s", self.label, method, path, type(exc).__name__)
+                if attempt + 1 < attempts:
+                    continue
+                raise _fail(502, "upstream unreachable") from None
+            if resp.status in RETRY_STATUSES and attempt + 1 < attempts:
+                resp.release()
+                continue
+            return resp
+        raise AssertionError("unreachable")
+
+    def _refuse(self, resp: aiohttp.ClientResponse, path: str) -> web.HTTPException:
+        """Our answer for an upstream status we do not pass on."""
+        status = resp.status
+        if status in (404, 410):
+            return web.HTTPNotFound()
+        if status in (401, 403):
+            log.error("%s: upstream refused our credentials (%d) for /%s", self.label, status, path)
+            return _fail(502, "upstream refused the server's credentials")
+        if status == 504:
+            return _fail(504, "upstream gateway timed out")
+        log.warning("%s: upstream answered %d for /%s", self.label, status, path)
+        return _fail(502, f"upstream answered {status}")
+
+    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await resp.read()
+        except asyncio.TimeoutError:
+            raise _fail(504, "upstream timed out") from None
+        except aiohttp.ClientError:
+            raise _fail(502, "upstream sent a truncated answer") from None
+
+    # -- small files: metadata, cached -------------------------------------------------
+    async def _fetch_cached(self, cache: _TimedCache, path: str) -> _Cached:
+        """The file at ``path`` from ``cache`` if fresh, else from upstream (revalidating by ETag).
+
+        Concurrent misses for one path share one upstream request.
+        """
+        item = cache.get(path)
+        if item is not None and time.monotonic() - item.checked < self.config.metadata_ttl:
+            return item
+        key = f"{id(cache)}:{path}"
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            item = await self._refresh(cache, path, item)
+            future.set_result(item)
+            return item
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: a lone request must not log "never retrieved"
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _refresh(self, cache: _TimedCache, path: str, old: _Cached | None) -> _Cached:
+        headers = {"Accept-Encoding": "identity"}
+        if old is not None and old.etag:
+            headers["If-None-Match"] = old.etag
+        resp = await self._request("GET", path, headers)
+        async with resp:
+            now = time.monotonic()
+            if resp.status == 304 and old is not None:
+                old.checked = now
+                return old
+            if resp.status in (404, 410):
+                item = _Cached(None, None, 0.0, now)
+            elif resp.status == 200:
+                data = await self._read_body(resp)
+                item = _Cached(data, _quoted_etag(resp.headers.get("ETag"), data), _mtime(resp.headers.get("Last-Modified")), now)
+            else:
+                raise self._refuse(resp, path)
+        cache.put(path, item)
+        return item
+
+    async def read_small(self, path: str, limit: int = 1 << 20) -> bytes | None:
+        item = await self._fetch_cached(self._meta, path)
+        return item.data if item.data is not None and len(item.data) <= limit else None
+
+    async def _answer_cached(self, request: web.Request, path: str, item: _Cached) -> web.StreamResponse:
+        if item.data is None:
+            raise web.HTTPNotFound()
+        meta = FileMeta(name=path.rsplit("/", 1)[-1], size=len(item.data), mtime=item.mtime, etag=item.etag or "")
+        return await file_response(request, meta, data=item.data)
+
+    # -- Storage -------------------------------------------------------------------------
+    async def serve_file(self, request: web.Request, path: str) -> web.StreamResponse:
+        name = path.rsplit("/", 1)[-1]
+        if name in METADATA_NAMES:
+            return await self._answer_cached(request, path, await self._fetch_cached(self._meta, path))
+        if self._chunks is not None:
+            item = self._chunks.get(path)
+            if item is not None and time.monotonic() - item.checked < self.config.metadata_ttl:
+                return await self._answer_cached(request, path, item)
+        return await self._proxy(request, path, name)
+
+    async def _proxy(self, request: web.Request, path: str, name: str) -> web.StreamResponse:
+        """Pass GET/HEAD through: the client's Range and validators up, status and body back."""
+        headers = {"Accept-Encoding": "identity"}
+        for h in ("Range", "If-Range", "If-None-Match", "If-Modified-Since"):
+            if h in request.headers:
+                headers[h] = request.headers[h]
+        resp = await self._request(request.method, path, headers)
+        if self.dav and resp.status in (403, 405):
+            # Many WebDAV servers refuse GET on a folder; say "not a file" so the app can redirect to path/.
+            resp.close()
+            entry = await self.stat(path)
+            if entry is not None and entry.is_dir:
+                raise web.HTTPNotFound()
+            raise self._refuse(resp, path)
+        try:
+            return await self._relay(request, resp, path, name)
+        finally:
+            # close() rather than release(): an unfinished body (client gone, upstream cut)
+            # must not go back to the pool; a finished one has already released itself.
+            resp.close()
+
+    async def _relay(
+        self, request: web.Request, resp: aiohttp.ClientResponse, path: str, name: str
+    ) -> web.StreamResponse:
+        out = {"Content-Type": content_type(name), "Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
+        for h in ("ETag", "Last-Modified", "Content-Range"):
+            if h in resp.headers:
+                out[h] = resp.headers[h]
+        if resp.status == 304:
+            out.pop("Content-Type")
+            return web.Response(status=304, headers=out)
+        if resp.status == 416:
+            out["Content-Type"] = "text/plain; charset=utf-8"
+            return web.Response(status=416, headers=out, text="range not satisfiable\n")
+        if resp.status not in (200, 206):
+            raise self._refuse(resp, path)
+        length = resp.content_length
+        if request.method == "HEAD":
+            answer = web.Response(status=resp.status, headers=out)
+            if length is not None:
+                answer.content_length = length
+            return answer
+        if length is not None and length <= WHOLE_BODY:
+            body = await self._read_body(resp)
+            if self._chunks is not None and resp.status == 200:
+                item = _Cached(body, _quoted_etag(resp.headers.get("ETag"), body), _mtime(resp.headers.get("Last-Modified")), time.monotonic())
+                self._chunks.put(path, item)
+            return web.Response(status=resp.status, headers=out, body=body)
+        answer = web.StreamResponse(status=resp.status, headers=out)
+        if length is not None:
+            answer.content_length = length
+        await answer.prepare(request)
+        try:
+            async for piece in resp.content.iter_chunked(STREAM_PIECE):
+                await answer.write(piece)
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            # Headers are gone already: cut the connection so the client sees a short body, not a valid file.
+            log.warning("%s: upstream broke off /%s mid-answer (%s)", self.label, path, type(exc).__name__)
+            if request.transport is not None:
+                request.transport.close()
+            raise ConnectionResetError("upstream broke off") from None
+        await answer.write_eof()
+        return answer
+
+    # -- listings --------------------------------------------------------------------------
+    async def list_dir(self, path: str) -> list[Entry] | None:
+        if not self.dav:
+            return None  # plain HTTP has no listings
+        hit = self._listings.get(path)
+        if hit is not None and time.monotonic() - hit[0] < self.config.metadata_ttl:
+            return hit[1]
+        entries = await self._propfind(path, depth=1)
+        result = None if entries is None else [e for e in entries[1] if is_visible(e.name)]
+        self._listings[path] = (time.monotonic(), result)
+        return result
+
+    async def stat(self, path: str) -> Entry | None:
+        if not self.dav:
+            resp = await self._request("HEAD", path, {"Accept-Encoding": "identity"})
+            async with resp:
+                if resp.status == 200:
+                    return Entry(path.rsplit("/", 1)[-1], False, resp.content_length or 0)
+                return None
+        found = await self._propfind(path, depth=0)
+        return None if found is None else found[0]
+
+    async def dataset_format(self, path: str) -> str | None:
+        if self.dav:
+            return await super().dataset_format(path)
+        # No listings over plain HTTP: look for each format's marker file instead (cached, 404s too).
+        for marker, fmt in MARKERS:
+            if await self.read_small(f"{path}/{marker}" if path else marker) is not None:
+                return fmt
+        return None
+
+    async def _propfind(self, path: str, depth: int) -> tuple[Entry, list[Entry]] | None:
+        """(the entry itself, its children) by PROPFIND, or None when absent or not a folder."""
+        headers = {"Depth": str(depth), "Content-Type": "application/xml; charset=utf-8"}
+        resp = await self._request("PROPFIND", path, headers, directory=depth == 1, body=_PROPFIND_BODY)
+        async with resp:
+            if resp.status in (404, 410):
+                return None
+            if resp.status != 207:
+                raise self._refuse(resp, path)
+            text = await self._read_body(resp)
+        try:
+            root = ET.fromstring(text)
+        except ET.ParseError:
+            raise _fail(502, "upstream sent an unreadable listing") from None
+        own = unquote(urlsplit(self._url(path)).path).rstrip("/")
+        me, children = None, []
+        for r in root.iter(f"{_DAV}response"):
+            href = unquote(urlsplit((r.findtext(f"{_DAV}href") or "").strip()).path).rstrip("/")
+            is_dir = r.find(f".//{_DAV}resourcetype/{_DAV}collection") is not None
+            size_text = r.findtext(f".//{_DAV}getcontentlength") or "0"
+            size = int(size_text) if size_text.strip().isdigit() else 0
+            entry = Entry(href.rsplit("/", 1)[-1], is_dir, 0 if is_dir else size)
+            if href == own:
+                me = entry
+            elif href:
+                children.append(entry)
+        if me is None:
+            return None
+        if depth == 1 and not me.is_dir:
+            return None
+        children.sort(key=lambda e: e.name)
+        return me, children
