@@ -1,0 +1,191 @@
+"""``write_annotations``: a table in, a precomputed annotation folder out, atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .encoding import Records, by_id_encoder, encode_records, group_by_segment, multiple_annotation_encoder
+from .errors import AnnotationInputError
+from .index_writer import Encoder, ShardingSpec, choose_sharding, write_sharded, write_unsharded
+from .properties import property_id
+from .spatial import SpatialLevel, build_levels
+from .table import AnnotationTable, load_annotations
+
+DEFAULT_LIMIT = 10_000
+UNSHARDED_MAX = 10_000  # above this, one file per annotation id becomes a burden
+GZIP_MIN_MEAN_BYTES = 1024  # gzip a value only when it is big enough to pay for a call and a header
+
+
+def write_annotations(
+    table,
+    output: str | Path,
+    *,
+    type: str = "point",
+    columns: Sequence[str] | None = None,
+    dimensions: Sequence[str] | None = None,
+    scale: Sequence[float] | None = None,
+    units: str | Sequence[str] = "nm",
+    physical: bool = False,
+    id_column: str | None = None,
+    properties: Sequence = (),
+    relationships: Sequence[str] = (),
+    limit: int = DEFAULT_LIMIT,
+    sharded: bool | None = None,
+    compression: str = "auto",
+    overwrite: bool = False,
+    progress: bool | None = None,
+    seed: int | None = None,
+) -> Path:
+    """Write ``table`` as a Neuroglancer precomputed annotation source at ``output``.
+
+    ``table`` is a CSV/TSV/Parquet/JSON/NDJSON path, a DataFrame, a mapping of column arrays, or a
+    2-D array whose columns are ``columns``.  ``columns`` are the geometry columns: the position
+    (point; polyline vertices, grouped by ``id_column``), both points (line, box) or centre then
+    radii (ellipsoid).  Coordinates are in voxels of size ``scale`` (in ``units``) unless
+    ``physical`` says they are in ``units`` already.  ``properties`` are column names, optionally
+    ``"col:type[:label,...]"``, or dicts of :class:`PropertySpec` fields.  ``relationships`` are
+    columns of segment ids (one or a list per row).  ``sharded=None`` shards above
+    ``UNSHARDED_MAX`` annotations.  ``compression`` is ``"auto"``, ``"gzip"`` or ``"raw"``.
+    ``progress=None`` shows a bar on a terminal only.  Raises :class:`AnnotationInputError` on bad
+    input, leaving nothing behind.
+    """
+    output = Path(output)
+    if compression not in ("auto", "gzip", "raw"):
+        raise AnnotationInputError(f"compression must be auto, gzip or raw, not {compression!r}")
+    if not (isinstance(limit, int) and limit > 0):
+        raise AnnotationInputError(f"limit must be a positive integer, not {limit!r}")
+    if output.exists() and not overwrite:
+        raise AnnotationInputError(f"{output} exists; pass --overwrite (overwrite=True) to replace it")
+    data = load_annotations(
+        table,
+        type=type,
+        columns=columns,
+        dimensions=dimensions,
+        scale=scale,
+        units=units,
+        physical=physical,
+        id_column=id_column,
+        properties=properties,
+        relationships=relationships,
+    )
+    n = len(data.ids)
+    if sharded is None:
+        sharded = n > UNSHARDED_MAX
+    lo, hi = data.shapes.bounds()
+    lower = np.floor(lo.min(axis=0))
+    upper = np.floor(hi.max(axis=0)) + 1  # exclusive, and at least one voxel wide
+    scales = np.array([s for s, _ in data.dimensions.values()], dtype=np.float64)
+
+    show = progress if progress is not None else None  # None: tqdm decides by whether stderr is a tty
+    rng = np.random.default_rng(seed)
+    levels = build_levels(data.shapes, lower, upper, scales, limit, rng)
+    records = encode_records(data.shapes, data.properties)
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        info = _write_indices(staging, data, records, levels, limit, sharded, compression, show, lower, upper)
+        (staging / "info").write_text(json.dumps(info, indent=1))
+        _move_into_place(staging, output, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output
+
+
+def _move_into_place(staging: Path, output: Path, overwrite: bool) -> None:
+    if output.exists():
+        if not overwrite:
+            raise AnnotationInputError(f"{output} appeared while writing; pass overwrite to replace it")
+        old = output.with_name(f".{output.name}.old-{staging.name.rsplit('-', 1)[-1]}")
+        output.rename(old)
+        staging.rename(output)
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
+    else:
+        staging.rename(output)
+
+
+def _data_encoding(compression: str, n_values: int, total_words: int) -> str:
+    if compression == "auto":
+        return "gzip" if n_values and 4 * total_words / n_values >= GZIP_MIN_MEAN_BYTES else "raw"
+    return compression
+
+
+def _write_indices(staging, data: AnnotationTable, records: Records, levels, limit, sharded, compression, show, lower, upper) -> dict:
+    """Write every index under ``staging``; return the info JSON."""
+    encoders: list[tuple[str, np.ndarray, Encoder, np.ndarray, int | None]] = []  # key, keys, encoder, words, key bits
+    spatial_info = []
+    for i, level in enumerate(levels):
+        encode, words = multiple_annotation_encoder(records, data.ids, level.members, level.member_offsets)
+        key = f"spatial{i}"
+        encoders.append((key, level, encode, words, level.key_bits))
+        spatial_info.append(
+            {"key": key, "grid_shape": list(level.grid_shape), "chunk_size": [float(c) for c in level.chunk_size], "limit": limit}
+        )
+    relationship_info = []
+    relationship_lists = [(r.values, r.offsets) for r in data.relationships]
+    keys_taken: set[str] = set()
+    for rel in data.relationships:
+        segments, members, offsets = group_by_segment(rel.values, rel.offsets)
+        encode, words = multiple_annotation_encoder(records, data.ids, members, offsets)
+        key = "rel_" + property_id(rel.name)
+        while key in keys_taken:
+            key += "_"
+        keys_taken.add(key)
+        encoders.append((key, segments, encode, words, None))
+        relationship_info.append({"id": rel.name, "key": key})
+    encode, words = by_id_encoder(records, relationship_lists)
+    encoders.append(("by_id", data.ids, encode, words, None))
+
+    total = sum(int(w.sum()) * 4 for *_, w, _ in encoders)
+    sharding: dict[str, ShardingSpec] = {}
+    with tqdm(total=total, unit="B", unit_scale=True, desc="writing annotations", disable=None if show is None else not show, leave=False) as bar:
+        for key, keys, encode, words, key_bits in encoders:
+            bar.set_description(f"writing {key}")
+            on_progress = lambda w: bar.update(4 * int(w))  # noqa: E731
+            if isinstance(keys, SpatialLevel):
+                level = keys
+                if sharded:
+                    spec = choose_sharding(
+                        len(words), 4 * int(words.sum()), hash="identity", key_bits=key_bits,
+                        data_encoding=_data_encoding(compression, len(words), int(words.sum())),
+                        minishard_index_encoding="raw" if compression == "raw" else "gzip",
+                    )
+                    sharding[key] = spec
+                    write_sharded(staging / key, level.morton_codes, encode, spec, words, on_progress)
+                else:
+                    names = ["_".join(map(str, c)) for c in level.cell_positions.tolist()]
+                    write_unsharded(staging / key, names, encode, words, on_progress)
+            elif sharded:
+                data_encoding = "raw" if key == "by_id" and compression == "auto" else _data_encoding(compression, len(words), int(words.sum()))
+                spec = choose_sharding(
+                    len(words), 4 * int(words.sum()), hash="murmurhash3_x86_128", data_encoding=data_encoding,
+                    minishard_index_encoding="raw" if compression == "raw" else "gzip",
+                )
+                sharding[key] = spec
+                write_sharded(staging / key, keys, encode, spec, words, on_progress)
+            else:
+                write_unsharded(staging / key, [str(k) for k in keys.tolist()], encode, words, on_progress)
+
+    def with_sharding(entry: dict) -> dict:
+        return {**entry, "sharding": sharding[entry["key"]].to_json()} if entry["key"] in sharding else entry
+
+    return {
+        "@type": "neuroglancer_annotations_v1",
+        "dimensions": data.dimensions,
+        "lower_bound": [float(v) for v in lower],
+        "upper_bound": [float(v) for v in upper],
+        "annotation_type": data.shapes.type,
+        "properties": [p.to_json() for p in data.properties],
+        "relationships": [with_sharding(r) for r in relationship_info],
+        "by_id": with_sharding({"key": "by_id"}),
+        "spatial": [with_sharding(s) for s in spatial_info],
+    }
