@@ -37,7 +37,7 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
         return max(0, size - n), size - 1
     first = int(first_s)
     last = int(last_s) if last_s else size - 1
-    if last < first:
+    if last_s and last < first:
         return None  # syntactically invalid: ignore, per the RFC
     if first >= size:
         raise Unsatisfiable

@@ -115,12 +115,12 @@ async def file_response(
         return web.Response(status=status, headers=headers, body=data[first : last + 1])
 
     assert read is not None
-    if request.method == "HEAD" or length <= STREAM_PIECE:
-        body = b"" if request.method == "HEAD" else await read(first, length)
-        resp = web.Response(status=status, headers=headers, body=body)
-        if request.method == "HEAD":
-            resp.content_length = length
+    if request.method == "HEAD":  # headers only; aiohttp sends no body for HEAD
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.content_length = length
         return resp
+    if length <= STREAM_PIECE:
+        return web.Response(status=status, headers=headers, body=await read(first, length))
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
     await resp.prepare(request)

@@ -1,0 +1,70 @@
+"""Bad command-line input: exit status 2 and one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def ngserve(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=60)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *words: str) -> None:
+    assert result.returncode == 2, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+
+
+def test_missing_dir(tmp_path):
+    assert_one_line_error(ngserve("serve", str(tmp_path / "nope")), "does not exist", "nope")
+
+
+def test_dir_is_a_file(tmp_path):
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert_one_line_error(ngserve("serve", str(f)), "is not a folder")
+
+
+def test_nothing_to_serve():
+    assert_one_line_error(ngserve("serve"), "nothing to serve")
+
+
+@pytest.mark.parametrize("mount", ["novalue", "=dir", "name=", "-=/tmp", "a/b=/tmp"])
+def test_malformed_mount(tmp_path, mount):
+    assert_one_line_error(ngserve("serve", str(tmp_path), "--mount", mount), "mount")
+
+
+def test_duplicate_mount(tmp_path):
+    result = ngserve("serve", "--mount", f"a={tmp_path}", "--mount", f"a={tmp_path}")
+    assert_one_line_error(result, "used twice")
+
+
+def test_port_in_use(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert_one_line_error(ngserve("serve", str(tmp_path), "--port", str(port)), "already in use", str(port))
+
+
+def test_bad_port_value(tmp_path):
+    assert_one_line_error(ngserve("serve", str(tmp_path), "--port", "http"), "--port")
+    assert_one_line_error(ngserve("serve", str(tmp_path), "--port", "70000"), "70000")
+
+
+def test_unknown_command():
+    assert_one_line_error(ngserve("frobnicate"), "frobnicate")
+
+
+def test_help_lists_commands():
+    result = ngserve("--help")
+    assert result.returncode == 0
+    for command in ["serve", "demo"]:
+        assert command in result.stdout

@@ -1,0 +1,270 @@
+"""Every HTTP rule of the data server, against the app in-process.
+
+Paths that HTTP client libraries would normalise (``..``, ``%2e``) go over a
+raw socket, byte for byte as an attacker would send them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from server import MountConfig, ServerConfig, create_app
+
+BIG = 3 << 20  # past LocalStorage.SMALL_FILE, so it is streamed from disk
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    data = tmp_path / "data"
+    (data / "img.zarr" / "0").mkdir(parents=True)
+    (data / "img.zarr" / ".zarray").write_text('{"zarr_format": 2}')
+    (data / "img.zarr" / ".zattrs").write_text("{}")
+    (data / "img.zarr" / "0" / "0").write_bytes(bytes(range(256)) * 4)
+    (data / "vol" / "s0").mkdir(parents=True)
+    (data / "vol" / "info").write_text('{"@type": "neuroglancer_multiscale_volume"}')
+    (data / "n5" ).mkdir()
+    (data / "n5" / "attributes.json").write_text('{"n5": "2.0.0"}')
+    (data / "big.bin").write_bytes(os.urandom(BIG))
+    (data / "page.html").write_text("<script>alert(1)</script>")
+    (data / "packed").write_bytes(b"")  # placeholder removed below
+    (data / "packed").unlink()
+    (data / "packed.gz").write_bytes(gzip.compress(b'{"packed": true}'))
+    (data / ".secret").write_text("token")
+    (data / ".git").mkdir()
+    (data / ".git" / "config").write_text("x")
+    (data / "-").mkdir()
+    (data / "-" / "health").write_text("not the server's")
+    (tmp_path / "outside.txt").write_text("outside")
+    os.symlink(tmp_path / "outside.txt", data / "escape.txt")
+    os.symlink(tmp_path, data / "escape_dir")
+    os.symlink(data / "img.zarr", data / "alias.zarr")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "hello.txt").write_text("hello")
+    return data
+
+
+def make_app(root: Path, **kwargs):
+    mounts = [MountConfig("", str(root)), MountConfig("other", str(root.parent / "other"))]
+    return create_app(ServerConfig(mounts=mounts, **kwargs))
+
+
+@pytest.fixture
+async def client(aiohttp_client, root):
+    return await aiohttp_client(make_app(root))
+
+
+async def raw_get(host: str, port: int, path: str) -> tuple[int, str]:
+    """Send ``GET path`` exactly as given and return (status, whole answer)."""
+    reader, writer = await asyncio.open_connection(host, port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode("latin-1"))
+    await writer.drain()
+    answer = (await reader.read()).decode("latin-1")
+    writer.close()
+    return int(answer.split(" ", 2)[1]), answer
+
+
+# -- methods and CORS ----------------------------------------------------------------
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "PROPFIND"])
+async def test_other_methods_answer_405_with_cors(client, method):
+    r = await client.request(method, "/img.zarr/.zarray")
+    assert r.status == 405
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_cors_on_success_and_errors(client):
+    for path, status in [("/img.zarr/.zarray", 200), ("/missing", 404), ("/escape.txt", 404)]:
+        r = await client.get(path, headers={"Origin": "https://neuroglancer-demo.appspot.com"})
+        assert r.status == status
+        assert r.headers["Access-Control-Allow-Origin"] == "*"
+        exposed = {h.strip() for h in r.headers["Access-Control-Expose-Headers"].split(",")}
+        assert {"Content-Range", "Content-Length", "Content-Encoding", "ETag"} <= exposed
+    r = await client.get("/big.bin", headers={"Range": f"bytes={BIG}-"})
+    assert r.status == 416 and r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+async def test_preflight(client):
+    r = await client.options(
+        "/img.zarr/0/0",
+        headers={
+            "Origin": "http://elsewhere",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "range, authorization",
+        },
+    )
+    assert r.status == 204
+    assert r.headers["Access-Control-Allow-Origin"] == "*"
+    assert {"GET", "HEAD"} <= {m.strip() for m in r.headers["Access-Control-Allow-Methods"].split(",")}
+    allowed = {h.strip().lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")}
+    assert {"range", "authorization"} <= allowed
+
+
+async def test_configured_origins(aiohttp_client, root):
+    client = await aiohttp_client(make_app(root, cors_origins=["https://ok.example"]))
+    r = await client.get("/img.zarr/.zarray", headers={"Origin": "https://ok.example"})
+    assert r.headers["Access-Control-Allow-Origin"] == "https://ok.example"
+    assert "Origin" in r.headers.getall("Vary")
+    r = await client.get("/img.zarr/.zarray", headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in r.headers
+
+
+# -- ranges --------------------------------------------------------------------------
+@pytest.mark.parametrize("path", ["/img.zarr/0/0", "/big.bin"])
+async def test_ranges(client, root, path):
+    data = (root / path.lstrip("/")).read_bytes()
+    size = len(data)
+    cases = {"bytes=0-9": (0, 9), "bytes=100-": (100, size - 1), "bytes=-16": (size - 16, size - 1),
+             f"bytes=5-{size + 50}": (5, size - 1)}
+    for header, (first, last) in cases.items():
+        r = await client.get(path, headers={"Range": header})
+        assert r.status == 206, header
+        assert r.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+        assert r.headers["Accept-Ranges"] == "bytes"
+        body = await r.read()
+        assert body == data[first : last + 1]
+        assert int(r.headers["Content-Length"]) == len(body)
+    for header in [f"bytes={size}-", f"bytes={size + 10}-{size + 20}", "bytes=-0"]:
+        r = await client.get(path, headers={"Range": header})
+        assert r.status == 416, header
+        assert r.headers["Content-Range"] == f"bytes */{size}"
+    r = await client.get(path, headers={"Range": "bytes=abc"})  # malformed: ignored
+    assert r.status == 200 and await r.read() == data
+    r = await client.get(path)
+    assert r.status == 200 and r.headers["Accept-Ranges"] == "bytes"
+    assert await r.read() == data
+
+
+async def test_head(client, root):
+    for path in ["/img.zarr/0/0", "/big.bin"]:
+        size = (root / path.lstrip("/")).stat().st_size
+        r = await client.head(path)
+        assert r.status == 200
+        assert int(r.headers["Content-Length"]) == size
+        assert await r.read() == b""
+        r = await client.head(path, headers={"Range": "bytes=0-0"})
+        assert r.status == 206 and r.headers["Content-Range"] == f"bytes 0-0/{size}"
+
+
+# -- validators -------------------------------------------------------------------------
+async def test_etag_and_last_modified(client, root):
+    r = await client.get("/img.zarr/0/0")
+    etag, modified = r.headers["ETag"], r.headers["Last-Modified"]
+    assert (await client.get("/img.zarr/0/0", headers={"If-None-Match": etag})).status == 304
+    assert (await client.get("/img.zarr/0/0", headers={"If-None-Match": f'"x", {etag}'})).status == 304
+    assert (await client.get("/img.zarr/0/0", headers={"If-Modified-Since": modified})).status == 304
+    assert (await client.get("/img.zarr/0/0", headers={"If-None-Match": '"other"'})).status == 200
+    # A change on disk is seen at once: new validator, new bytes (the memory cache revalidates).
+    path = root / "img.zarr" / "0" / "0"
+    path.write_bytes(b"changed!")
+    os.utime(path, ns=(0, 10**18))
+    r = await client.get("/img.zarr/0/0", headers={"If-None-Match": etag})
+    assert r.status == 200 and r.headers["ETag"] != etag and await r.read() == b"changed!"
+
+
+async def test_if_range_mismatch_sends_whole_file(client, root):
+    r = await client.get("/big.bin", headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    assert r.status == 200 and len(await r.read()) == BIG
+
+
+# -- content types and precompressed files ---------------------------------------------
+async def test_content_types(client):
+    for path in ["/img.zarr/.zarray", "/img.zarr/.zattrs", "/vol/info", "/n5/attributes.json"]:
+        r = await client.get(path)
+        assert r.headers["Content-Type"] == "application/json", path
+    for path in ["/img.zarr/0/0", "/page.html"]:  # data never goes out as HTML
+        r = await client.get(path)
+        assert r.headers["Content-Type"] == "application/octet-stream", path
+        assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_gzip_sibling(client):
+    r = await client.get("/packed", headers={"Accept-Encoding": "gzip"}, auto_decompress=False)
+    assert r.status == 200
+    assert r.headers["Content-Encoding"] == "gzip"
+    assert gzip.decompress(await r.read()) == b'{"packed": true}'
+    r = await client.get("/packed")
+    assert json.loads(await r.read()) == {"packed": True}
+
+
+# -- listings ------------------------------------------------------------------------------
+async def test_listing(client):
+    r = await client.get("/", headers={"Accept": "text/html"})
+    assert r.status == 200 and r.headers["Content-Type"].startswith("text/html")
+    page = await r.text()
+    for href in ['href="img.zarr/"', 'href="vol/"', 'href="n5/"', 'href="big.bin"', 'href="other/"']:
+        assert href in page, href
+    for hidden in [".secret", ".git", "escape.txt", "escape_dir"]:
+        assert hidden not in page, hidden
+    for target in ["/-/open/img.zarr", "/-/open/vol", "/-/open/n5"]:
+        assert f'href="{target}"' in page
+    page = await (await client.get("/img.zarr/")).text()
+    assert 'href=".zarray"' in page and 'href=".zattrs"' in page and 'href="0/"' in page
+
+
+async def test_folder_without_slash_redirects(client):
+    r = await client.get("/img.zarr", allow_redirects=False)
+    assert r.status == 301 and r.headers["Location"] == "/img.zarr/"
+
+
+async def test_mount(client):
+    r = await client.get("/other/hello.txt")
+    assert r.status == 200 and await r.read() == b"hello"
+    assert 'href="hello.txt"' in await (await client.get("/other/")).text()
+
+
+# -- safety ---------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/../outside.txt",
+        "/img.zarr/../../outside.txt",
+        "/%2e%2e/outside.txt",
+        "/%2E%2E%2Foutside.txt",
+        "/img.zarr/..%2f..%2foutside.txt",
+        "/..%5coutside.txt",
+        "/img.zarr\\..\\..\\outside.txt",
+        "/img.zarr/.zarray%00",
+        "/escape.txt",
+        "/escape_dir/outside.txt",
+        "/escape_dir/",
+        "/.secret",
+        "/.git/config",
+        "/%2esecret",
+        "/-/health/../../outside.txt",
+        "/%ff%fe",
+    ],
+)
+async def test_traversal_and_hidden_answer_404(aiohttp_server, root, path):
+    server = await aiohttp_server(make_app(root))
+    status, answer = await raw_get(server.host, server.port, path)
+    assert status in (400, 404), answer
+    assert "outside" not in answer.split("\r\n\r\n", 1)[1]
+    assert "Traceback" not in answer
+
+
+async def test_symlink_inside_root_is_served(client):
+    r = await client.get("/alias.zarr/.zarray")
+    assert r.status == 200
+
+
+async def test_reserved_space(client):
+    assert (await client.get("/-/nothing-here")).status == 404
+    r = await client.get("/-/health")
+    assert r.status == 200 and (await r.json())["status"] == "ok"
+
+
+async def test_server_survives_bad_requests(aiohttp_server, root):
+    server = await aiohttp_server(make_app(root))
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(b"\x00\x01garbage\r\n\r\n")
+    await writer.drain()
+    await reader.read()
+    writer.close()
+    status, _ = await raw_get(server.host, server.port, "/img.zarr/.zarray")
+    assert status == 200
