@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from urllib.parse import quote
 
 from aiohttp import web
 
-from . import auth, viewer
+from . import auth, states, viewer
 from .config import MountConfig, ServerConfig, is_remote
 from .listing import render_listing
 from .paths import split_path
-from volumes.formats import NG_SCHEME
 
 from .storage import Entry, LocalStorage, Storage
 
@@ -136,23 +136,39 @@ def public_base(request: web.Request) -> str:
 
 
 async def handle_open(request: web.Request) -> web.Response:
-    """Redirect to the built-in viewer showing the dataset at the given path."""
+    """Redirect to the built-in viewer showing the dataset at the given path, as ngstate builds it."""
     segments = split_path(request.match_info["path"])
     if not segments or segments[0] == "-":
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/open/data/image.ome.zarr\n")
     storage, inner = resolve(request, segments)
-    fmt = await storage.dataset_format("/".join(inner))
+    rel = "/".join(inner)
+    fmt = await storage.dataset_format(rel)
     if fmt is None:
         raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
-    url = f"{public_base(request)}/{quote('/'.join(segments))}/"
-    state = minimal_state(url, fmt, segments[-1])
+    url = f"{public_base(request)}/{quote('/'.join(segments))}"
+    if isinstance(storage, LocalStorage):
+        source = os.path.join(str(storage.root), *inner)  # read metadata straight from disk
+    else:
+        host, port = request.transport.get_extra_info("sockname")[:2]
+        host = f"[{host}]" if ":" in host else host
+        source = f"http://{host}:{port}/{quote('/'.join(segments))}"  # through ourselves
+    from volumes import SourceError
+
+    try:
+        # The builder reads files (and, for remote mounts, this very server): keep the loop free.
+        state = await asyncio.get_running_loop().run_in_executor(None, _open_state, source, url)
+    except (SourceError, ValueError) as exc:
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise web.HTTPUnprocessableEntity(text=f"cannot show /{'/'.join(segments)}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))
 
 
-def minimal_state(url: str, fmt: str, name: str) -> dict:
-    """A one-layer state Neuroglancer can open; ngstate's builder will do this properly."""
-    kind = "segmentation" if "label" in name or "seg" in name else "image"
-    return {"layers": [{"type": kind, "source": f"{NG_SCHEME[fmt]}://{url}", "name": name}]}
+def _open_state(source: str, url: str) -> dict:
+    from ngstate import State
+
+    state = State()
+    state.add(source, url=url)
+    return state.to_json()
 
 
 async def handle_health(request: web.Request) -> web.Response:
@@ -178,6 +194,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.on_cleanup.append(_close_storages)
     app.router.add_get("/-/health", handle_health)
     viewer.add_routes(app)
+    states.add_routes(app)
     app.router.add_get("/-/open/{path:.*}", handle_open)
     app.router.add_get("/{tail:.*}", handle_data)
     return app

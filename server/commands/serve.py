@@ -28,6 +28,7 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="allowed CORS origin (repeatable; default: any)")
     p.add_argument("--public-url", help="base URL clients use to reach this server, when behind a proxy")
+    p.add_argument("--data-dir", help="folder for the server's own state, e.g. short links (default ~/.local/share/ngserve)")
     p.add_argument("--open", action="store_true", default=None, help="open the landing page in a browser")
     p.add_argument("--quiet", action="store_true", default=None, help="no access log")
 

@@ -1,0 +1,41 @@
+"""``ngserve inspect SOURCE``: what a dataset is, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="print a dataset's format, levels, layer kind and contrast as JSON")
+    p.add_argument("source", help="a local path or http(s) URL of a dataset")
+    p.add_argument("--no-stats", action="store_true", help="skip the contrast statistics (reads no array data)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ngstate import infer_kind
+    from volumes import SourceError, open_dataset
+    from volumes.stats import contrast_range
+
+    from . import UsageError
+
+    try:
+        ds = open_dataset(args.source)
+        kind, reason = infer_kind(ds)
+        out = ds.to_json()
+        out["layer_kind"] = kind
+        out["layer_kind_reason"] = reason
+        if kind == "image" and not args.no_stats:
+            out["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(ds)
+            out["contrast_from"] = "omero window" if ds.windows else "0.5-99.5 percentile"
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # tensorstore reports unreadable arrays as ValueError
+        raise UsageError(f"{args.source}: cannot read array data: {_first_line(exc)}") from None
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -1,0 +1,135 @@
+"""``ngserve link SOURCE...``: a Neuroglancer link (or state) showing the datasets."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("link", help="print a Neuroglancer link showing one or more datasets")
+    p.add_argument("sources", nargs="*", metavar="SOURCE", help="local paths or http(s) URLs, one layer each")
+    p.add_argument("--viewer", help="viewer URL (default: ngserve's own viewer when it serves the data, else the demo site)")
+    p.add_argument("--json", action="store_true", help="print the state JSON instead of a URL")
+    p.add_argument("--short", metavar="SERVER", help="store the state on this ngserve and print the short link")
+    p.add_argument("--batch", metavar="TABLE.csv",
+                   help="one link per row: columns source, source2, … (others are kept); writes CSV with a url column")
+    p.add_argument("--served-at", action="append", default=[], metavar="DIR=URL",
+                   help="local folder DIR is served at URL (needed for local sources)")
+    p.add_argument("--name", action="append", default=[], help="layer name, once per source in order")
+    p.add_argument("--kind", action="append", default=[], choices=["image", "segmentation", "annotation"],
+                   help="layer type, once per source in order (default: inferred)")
+    p.add_argument("--layout", default="4panel", help="xy, xz, yz, 3d, 4panel, xy-3d, … (default 4panel)")
+    p.add_argument("--position", help="comma-separated position in the state's dimensions (default: centre)")
+    p.add_argument("--segments", help="comma-separated segment ids to select in segmentation layers")
+    p.add_argument("--opacity", type=float, help="opacity of every layer")
+    p.add_argument("--hidden", action="append", default=[], metavar="NAME", help="start with this layer hidden")
+    p.add_argument("--contrast", help="LO,HI contrast range for image layers (default: omero window or percentiles)")
+    p.set_defaults(run=run)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    from . import UsageError
+
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--{what} {text!r}: expected comma-separated numbers") from None
+
+
+def _options(args: argparse.Namespace, n: int) -> dict:
+    from . import UsageError
+
+    opts: dict = {"layout": args.layout, "viewer": args.viewer}
+    served = {}
+    for item in args.served_at:
+        folder, sep, url = item.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise UsageError(f"--served-at {item!r}: expected DIR=URL, e.g. --served-at ./data=http://127.0.0.1:9000")
+        served[folder] = url
+    opts["served_at"] = served
+    for flag, key in (("name", "names"), ("kind", "kinds")):
+        values = getattr(args, flag)
+        if values:
+            if len(values) != n:
+                raise UsageError(f"--{flag} was given {len(values)} times for {n} sources; give it once per source")
+            opts[key] = values
+    if args.position:
+        opts["position"] = _floats(args.position, "position")
+    if args.segments:
+        opts["segments"] = [int(v) for v in _floats(args.segments, "segments")]
+    if args.opacity is not None:
+        opts["opacity"] = args.opacity
+    if args.contrast:
+        rng = _floats(args.contrast, "contrast")
+        if len(rng) != 2:
+            raise UsageError(f"--contrast {args.contrast!r}: expected LO,HI")
+        opts["contrast"] = rng
+    return opts
+
+
+def _render(args: argparse.Namespace, sources: list[str]) -> str:
+    """The URL (or JSON) for one set of sources; errors become one line."""
+    from ngstate import build_state, shorten
+    from volumes import SourceError
+
+    from . import UsageError
+
+    try:
+        state = build_state(sources, **_options(args, len(sources)))
+        hidden = set(args.hidden)
+        if hidden - {p.name for p in state.plans}:
+            raise UsageError(f"--hidden {', '.join(sorted(hidden))}: no layer of that name")
+        for plan in state.plans:
+            if plan.name in hidden:
+                plan.layer["visible"] = False
+        if args.json:
+            return json.dumps(state.to_json(), indent=2)
+        if args.short:
+            return shorten(state.to_json(), args.short)
+        return state.to_url()
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # our own checks, and tensorstore failing to read arrays
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(text) from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import UsageError
+
+    if args.batch:
+        if args.sources:
+            raise UsageError("give either SOURCE arguments or --batch TABLE.csv, not both")
+        return _batch(args)
+    if not args.sources:
+        raise UsageError("give at least one SOURCE (a dataset path or URL)")
+    print(_render(args, args.sources))
+    return 0
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from . import UsageError
+
+    try:
+        with open(args.batch, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise UsageError(f"--batch {args.batch}: {exc.strerror}") from None
+    if not rows or not any(k and k.startswith("source") for k in rows[0]):
+        raise UsageError(f"--batch {args.batch}: needs a header row with a 'source' column")
+    columns = [k for k in rows[0] if k and k.startswith("source")]
+    writer = csv.DictWriter(sys.stdout, fieldnames=[*rows[0].keys(), "url"], lineterminator="\n")
+    writer.writeheader()
+    for number, row in enumerate(rows, start=2):
+        sources = [row[c].strip() for c in columns if row.get(c) and row[c].strip()]
+        if not sources:
+            raise UsageError(f"--batch {args.batch}, line {number}: no source")
+        try:
+            row["url"] = _render(args, sources)
+        except UsageError as exc:
+            raise UsageError(f"--batch {args.batch}, line {number}: {exc}") from None
+        writer.writerow(row)
+    return 0

@@ -1,0 +1,118 @@
+"""Short links: Neuroglancer states stored in SQLite and served back by id.
+
+``POST /-/api/states`` stores a state and answers ``{"id", "url"}``; the short
+URL is ``<viewer>#!<public base>/-/api/states/<id>``, which Neuroglancer
+fetches itself.  Ids are derived from the content, so posting the same state
+twice gives the same link.  The database lives in the server's data folder
+and every worker process opens it on its own (WAL mode allows that).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import sqlite3
+from pathlib import Path
+
+from aiohttp import web
+
+MAX_BYTES = 5 * 1024 * 1024
+DB_NAME = "states.sqlite3"
+DB_PATH = web.AppKey("states_db", Path)
+_ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/ngserve``, else ``~/.local/share/ngserve``."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "ngserve"
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE IF NOT EXISTS states (id TEXT PRIMARY KEY, body TEXT NOT NULL, created REAL NOT NULL)")
+    return conn
+
+
+def _store(path: Path, state_id: str, body: str) -> None:
+    with _connect(path) as conn:
+        conn.execute("INSERT OR IGNORE INTO states VALUES (?, ?, julianday('now'))", (state_id, body))
+    conn.close()
+
+
+def _load(path: Path, state_id: str) -> str | None:
+    conn = _connect(path)
+    try:
+        row = conn.execute("SELECT body FROM states WHERE id = ?", (state_id,)).fetchone()
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
+def state_id(body: str) -> str:
+    """A 16-character URL-safe id from the state's content."""
+    return base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()[:12]).decode()
+
+
+async def _read_limited(request: web.Request) -> bytes:
+    """The body, refusing more than MAX_BYTES (the app's own 1 MB limit is too small for states)."""
+    if request.content_length is not None and request.content_length > MAX_BYTES:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_BYTES, actual_size=request.content_length, text=f"a state may be at most {MAX_BYTES} bytes\n"
+        )
+    data = await request.content.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_BYTES, actual_size=len(data), text=f"a state may be at most {MAX_BYTES} bytes\n"
+        )
+    return data
+
+
+async def post_state(request: web.Request) -> web.Response:
+    from .app import public_base
+    from .viewer import VIEWER_PATH
+
+    data = await _read_limited(request)
+    try:
+        state = json.loads(data)
+    except ValueError:
+        raise web.HTTPBadRequest(text="the body is not JSON: send a Neuroglancer state object\n") from None
+    if not isinstance(state, dict) or not isinstance(state.get("layers"), (list, dict)):
+        raise web.HTTPBadRequest(text="expected a Neuroglancer state: a JSON object with \"layers\"\n")
+    body = json.dumps(state, separators=(",", ":"))
+    sid = state_id(body)
+    await asyncio.get_running_loop().run_in_executor(None, _store, request.app[DB_PATH], sid, body)
+    base = public_base(request)
+    state_url = f"{base}/-/api/states/{sid}"
+    return web.json_response(
+        {"id": sid, "url": f"{base}{VIEWER_PATH}#!{state_url}", "state_url": state_url}, status=201
+    )
+
+
+async def get_state(request: web.Request) -> web.Response:
+    sid = request.match_info["id"]
+    if not sid or len(sid) > 64 or not set(sid) <= _ID_CHARS:
+        raise web.HTTPNotFound(text="no such state\n")
+    body = await asyncio.get_running_loop().run_in_executor(None, _load, request.app[DB_PATH], sid)
+    if body is None:
+        raise web.HTTPNotFound(text=f"no state with id {sid}\n")
+    # The id is the content's hash, so an answer never changes.
+    return web.Response(
+        text=body, content_type="application/json", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    """Register the short-link endpoints; the database is created on first use of the folder."""
+    from .app import CONFIG
+
+    folder = Path(app[CONFIG].data_dir or default_data_dir()).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    app[DB_PATH] = folder / DB_NAME
+    _connect(app[DB_PATH]).close()
+    app.router.add_post("/-/api/states", post_state)
+    app.router.add_get("/-/api/states/{id}", get_state)
