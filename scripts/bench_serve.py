@@ -1,0 +1,392 @@
+#!/usr/bin/env python3
+"""Benchmark ``ngserve serve`` against what people run today and against nginx.
+
+One run, same data, same load, three servers, one after another:
+
+1. ``ngserve serve DIR --workers 2 --quiet``
+2. Python's ``http.server.ThreadingHTTPServer`` with an ``Access-Control-Allow-Origin``
+   header: the ``cors_webserver.py`` / ``python -m http.server`` set-up users run today
+   (HTTP/1.0, a thread and a connection per request, as those scripts default to)
+3. nginx: sendfile on, 2 workers, access_log off, run as a non-daemon from a temporary
+   prefix
+
+The data is a 512^3 uint8 zarr v2 array in 64^3 chunks (512 chunk files), written
+with tensorstore using zarr-python's default compressor, blosc lz4 level 5 with byte
+shuffle.  The voxels are blocky structure plus noise, so chunks compress to a
+realistic ~70% of their 256 KiB, not to nothing.
+
+The load is ``wrk``: keep-alive, 32 connections, 2 threads, 10 s per server (after a
+short warm-up that is not counted), each request a uniformly random chunk key made by
+a Lua script.  Before loading a server the script checks that it answers a chunk with
+the right bytes and a CORS header.
+
+Everything listens on 127.0.0.1 only, every child is bounded by a timeout, and the
+temporary folder and all processes are removed at the end, also on Ctrl-C.
+
+    python scripts/bench_serve.py                # the numbers in BENCHMARKS.md
+    python scripts/bench_serve.py --duration 5   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SHAPE = 512
+CHUNK = 64
+GRID = SHAPE // CHUNK
+ARRAY = "vol.zarr"
+COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}
+ORIGIN = "http://localhost:8080"  # browsers send one; servers must answer with CORS
+
+LUA = """
+-- Random chunk keys of a {grid}^3 zarr v2 array at {prefix}
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("id", counter)
+end
+function init(args)
+  math.randomseed(os.time() * 1009 + id * 7919)
+  wrk.headers["Origin"] = "{origin}"
+end
+function request()
+  local path = string.format("{prefix}%d.%d.%d",
+    math.random(0, {last}), math.random(0, {last}), math.random(0, {last}))
+  return wrk.format("GET", path)
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d duration_us=%d bytes=%d connect=%d read=%d write=%d status=%d timeout=%d p50_us=%d p99_us=%d max_us=%d\\n",
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+THREADING_SERVER = """
+import functools, sys
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+class CORSRequestHandler(SimpleHTTPRequestHandler):
+    def end_headers(self):
+        self.send_header("Access-Control-Allow-Origin", "*")
+        super().end_headers()
+    def log_message(self, *args):
+        pass
+
+handler = functools.partial(CORSRequestHandler, directory=sys.argv[2])
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
+"""
+
+NGINX_CONF = """
+{user}
+worker_processes 2;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    default_type application/octet-stream;
+    client_body_temp_path {prefix}/tmp;
+    proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp;
+    uwsgi_temp_path {prefix}/tmp;
+    scgi_temp_path {prefix}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{ add_header Access-Control-Allow-Origin * always; }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    error_detail: str
+    mib_s: float
+    load_before: str
+    load_after: str
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def loadavg() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Linux {platform.release()}, Python {platform.python_version()}"
+
+
+def versions() -> str:
+    import aiohttp
+
+    out = [f"aiohttp {aiohttp.__version__}"]
+    try:
+        import uvloop
+
+        out.append(f"uvloop {uvloop.__version__}")
+    except ImportError:
+        out.append("no uvloop")
+    nginx = subprocess.run(["nginx", "-v"], capture_output=True, text=True, timeout=10).stderr.strip()
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10).stdout.splitlines()[0]
+    out += [nginx.replace("nginx version: ", ""), wrk.split(" Copyright")[0]]
+    return ", ".join(out)
+
+
+# -- data ------------------------------------------------------------------------------
+def make_data(root: Path) -> tuple[int, float]:
+    """Write the 512^3 array; return (chunk files, mean chunk bytes)."""
+    import tensorstore as ts
+
+    rng = np.random.default_rng(20240531)
+    store = ts.open(
+        {
+            "driver": "zarr",
+            "kvstore": {"driver": "file", "path": str(root / ARRAY)},
+            "metadata": {
+                "shape": [SHAPE] * 3,
+                "chunks": [CHUNK] * 3,
+                "dtype": "|u1",
+                "compressor": COMPRESSOR,
+                "fill_value": 0,
+            },
+        },
+        create=True,
+        delete_existing=True,
+    ).result()
+    # Blocky structure (8^3 blocks of one level) plus noise of 32 levels: every chunk
+    # is different and compresses to roughly 70% of its raw size.
+    coarse = rng.integers(16, 200, size=(SHAPE // 8,) * 3, dtype=np.uint8)
+    for z in range(0, SHAPE, CHUNK):
+        base = coarse[z // 8 : (z + CHUNK) // 8].repeat(8, 0).repeat(8, 1).repeat(8, 2)
+        noise = rng.integers(0, 32, size=base.shape, dtype=np.uint8)
+        store[z : z + CHUNK].write(base + noise).result()
+    chunks = [p for p in (root / ARRAY).iterdir() if not p.name.startswith(".")]
+    return len(chunks), sum(p.stat().st_size for p in chunks) / len(chunks)
+
+
+# -- servers ---------------------------------------------------------------------------
+class Server:
+    def __init__(self, name: str, argv: list[str], port: int, cwd: Path | None = None) -> None:
+        self.name, self.port = name, port
+        self.url = f"http://127.0.0.1:{port}"
+        # A session of its own, so stopping it also stops its workers.
+        self.proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+
+    def wait_ready(self, path: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited: {self.proc.stderr.read().decode(errors='replace')}")
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+def start_ngserve(data: Path, tmp: Path) -> Server:
+    port = free_port()
+    srv = Server("ngserve --workers 2", [sys.executable, "-m", "server", "serve", str(data), "--port", str(port),
+                                         "--workers", "2", "--quiet"], port, cwd=Path(__file__).resolve().parents[1])
+    srv.wait_ready("/-/health")
+    # Both workers bind their own socket; wait until both answer before loading.
+    pids, deadline = set(), time.monotonic() + 30
+    while len(pids) < 2 and time.monotonic() < deadline:
+        with urllib.request.urlopen(srv.url + "/-/health", timeout=2) as r:
+            pids.add(re.search(rb'"pid": ?(\d+)', r.read()).group(1))
+    if len(pids) < 2:
+        raise RuntimeError("ngserve: only one worker answered")
+    return srv
+
+
+def start_threading(data: Path, tmp: Path) -> Server:
+    port = free_port()
+    script = tmp / "threading_cors_server.py"
+    script.write_text(THREADING_SERVER)
+    srv = Server("ThreadingHTTPServer+CORS", [sys.executable, str(script), str(port), str(data)], port)
+    srv.wait_ready(f"/{ARRAY}/.zarray")
+    return srv
+
+
+def start_nginx(data: Path, tmp: Path) -> Server:
+    port = free_port()
+    prefix = tmp / "nginx"
+    (prefix / "tmp").mkdir(parents=True)
+    # Running as root, nginx's workers would drop to "nobody", who cannot read the
+    # private temporary folder; keep them as the invoking user.
+    user = "user root;" if os.geteuid() == 0 else ""
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(user=user, prefix=prefix, port=port, root=data))
+    srv = Server("nginx (sendfile, 2 workers)", ["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                                                  "-c", str(conf)], port)
+    srv.wait_ready(f"/{ARRAY}/.zarray")
+    return srv
+
+
+def check_answers(srv: Server, data: Path) -> None:
+    """One chunk, exact bytes and a CORS header: a fast wrong server is no use."""
+    key = f"{ARRAY}/3.1.4"
+    req = urllib.request.Request(f"{srv.url}/{key}", headers={"Origin": ORIGIN})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        body = r.read()
+        cors = r.headers.get("Access-Control-Allow-Origin")
+    if body != (data / key).read_bytes():
+        raise RuntimeError(f"{srv.name}: wrong bytes for {key}")
+    if cors not in ("*", ORIGIN):
+        raise RuntimeError(f"{srv.name}: no CORS header")
+
+
+# -- load ------------------------------------------------------------------------------
+def run_wrk(url: str, lua: Path, duration: int, connections: int, threads: int) -> dict[str, int]:
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{duration}s", "--timeout", "2s",
+           "-s", str(lua), url]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60)
+    m = re.search(r"^RESULT (.*)$", out.stdout, re.MULTILINE)
+    if out.returncode != 0 or not m:
+        raise RuntimeError(f"wrk failed ({out.returncode}): {out.stdout}{out.stderr}")
+    return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
+
+
+def measure(srv: Server, lua: Path, args: argparse.Namespace) -> Result:
+    run_wrk(srv.url, lua, args.warmup, args.connections, args.threads)  # warm caches; not counted
+    time.sleep(1)
+    before = loadavg()
+    r = run_wrk(srv.url, lua, args.duration, args.connections, args.threads)
+    after = loadavg()
+    errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
+    detail = ", ".join(f"{k} {r[k]}" for k in ("connect", "read", "write", "status", "timeout") if r[k])
+    seconds = r["duration_us"] / 1e6
+    return Result(srv.name, r["requests"] / seconds, r["p50_us"] / 1000, r["p99_us"] / 1000, r["max_us"] / 1000,
+                  errors, detail or "none", r["bytes"] / seconds / 2**20, before, after)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--duration", type=int, default=10, help="seconds of measured load per server (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load first (default 3)")
+    p.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
+    p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--only", choices=["ngserve", "threading", "nginx"], action="append",
+                   help="run only these servers (repeatable); ratios need ngserve and the other")
+    args = p.parse_args()
+    os.environ["PATH"] += os.pathsep + "/usr/sbin"  # nginx lives there on Debian
+    for tool in ("wrk", "nginx"):
+        if shutil.which(tool) is None:
+            print(f"bench_serve: {tool} is not installed (Debian: apt-get install {tool})", file=sys.stderr)
+            return 2
+
+    print(f"machine: {machine()}")
+    print(f"software: {versions()}")
+    print(f"load average at start: {loadavg()}")
+    tmp = Path(tempfile.mkdtemp(prefix="ngserve-bench-"))
+    servers: list[Server] = []
+    results: list[Result] = []
+    try:
+        data = tmp / "data"
+        data.mkdir()
+        t0 = time.monotonic()
+        n, mean = make_data(data)
+        print(f"data: {SHAPE}^3 uint8 zarr v2, {CHUNK}^3 chunks, blosc lz4 clevel 5 shuffle: {n} chunk files, "
+              f"mean {mean / 1024:.0f} KiB ({mean / CHUNK**3:.0%} of raw), written in {time.monotonic() - t0:.1f} s")
+        lua = tmp / "random_chunks.lua"
+        lua.write_text(LUA.format(grid=GRID, last=GRID - 1, prefix=f"/{ARRAY}/", origin=ORIGIN))
+        print(f"load: wrk -t {args.threads} -c {args.connections} -d {args.duration}s --timeout 2s "
+              f"(keep-alive, uniformly random chunk keys; {args.warmup} s warm-up first)\n")
+
+        starters = {"ngserve": start_ngserve, "threading": start_threading, "nginx": start_nginx}
+        for key in args.only or list(starters):
+            srv = starters[key](data, tmp)
+            servers.append(srv)
+            try:
+                check_answers(srv, data)
+                results.append(measure(srv, lua, args))
+            finally:
+                srv.stop()
+                servers.remove(srv)
+    finally:
+        for srv in servers:
+            srv.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+    head = f"{'server':<30} {'req/s':>9} {'MiB/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  errors   load before -> after"
+    print(head)
+    print("-" * len(head))
+    for r in results:
+        print(f"{r.name:<30} {r.rps:>9.0f} {r.mib_s:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.1f}  "
+              f"{r.errors:<7}  {r.load_before} -> {r.load_after}")
+        if r.errors:
+            print(f"{'':<30} errors: {r.error_detail}")
+    by = {r.name.split()[0]: r for r in results}
+    ng = by.get("ngserve")
+    if ng:
+        print()
+        if "ThreadingHTTPServer+CORS" in by:
+            ratio = ng.rps / by["ThreadingHTTPServer+CORS"].rps
+            print(f"ngserve / ThreadingHTTPServer: {ratio:.1f}x requests/s  (target >= 5x: {'met' if ratio >= 5 else 'MISSED'})")
+        if "nginx" in by:
+            ratio = ng.rps / by["nginx"].rps
+            print(f"ngserve / nginx:               {ratio:.0%} of requests/s  (target >= 50%: {'met' if ratio >= 0.5 else 'MISSED'})")
+        print(f"ngserve p99 latency:           {ng.p99_ms:.1f} ms  (target < 50 ms: {'met' if ng.p99_ms < 50 else 'MISSED'})")
+        print(f"ngserve errors:                {ng.errors}  (target 0: {'met' if ng.errors == 0 else 'MISSED'})")
+    print(f"\nload average at end: {loadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
