@@ -321,10 +321,9 @@ class RemoteStorage(Storage):
             raise self._refuse(resp, path)
         length = resp.content_length
         if request.method == "HEAD":
-            answer = web.Response(status=resp.status, headers=out)
             if length is not None:
-                answer.content_length = length
-            return answer
+                out["Content-Length"] = str(length)
+            return web.Response(status=resp.status, headers=out)
         if length is not None and length <= WHOLE_BODY:
             body = await self._read_body(resp)
             if self._chunks is not None and resp.status == 200:
