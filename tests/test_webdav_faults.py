@@ -1,0 +1,132 @@
+"""Upstream faults: a killed, slow, failing or truncating WebDAV server gives clean 502/504, then recovery."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import ServerProcess
+from webdav_server import WebDAVServer
+
+READ_TIMEOUT = 1.5
+
+
+@pytest.fixture(scope="module")
+def proxied(tmp_path_factory):
+    root = tmp_path_factory.mktemp("davroot")
+    (root / "chunk.bin").write_bytes(bytes(range(256)) * 64)
+    (root / "big.bin").write_bytes(os.urandom(4 << 20))
+    dav = WebDAVServer(root)
+    conf = tmp_path_factory.mktemp("conf") / "ngserve.toml"
+    conf.write_text(f"""
+[server]
+port = 0
+[[mounts]]
+name = "d"
+source = "webdav+{dav.url}/"
+[mounts.upstream]
+username = "{dav.user}"
+password_env = "DAV_PW"
+connect_timeout = 1
+read_timeout = {READ_TIMEOUT}
+retries = 2
+""")
+    srv = ServerProcess(["serve", "--config", str(conf)], env=dict(os.environ, DAV_PW=dav.password))
+    yield srv, dav, root
+    dav.fault("ok")
+    srv.stop()
+    dav.kill()
+
+
+def get(url: str) -> tuple[int, bytes, float]:
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r:
+            return r.status, r.read(), time.monotonic() - start
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), time.monotonic() - start
+
+
+def assert_recovers(srv, root) -> None:
+    status, body, _ = get(srv.url + "/d/chunk.bin")
+    assert status == 200 and body == (root / "chunk.bin").read_bytes()
+
+
+def test_upstream_500_is_502_without_retry_then_recovers(proxied):
+    srv, dav, root = proxied
+    dav.fault("status", code=500)
+    dav.reset_stats()
+    status, body, _ = get(srv.url + "/d/chunk.bin")
+    assert status == 502 and body == b"502 upstream answered 500\n"
+    assert dav.stats()["counts"]["GET"] == 1
+    dav.fault("status", code=400)
+    dav.reset_stats()
+    assert get(srv.url + "/d/chunk.bin")[0] == 502
+    assert dav.stats()["counts"]["GET"] == 1  # a 4xx is never retried
+    dav.fault("ok")
+    assert_recovers(srv, root)
+
+
+def test_upstream_503_is_retried_with_backoff(proxied):
+    srv, dav, root = proxied
+    dav.fault("status", code=503)
+    dav.reset_stats()
+    status, body, took = get(srv.url + "/d/chunk.bin")
+    assert status == 502 and b"503" in body
+    assert dav.stats()["counts"]["GET"] == 3  # one try and two retries
+    assert took >= 0.2 + 0.4 - 0.05  # backoff doubled between them
+    dav.fault("ok")
+    assert_recovers(srv, root)
+
+
+def test_upstream_slower_than_timeout_is_504_in_time(proxied):
+    srv, dav, root = proxied
+    dav.fault("delay", seconds=READ_TIMEOUT + 3)
+    status, body, took = get(srv.url + "/d/chunk.bin")
+    assert status == 504 and body == b"504 upstream timed out\n"
+    assert took < READ_TIMEOUT + 1.5
+    dav.fault("ok")
+    assert_recovers(srv, root)
+
+
+def test_upstream_killed_is_502_then_recovers_when_back(proxied):
+    srv, dav, root = proxied
+    assert_recovers(srv, root)  # a pooled connection exists now
+    dav.kill()
+    status, body, took = get(srv.url + "/d/chunk.bin")
+    assert status == 502 and body == b"502 upstream unreachable\n"
+    assert get(srv.url + "/-/health")[0] == 200  # the server itself stays up
+    dav.start()
+    assert_recovers(srv, root)
+
+
+def test_truncated_upstream_body_is_502(proxied):
+    srv, dav, root = proxied
+    dav.fault("truncate")
+    status, body, _ = get(srv.url + "/d/chunk.bin")
+    assert status == 502 and b"truncated" in body
+    dav.fault("ok")
+    assert_recovers(srv, root)
+
+
+def test_client_disconnect_closes_upstream_request(proxied):
+    srv, dav, root = proxied
+    dav.fault("trickle", pause=0.02)
+    dav.reset_stats()
+    host, port = srv.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port))) as s:
+        s.sendall(b"GET /d/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = s.recv(65536)
+        assert head.startswith(b"HTTP/1.1 200")
+    # The proxy's next write fails, it closes its upstream response, and the upstream sees the cut.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and dav.stats()["aborted"] == 0:
+        time.sleep(0.1)
+    assert dav.stats()["aborted"] >= 1
+    dav.fault("ok")
+    assert_recovers(srv, root)
