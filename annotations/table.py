@@ -172,8 +172,10 @@ def relationship_lists(series: pd.Series, name: str) -> tuple[np.ndarray, np.nda
         values = to_uint64(series.to_numpy()[present], f"relationship {name!r}")
         counts = present.astype(np.int64)
     else:
-        split = series.str.replace(r"[\[\]]", " ", regex=True).str.strip().str.split(r"[,;\s]+", regex=True)
-        exploded = split.where(split.notna(), series).explode()  # non-text rows are lists already
+        lists = series
+        if pd.api.types.infer_dtype(series, skipna=True) in ("string", "empty"):
+            lists = series.str.replace(r"[\[\]]", " ", regex=True).str.strip().str.split(r"[,;\s]+", regex=True)
+        exploded = lists.explode()
         present = (exploded.notna() & (exploded.astype("string") != "")).to_numpy()
         counts = np.bincount(exploded.index.to_numpy()[present], minlength=len(series)).astype(np.int64)
         values = to_uint64(exploded.to_numpy()[present], f"relationship {name!r}")
