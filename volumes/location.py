@@ -123,4 +123,4 @@ class Location:
         rel = rel.strip("/")
         if self.is_http:
             return {"driver": "http", "base_url": self.root + "/", "path": (rel + "/") if rel else ""}
-        return {"driver": "file", "path": os.path.join(self.root, rel) + "/"}
+        return {"driver": "file", "path": (os.path.join(self.root, rel) if rel else self.root) + "/"}

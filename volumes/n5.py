@@ -15,7 +15,7 @@ import numpy as np
 
 from .location import Location, SourceError
 from .model import Axis, Dataset, Level
-from .units import si_unit
+from .units import scale_by, si_unit
 
 _DEFAULT_NAMES = ["x", "y", "z", "t", "c"]
 
@@ -39,7 +39,7 @@ def _ng_space(attrs: dict, rank: int) -> list[Axis]:
             unit, factor = si_unit(unit_name)
         except ValueError:
             raise SourceError(f"N5 unit {unit_name!r} is not one Neuroglancer knows") from None
-        axes.append(Axis(name, unit, factor * float(s), "space"))
+        axes.append(Axis(name, unit, scale_by(float(s), factor), "space"))
     return axes
 
 
@@ -96,7 +96,7 @@ def read_n5(loc: Location, root: dict) -> Dataset:
         scale, trans, units = cosem
         for i, a in enumerate(axes):
             unit, factor = si_unit(units[i])
-            a.unit, a.scale = unit, factor * float(scale[i])
+            a.unit, a.scale = unit, scale_by(float(scale[i]), factor)
         # COSEM translations are voxel centres (as in OME); Neuroglancer wants corners.
         offset = [t / s - 0.5 for t, s in zip(trans, scale)]
     for a in axes:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .location import Location, SourceError
 from .model import Axis, Dataset, Level
-from .units import si_unit
+from .units import scale_by, si_unit
 
 
 def read_precomputed(loc: Location, info: dict) -> Dataset:
@@ -17,7 +17,7 @@ def read_precomputed(loc: Location, info: dict) -> Dataset:
     channels = int(info.get("num_channels", 1))
     res0 = [float(r) for r in scales[0]["resolution"]]
     # Neuroglancer names precomputed volumes x, y, z in nanometres, plus c^ for channels.
-    axes = [Axis(n, "m", r * 1e-9, "space") for n, r in zip("xyz", res0)]
+    axes = [Axis(n, "m", r / 1e9, "space") for n, r in zip("xyz", res0)]
     if channels > 1:
         axes.append(Axis("c^", "", 1.0, "channel"))
     offset = [float(v) for v in scales[0].get("voxel_offset", [0, 0, 0])] + ([0.0] if channels > 1 else [])
@@ -65,7 +65,7 @@ def _annotations(loc: Location, info: dict) -> Dataset:
     axes = []
     for name, (scale, unit_name) in dims.items():
         unit, factor = si_unit(unit_name)
-        axes.append(Axis(name, unit, factor * float(scale), "space"))
+        axes.append(Axis(name, unit, scale_by(float(scale), factor), "space"))
     lower = [float(v) for v in info.get("lower_bound", [0] * len(axes))]
     upper = [float(v) for v in info.get("upper_bound", lower)]
     ds = Dataset(

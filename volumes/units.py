@@ -57,6 +57,19 @@ def si_unit(name: str | None) -> tuple[str, float]:
     return ome_unit(name)
 
 
+def scale_by(value: float, factor: float) -> float:
+    """``value * factor`` rounded as Neuroglancer's ``scaleByExp10`` does for symbol units.
+
+    It divides by 10**k for small factors (30 nm -> 3e-08, not 3.0000000000000004e-08);
+    matching it keeps our scales equal to the ones the viewer derives.
+    """
+    if 0 < factor < 1:
+        inverse = round(1 / factor)
+        if abs(inverse * factor - 1) < 1e-12:
+            return value / inverse
+    return value * factor
+
+
 def parse_dimension_unit(text: str | None) -> tuple[str, float]:
     """A zarr ``dimension_units`` entry like ``"4 nm"`` -> ``("m", 4e-9)``, as Neuroglancer parses it."""
     if text is None:

@@ -1,0 +1,180 @@
+"""volumes: detection and metadata of every format, from disk and over HTTP."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from volumes import SourceError, open_dataset
+from volumes.samples import SHAPE, write_samples
+from volumes.stats import contrast_range, stats_level
+
+
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory):
+    return write_samples(tmp_path_factory.mktemp("samples"))
+
+
+def axes(ds):
+    return [(a.name, a.unit, pytest.approx(a.scale, rel=1e-12)) for a in ds.axes]
+
+
+def test_ome_04_image_levels_units_offset(samples):
+    ds = open_dataset(samples["ome04"])
+    assert (ds.format, ds.version, ds.scheme) == ("ome-zarr", "0.4", "zarr2")
+    assert axes(ds) == [("z", "m", 0.5e-6), ("y", "m", 0.25e-6), ("x", "m", 0.2e-6)]
+    # translation (2, 1, 3) µm names the centre of voxel 0; Neuroglancer's origin is its corner.
+    assert ds.offset == pytest.approx([2.0 / 0.5 - 0.5, 1.0 / 0.25 - 0.5, 3.0 / 0.2 - 0.5])
+    assert [lv.shape for lv in ds.levels] == [[20, 45, 70], [10, 23, 35], [5, 12, 18]]
+    assert [lv.factors for lv in ds.levels] == [[1, 1, 1], [2, 2, 2], [4, 4, 4]]
+    assert ds.levels[0].chunks == [16, 32, 32] and ds.dtype == "uint16"
+    assert ds.extras["labels"] == ["nuclei"]
+    assert ds.kind_hint is None and ds.windows == []
+
+
+def test_ome_labels_are_segmentations(samples):
+    ds = open_dataset(samples["ome04_labels"])
+    assert ds.kind_hint == "segmentation" and ds.dtype == "uint32"
+
+
+def test_ome_05_channels_and_omero(samples):
+    ds = open_dataset(samples["ome05"])
+    assert (ds.format, ds.version, ds.scheme) == ("ome-zarr", "0.5", "zarr3")
+    assert axes(ds) == [("c'", "", 1.0), ("z", "m", 1e-6), ("y", "m", 0.4e-6), ("x", "m", 0.4e-6)]
+    assert ds.axes[0].type == "channel"
+    assert ds.windows == [(1000, 1300), (50, 700)]
+    assert [lv.shape for lv in ds.levels] == [[2, *SHAPE], [2, 10, 23, 35]]
+
+
+def test_plain_zarr_names_follow_neuroglancer(samples):
+    v2 = open_dataset(samples["zarr2"])
+    assert (v2.format, v2.dtype) == ("zarr2", "float32")
+    assert axes(v2) == [("d0", "", 1.0), ("d1", "", 1.0), ("d2", "", 1.0)]
+    v3 = open_dataset(samples["zarr3_seg"])
+    assert (v3.format, v3.dtype) == ("zarr3", "uint32")
+    assert [a.name for a in v3.axes] == ["z", "y", "x"]
+    assert open_dataset(samples["zarr2_u64"]).dtype == "uint64"
+
+
+def test_n5_neuroglancer_convention(samples):
+    ds = open_dataset(samples["n5_ng"])
+    assert ds.extras["convention"] == "neuroglancer"
+    assert axes(ds) == [("x", "m", 4e-9), ("y", "m", 4e-9), ("z", "m", 40e-9)]
+    assert ds.native_axes == ds.axes and ds.offset == [0, 0, 0] and ds.ng_path == ""
+    assert [lv.shape for lv in ds.levels] == [[70, 45, 20], [35, 23, 10]]
+    assert ds.levels[1].factors == [2, 2, 2]
+
+
+def test_n5_viewer_convention(samples):
+    ds = open_dataset(samples["n5_viewer"])
+    assert ds.extras["convention"] == "n5-viewer"
+    assert axes(ds) == [("x", "m", 8e-9), ("y", "m", 8e-9), ("z", "m", 30e-9)]
+    # The group itself has no pixelResolution, so Neuroglancer alone would say 1 nm.
+    assert [a.scale for a in ds.native_axes] == pytest.approx([1e-9] * 3)
+    assert ds.ng_path == "" and ds.levels[1].factors == [2, 2, 2]
+
+
+def test_n5_cosem_convention(samples):
+    ds = open_dataset(samples["n5_cosem"])
+    assert ds.extras["convention"] == "cosem"
+    assert axes(ds) == [("x", "m", 4e-9), ("y", "m", 4e-9), ("z", "m", 4e-9)]
+    # translate (100, 200, 300) nm is the centre of voxel 0
+    assert ds.offset == pytest.approx([100 / 4 - 0.5, 200 / 4 - 0.5, 300 / 4 - 0.5])
+    assert ds.ng_path == "s0" and ds.notes  # Neuroglancer cannot read COSEM's level factors
+
+
+def test_precomputed_image_and_sharded_segmentation(samples):
+    img = open_dataset(samples["pc_image"])
+    assert (img.format, img.kind_hint, img.dtype) == ("precomputed", "image", "uint16")
+    assert axes(img) == [("x", "m", 8e-9), ("y", "m", 8e-9), ("z", "m", 40e-9)]
+    assert img.offset == [10, 20, 5] and img.levels[0].shape == [70, 45, 20]
+    seg = open_dataset(samples["pc_seg"])
+    assert (seg.kind_hint, seg.dtype) == ("segmentation", "uint64")
+    assert seg.levels[0].encoding == "compressed_segmentation sharded"
+    assert seg.extras["mesh"] == "mesh"
+    data = np.asarray(seg.open_level(0).read().result())
+    assert data.shape == (70, 45, 20, 1) and data.max() > 0
+
+
+def test_precomputed_annotations(samples):
+    ds = open_dataset(samples["points"])
+    assert (ds.format, ds.kind_hint) == ("precomputed-annotations", "annotation")
+    assert ds.extras["relationships"] == ["cell"] and ds.extras["properties"] == ["score"]
+    assert ds.extras["annotation_type"] == "point"
+    assert axes(ds) == [("x", "m", 8e-9), ("y", "m", 8e-9), ("z", "m", 40e-9)]
+
+
+def test_contrast_reads_the_coarsest_level_with_enough_voxels(samples):
+    ds = open_dataset(samples["ome04"])
+    assert stats_level(ds, target=10 * 23 * 35) == 1
+    assert stats_level(ds, target=10**9) == 0
+    lo, hi = contrast_range(ds)
+    assert 1000 <= lo < hi <= 1400  # the narrow uint16 range, not 0..65535
+    flo, fhi = contrast_range(open_dataset(samples["zarr2"]))
+    assert -1.0 <= flo < fhi <= 2.0 and isinstance(flo, float)
+
+
+def test_single_level_contrast_uses_a_strided_view(tmp_path):
+    from volumes.write import write_zarr_array
+
+    ramp = np.broadcast_to(np.arange(128, dtype=np.uint16)[:, None, None] * 10 + 1000, (128, 128, 128))
+    write_zarr_array(tmp_path / "big.zarr", np.ascontiguousarray(ramp), chunks=(64, 64, 64))
+    lo, hi = contrast_range(open_dataset(tmp_path / "big.zarr"))
+    # every other plane (1000, 1020, …, 2260) seen; 0.5/99.5 percentiles land near the ends
+    assert 1000 <= lo <= 1020 and 2240 <= hi <= 2260
+    flat = np.full((8, 8, 8), 5, np.uint8)
+    write_zarr_array(tmp_path / "flat.zarr", flat)
+    assert contrast_range(open_dataset(tmp_path / "flat.zarr")) == [5, 6]  # never an empty range
+
+
+def test_reads_over_http_from_ngserve(samples, start_server):
+    srv = start_server("serve", str(samples["ome04"].parent))
+    ds = open_dataset(srv.url + "/cells.ome.zarr")
+    assert ds.location.is_http and ds.levels[2].shape == [5, 12, 18]
+    assert 1000 <= contrast_range(ds, target=10 * 23 * 35)[0]
+    # Statistics read only the chosen level's chunks.
+    assert srv.requested(r"GET /cells.ome.zarr/1/\d")
+    assert not srv.requested(r"GET /cells.ome.zarr/[02]/\d")
+    pc = open_dataset("precomputed://" + srv.url + "/pc_seg")
+    assert pc.levels[0].shape == [70, 45, 20]
+
+
+def test_unknown_and_missing_sources_name_what_was_found(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(SourceError, match=r"found only notes.txt"):
+        open_dataset(tmp_path)
+    with pytest.raises(SourceError, match="no such file"):
+        open_dataset(tmp_path / "absent.zarr")
+    (tmp_path / "grp").mkdir()
+    (tmp_path / "grp" / ".zgroup").write_text('{"zarr_format": 2}')
+    with pytest.raises(SourceError, match="zarr v2 group without OME multiscales"):
+        open_dataset(tmp_path / "grp")
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_inspect_prints_json(samples):
+    r = _cli("inspect", str(samples["ome04"]))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["format"] == "ome-zarr" and out["layer_kind"] == "image"
+    assert out["levels"][0]["voxel_size"] == pytest.approx([0.5e-6, 0.25e-6, 0.2e-6])
+    assert out["levels"][0]["units"] == ["m", "m", "m"]
+    assert out["offset"] == pytest.approx([2e-6, 1e-6, 3e-6])
+    assert out["levels"][1]["offset"] == pytest.approx([2.25e-6, 1.125e-6, 3.1e-6])
+    assert 1000 <= out["contrast"][0] < out["contrast"][1] <= 1400
+    seg = json.loads(_cli("inspect", str(samples["zarr2_u64"])).stdout)
+    assert seg["layer_kind"] == "segmentation" and "contrast" not in seg
+
+
+def test_inspect_errors_are_one_line_exit_2(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    r = _cli("inspect", str(tmp_path))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "found only a.txt" in r.stderr and "Traceback" not in r.stderr
