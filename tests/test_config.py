@@ -1,0 +1,149 @@
+"""The deployment config file: keys, secrets from env/files, CLI precedence, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from server.cli import build_parser
+from server.commands.serve import config_from_args
+from server.config import ConfigError
+from server.config_file import CLI_KEYS, load_config
+from server.passwords import verify_password
+
+HASH = "scrypt$n=1024,r=8,p=1$c2FsdHNhbHRzYWx0c2FsdA$" + "A" * 43
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "data").mkdir(exist_ok=True)
+    (tmp_path / "secret").write_text("s" * 40 + "\n")
+    path = tmp_path / "ngserve.toml"
+    path.write_text(text)
+    return path
+
+
+FULL = f"""
+[server]
+host = "0.0.0.0"
+port = 8123
+workers = 3
+public_url = "https://ng.example.org"
+data_dir = "state"
+cors_origins = ["https://neuroglancer-demo.appspot.com"]
+access_log = false
+
+[auth]
+secret_file = "secret"
+session_ttl = "8h"
+trusted_proxies = ["10.0.0.0/8"]
+
+[[mounts]]
+name = "local"
+source = "data"
+
+[[mounts]]
+name = "dcache"
+source = "webdav+https://dcache.example.org:2880/pnfs/example.org/data/"
+access = "users"
+users = ["alice"]
+[mounts.upstream]
+bearer_env = "TEST_MACAROON"
+read_timeout = "45s"
+chunk_cache_bytes = "256MiB"
+
+[[users]]
+name = "alice"
+password_hash = "{HASH}"
+"""
+
+
+def serve_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["serve", *argv])
+
+
+def test_full_config_is_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_MACAROON", "MDAxY2xvY2F0aW9uIE9wdGlvbmFs")
+    c = load_config(write(tmp_path, FULL))
+    assert (c.host, c.port, c.workers, c.public_url) == ("0.0.0.0", 8123, 3, "https://ng.example.org")
+    assert c.data_dir == tmp_path / "state" and not c.access_log
+    assert c.cors_origins == ["https://neuroglancer-demo.appspot.com"]
+    assert c.auth.secret == b"s" * 40 and c.auth.session_ttl == 8 * 3600 and c.auth.trusted_proxies == ["10.0.0.0/8"]
+    local, dcache = c.mounts
+    assert local.source == str((tmp_path / "data").resolve()) and local.access == "public"
+    assert dcache.access == "users" and dcache.users == ["alice"]
+    assert dcache.upstream.bearer == "MDAxY2xvY2F0aW9uIE9wdGlvbmFs"
+    assert dcache.upstream.read_timeout == 45 and dcache.upstream.chunk_cache_bytes == 256 << 20
+    assert "MDAxY2xvY2F0aW9uIE9wdGlvbmFs" not in repr(c) and "sss" not in repr(c)
+    c.validate()
+
+
+def test_cli_flags_win_over_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("TEST_MACAROON", "m")
+    path = write(tmp_path, FULL)
+    other = tmp_path / "other"
+    other.mkdir()
+    c = config_from_args(serve_args("--config", str(path), "--port", "0", "--host", "127.0.0.1", "--workers", "1",
+                                    "--cors-origin", "*", "--public-url", "http://x", "--quiet",
+                                    "--mount", f"local={other}"), None)
+    assert (c.port, c.host, c.workers, c.cors_origins, c.public_url) == (0, "127.0.0.1", 1, ["*"], "http://x")
+    assert not c.access_log
+    assert [m.name for m in c.mounts] == ["dcache", "local"] and c.mounts[1].source == str(other)
+    c = config_from_args(serve_args("--config", str(path)), None)
+    assert (c.port, c.workers) == (8123, 3)  # unset flags leave the file's values
+
+
+def test_every_serve_flag_has_a_config_key():
+    serve = build_parser()._subparsers._group_actions[0].choices["serve"]
+    dests = {a.dest for a in serve._actions if a.dest != "help"}
+    assert dests <= set(CLI_KEYS), f"flags without a config key: {dests - set(CLI_KEYS)}"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[server]\nprot = 1\n', "server.prot: unknown key"),
+        ('[server]\nport = "80"\n', "server.port: expected int"),
+        ('[[mounts]]\nname = "a"\nsource = "webdav+https://h/"\n[mounts.upstream]\npassword = "hunter2"\n',
+         "mounts[0].upstream.password: secrets are not written in the config file; use password_env or password_file"),
+        ('[auth]\nsecret = "abc"\n', "auth.secret: secrets are not written"),
+        ('[[mounts]]\nname = "a"\nsource = "webdav+https://h/"\n[mounts.upstream]\nusername = "u"\n'
+         'password_env = "NGSERVE_TEST_UNSET_VAR"\n', "mounts[0].upstream.password_env: environment variable"),
+        ('[[mounts]]\nname = "a"\nsource = "data"\naccess = "friends"\n', "mounts[0].access: 'friends' is not one of"),
+        ('[[mounts]]\nname = "a"\nsource = "missing"\n', "mounts[0].source:"),
+        ('[[mounts]]\nname = "a"\nsource = "webdav+https://u:p@h/"\n', "credentials do not belong in the URL"),
+        ('[auth]\nsession_ttl = "forever"\n', "auth.session_ttl: 'forever' is not a duration"),
+        ('[[users]]\nname = "bob"\npassword_hash = "plaintext"\n', "users[0].password_hash: expected 'scrypt$"),
+        ('[[mounts]]\nname = "a"\nsource = "data"\naccess = "users"\n', "has access='users' but auth has no secret"),
+        ('[auth]\nsecret_file = "secret"\n[[mounts]]\nname = "a"\nsource = "data"\naccess = "users"\n',
+         "nobody could sign in"),
+        ("[server\n", "not valid TOML"),
+    ],
+)
+def test_invalid_config_names_key_and_problem(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError, match=None) as err:
+        config_from_args(serve_args("--config", str(path)), None)
+    assert message in str(err.value)
+    r = subprocess.run([sys.executable, "-m", "server", "serve", "--config", str(path), "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "hunter2" not in r.stderr
+
+
+def test_user_add_prints_a_hash_the_config_accepts(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "server", "user", "add", "carol", "--password-stdin"],
+                       input="carols-password\n", capture_output=True, text=True, check=True)
+    assert "carols-password" not in r.stdout
+    path = write(tmp_path, f'[auth]\nsecret_file = "secret"\n{r.stdout}\n[[mounts]]\nname = "a"\nsource = "data"\n'
+                           'access = "users"\n')
+    config = load_config(path)
+    assert config.users[0].name == "carol"
+    assert verify_password("carols-password", config.users[0].password_hash)
+    assert not verify_password("carols-passwore", config.users[0].password_hash)
+    short = subprocess.run([sys.executable, "-m", "server", "user", "add", "dan", "--password-stdin"],
+                           input="short\n", capture_output=True, text=True)
+    assert short.returncode == 2 and "too short" in short.stderr
