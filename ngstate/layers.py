@@ -18,7 +18,7 @@ class LayerPlan:
     dataset: Dataset
     dims: dict[str, list] = field(default_factory=dict)  # global output dims: name -> [scale, unit]
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> physical [lo, hi)
-    first: dict[str, float] = field(default_factory=dict)  # name -> physical centre of voxel 0
+    first: dict[str, float] = field(default_factory=dict)  # time axes: name -> physical centre of sample 0
 
     @property
     def name(self) -> str:
@@ -107,7 +107,8 @@ def build_layer(
             continue
         plan.dims[a.name] = a.to_json()
         plan.bounds[a.name] = (lo * a.scale, hi * a.scale)
-        plan.first[a.name] = (lo + 0.5) * a.scale
+        if a.type == "time":
+            plan.first[a.name] = (lo + 0.5) * a.scale
     return plan
 
 

@@ -85,7 +85,8 @@ class State:
                     bounds[name] = [min(bounds[name][0], lo), max(bounds[name][1], hi)]
                 else:
                     bounds[name] = [lo, hi]
-                first.setdefault(name, plan.first[name])
+                if name in plan.first:
+                    first.setdefault(name, plan.first[name])
         order = [n for n in _DISPLAY_FIRST if n in dims] + [n for n in dims if n not in _DISPLAY_FIRST]
         dims = {n: dims[n] for n in order}
         state: dict = {"dimensions": dims}
@@ -94,10 +95,8 @@ class State:
                 raise ValueError(f"position has {len(self.position)} values for dimensions {', '.join(dims)}")
             state["position"] = [float(v) for v in self.position]
         else:
-            # Space: the centre of everything; other axes (time, ...): the first sample.
-            state["position"] = [
-                _tidy((sum(bounds[n]) / 2 if dims[n][1] == "m" else first[n]) / dims[n][0]) for n in dims
-            ]
+            # The centre of everything, except time: its first sample.
+            state["position"] = [_tidy((first[n] if n in first else sum(bounds[n]) / 2) / dims[n][0]) for n in dims]
         spatial = [n for n in dims if dims[n][1] == "m"][:3] or list(dims)[:3]
         canonical = min(dims[n][0] for n in spatial)
         extent = max(bounds[n][1] - bounds[n][0] for n in spatial) / canonical
