@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .errors import AnnotationInputError
+from .errors import AnnotationInputError, plain, row_of
 
 # type -> (numpy dtype, components, alignment in the record)
 PROPERTY_TYPES: dict[str, tuple[str, int, int]] = {
@@ -99,9 +99,6 @@ def _smallest_integer_type(low: int, high: int) -> str | None:
     return None
 
 
-def _row_of(mask: np.ndarray) -> int:
-    """1-based row number of the first True in ``mask``."""
-    return int(np.argmax(mask)) + 1
 
 
 def _parse_colours(column: str, strings: np.ndarray, type_: str) -> np.ndarray:
@@ -112,7 +109,7 @@ def _parse_colours(column: str, strings: np.ndarray, type_: str) -> np.ndarray:
     bad = bad.fillna(True).to_numpy(dtype=bool)
     if bad.any():
         raise AnnotationInputError(
-            f"property {column!r} ({type_}): row {_row_of(bad)} holds {strings[bad][0]!r}, "
+            f"property {column!r} ({type_}): row {row_of(bad)} holds {plain(strings[bad][0])!r}, "
             f"not a colour like #{'ff8800' if components == 3 else 'ff8800ff'}"
         )
     raw = np.frombuffer(text.to_numpy(dtype=f"S{2 * components}").tobytes(), dtype=np.uint8)
@@ -157,7 +154,7 @@ def _text_values(spec: PropertySpec, series: pd.Series) -> np.ndarray:
     strings = series.astype("string")
     missing = strings.isna().to_numpy()
     if missing.any():
-        raise AnnotationInputError(f"property {column!r}: row {_row_of(missing)} is empty; fill it or drop the row")
+        raise AnnotationInputError(f"property {column!r}: row {row_of(missing)} is empty; fill it or drop the row")
     if spec.type in ("rgb", "rgba"):
         return _parse_colours(column, strings.to_numpy(dtype=object), spec.type)
     if spec.type is None and spec.enum_labels is None and strings.str.fullmatch(_HEX_COLOUR.pattern).all():
@@ -172,11 +169,11 @@ def _text_values(spec: PropertySpec, series: pd.Series) -> np.ndarray:
     if spec.enum_labels is None:
         spec.enum_labels = sorted(strings.unique().tolist())
         spec.enum_values = list(range(len(spec.enum_labels)))
-    codes = pd.Categorical(strings, categories=spec.enum_labels).codes
+    codes = pd.Index(spec.enum_labels).get_indexer(strings)
     outside = codes < 0
     if outside.any():
         raise AnnotationInputError(
-            f"property {column!r}: row {_row_of(outside)} holds {strings.iloc[int(np.argmax(outside))]!r}, "
+            f"property {column!r}: row {row_of(outside)} holds {strings.iloc[int(np.argmax(outside))]!r}, "
             f"which is not one of its enum labels {spec.enum_labels}"
         )
     values = np.asarray(spec.enum_values)[codes]
@@ -213,7 +210,7 @@ def _numeric_values(spec: PropertySpec, series: pd.Series) -> np.ndarray:
         outside = ~np.isin(values, np.asarray(spec.enum_values))
         if outside.any():
             raise AnnotationInputError(
-                f"property {column!r}: row {_row_of(outside)} holds {values[outside][0]!r}, "
+                f"property {column!r}: row {row_of(outside)} holds {plain(values[outside][0])!r}, "
                 f"which is not one of its enum values {spec.enum_values}"
             )
     return _cast(spec, values)
@@ -228,14 +225,14 @@ def _cast(spec: PropertySpec, values: np.ndarray) -> np.ndarray:
         bad = ~np.isfinite(values) | (values != np.round(values))
         if bad.any():
             raise AnnotationInputError(
-                f"property {spec.column!r} ({spec.type}): row {_row_of(bad)} holds {values[bad][0]!r}, "
+                f"property {spec.column!r} ({spec.type}): row {row_of(bad)} holds {plain(values[bad][0])!r}, "
                 "not an integer; fill missing values or pass type float32"
             )
     info = np.iinfo(dtype)
     bad = (values < info.min) | (values > info.max)
     if bad.any():
         raise AnnotationInputError(
-            f"property {spec.column!r}: row {_row_of(bad)} holds {values[bad][0]!r}, outside the range of {spec.type}"
+            f"property {spec.column!r}: row {row_of(bad)} holds {plain(values[bad][0])!r}, outside the range of {spec.type}"
         )
     return values.astype(dtype)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import AnnotationInputError
+from .errors import AnnotationInputError, plain, row_of
 from .geometry import ANNOTATION_TYPES, TWO_VECTOR_TYPES, Shapes
 from .properties import PropertySpec, as_property_spec, layout_order, resolve_property
 
@@ -114,8 +114,6 @@ def as_frame(table, columns: list[str]) -> pd.DataFrame:
     raise AnnotationInputError(f"cannot read a table from {type(table).__name__}; give a path, DataFrame or arrays")
 
 
-def _row_of(mask: np.ndarray) -> int:
-    return int(np.argmax(mask)) + 1
 
 
 def coordinates(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -127,7 +125,7 @@ def coordinates(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
         values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values)
         if bad.any():
-            row = _row_of(bad)
+            row = row_of(bad)
             raise AnnotationInputError(
                 f"column {column!r}, row {row}: coordinate {raw.iloc[row - 1]!r} is not a finite number"
             )
@@ -142,7 +140,7 @@ def to_uint64(values: np.ndarray, what: str) -> np.ndarray:
         numbers = pd.to_numeric(series, errors="coerce")
         bad = numbers.isna().to_numpy()
         if bad.any():
-            row = _row_of(bad)
+            row = row_of(bad)
             raise AnnotationInputError(f"{what}, row {row}: {series.iloc[row - 1]!r} is not a uint64 integer")
         values = numbers.to_numpy()
     if values.dtype.kind == "u":
@@ -154,10 +152,10 @@ def to_uint64(values: np.ndarray, what: str) -> np.ndarray:
     else:
         bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | (values >= UINT64_LIMIT)
     if bad.any():
-        raise AnnotationInputError(f"{what}, row {_row_of(bad)}: {values[bad][0]!r} does not fit uint64")
+        raise AnnotationInputError(f"{what}, row {row_of(bad)}: {plain(values[bad][0])!r} does not fit uint64")
     if values.dtype.kind == "f" and (values > 2.0**53).any():
         raise AnnotationInputError(
-            f"{what}, row {_row_of(values > 2.0**53)}: ids above 2**53 were read as floating point and lost "
+            f"{what}, row {row_of(values > 2.0**53)}: ids above 2**53 were read as floating point and lost "
             "digits; store them as integers (e.g. Parquet uint64)"
         )
     return values.astype(np.uint64)

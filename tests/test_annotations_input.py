@@ -1,0 +1,203 @@
+"""Input tables in every format, column mapping options, and bad input: clear errors, nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from neuroglancer.read_precomputed_annotations import AnnotationReader
+
+import annotations
+from annotations import AnnotationInputError, write_annotations
+
+
+def small_frame(n: int = 40) -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    return pd.DataFrame(
+        {
+            "x": rng.uniform(0, 100, n),
+            "y": rng.uniform(0, 50, n),
+            "z": rng.uniform(0, 10, n),
+            "cell_id": np.arange(100, 100 + n, dtype=np.uint64),
+            "Cell Type": rng.choice(["a", "b"], n),
+            "synapses": [list(rng.integers(1, 9, k)) for k in rng.integers(0, 3, n)],
+        }
+    )
+
+
+def save(frame: pd.DataFrame, path) -> None:
+    kind = path.suffix
+    if kind in (".csv", ".tsv"):
+        text = frame.copy()
+        text["synapses"] = [";".join(map(str, v)) for v in frame["synapses"]]
+        text.to_csv(path, sep="," if kind == ".csv" else "\t", index=False)
+    elif kind == ".parquet":
+        frame.to_parquet(path)
+    elif kind == ".json":
+        frame.to_json(path, orient="records")
+    elif kind == ".ndjson":
+        frame.to_json(path, orient="records", lines=True)
+
+
+def leftovers(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet", ".json", ".ndjson"])
+def test_every_table_format(tmp_path, suffix):
+    frame = small_frame()
+    path = tmp_path / f"table{suffix}"
+    save(frame, path)
+    out = write_annotations(
+        path, tmp_path / "ann", id_column="cell_id", properties=["Cell Type"], relationships=["synapses"], seed=0
+    )
+    reader = AnnotationReader(f"file://{out}/")
+    assert reader.metadata["properties"] == [
+        {"id": "cell_Type", "type": "uint8", "enum_values": [0, 1], "enum_labels": ["a", "b"]}
+    ]
+    for i in (0, 17, 39):
+        got = reader.by_id[100 + i]
+        np.testing.assert_array_equal(got.point, frame.loc[i, ["x", "y", "z"]].to_numpy(np.float32))
+        assert int(got.props[0]) == ["a", "b"].index(frame.loc[i, "Cell Type"])
+        assert [int(s) for s in got.segments[0]] == [int(s) for s in frame.loc[i, "synapses"]]
+
+
+def test_numpy_arrays_and_mappings(tmp_path):
+    points = np.random.default_rng(1).uniform(-5, 5, (30, 3))
+    out = write_annotations(points, tmp_path / "a", columns=["x", "y", "z"])
+    np.testing.assert_array_equal(AnnotationReader(f"file://{out}/").by_id[4].point, points[4].astype(np.float32))
+    columns = {"u": points[:, 0], "v": points[:, 1], "area": np.arange(30, dtype=np.float64)}
+    out = write_annotations(columns, tmp_path / "b", columns=["u", "v"], properties=[{"column": "area", "type": "float32", "description": "µm²"}])
+    reader = AnnotationReader(f"file://{out}/")
+    assert list(reader.metadata["dimensions"]) == ["u", "v"]
+    assert reader.metadata["properties"] == [{"id": "area", "type": "float32", "description": "µm²"}]
+    assert float(reader.by_id[29].props[0]) == 29.0
+
+
+def test_physical_coordinates_and_units(tmp_path):
+    frame = pd.DataFrame({"x": [80.0, 160.0], "y": [8.0, 16.0], "z": [400.0, 40.0]})
+    out = write_annotations(frame, tmp_path / "a", scale=[8, 8, 40], units="nm", physical=True)
+    reader = AnnotationReader(f"file://{out}/")
+    assert reader.metadata["dimensions"] == {"x": [8.0, "nm"], "y": [8.0, "nm"], "z": [40.0, "nm"]}
+    np.testing.assert_array_equal(reader.by_id[0].point, [10, 1, 10])
+    with pytest.raises(AnnotationInputError, match="unit 'parsec'"):
+        write_annotations(frame, tmp_path / "b", units="parsec")
+
+
+def test_explicit_enums_and_packed_colours(tmp_path):
+    frame = pd.DataFrame({"x": [1.0, 2], "y": [1.0, 2], "z": [1.0, 2], "state": [3, 7], "rgba": [0xFF000080, 0x00FF00FF]})
+    out = write_annotations(frame, tmp_path / "a", properties=["state:uint16:3=open,7=closed", "rgba:rgba"])
+    reader = AnnotationReader(f"file://{out}/")
+    state = reader.metadata["properties"][0]
+    assert state == {"id": "state", "type": "uint16", "enum_values": [3, 7], "enum_labels": ["open", "closed"]}
+    assert int(reader.by_id[1].props[0]) == 7
+    assert [int(v) for v in reader.by_id[0].props[1]] == [255, 0, 0, 128]
+
+
+def test_ellipsoid_bounds_include_the_radii(tmp_path):
+    frame = pd.DataFrame({"x": [10.0], "y": [10.0], "z": [10.0], "rx": [5.0], "ry": [2.0], "rz": [9.5]})
+    out = write_annotations(frame, tmp_path / "a", type="ellipsoid")
+    info = json.loads((out / "info").read_text())
+    assert info["lower_bound"] == [5.0, 8.0, 0.0]
+    assert info["upper_bound"] == [16.0, 13.0, 20.0]
+
+
+BAD_INPUTS = [
+    ("missing column", {}, dict(columns=["x", "y", "w"]), "no column 'w'"),
+    ("text coordinate", {"y": [1.0, 2.0, "abc", 4.0]}, {}, r"column 'y', row 3: coordinate 'abc' is not a finite number"),
+    ("NaN coordinate", {"z": [1.0, np.nan, 3.0, 4.0]}, {}, r"column 'z', row 2"),
+    ("duplicate id", {"id": [5, 6, 5, 7]}, dict(id_column="id"), r"id 5 appears twice \(rows 1 and 3\)"),
+    ("negative id", {"id": [5, -6, 8, 7]}, dict(id_column="id"), r"row 2: -6 does not fit uint64"),
+    ("id beyond uint64", {"id": ["1", "2", "18446744073709551616", "4"]}, dict(id_column="id"), r"row 3: .* (does not fit uint64|not a uint64)"),
+    ("unknown property type", {"p": [1, 2, 3, 4]}, dict(properties=["p:uint64"]), "unknown type 'uint64'"),
+    ("enum label outside", {"k": ["a", "b", "c", "a"]}, dict(properties=["k:uint8:a,b"]), r"row 3 holds 'c', which is not one of its enum labels"),
+    ("enum value outside", {"k": [0, 1, 9, 1]}, dict(properties=["k:uint8:a,b"]), r"row 3 holds 9, which is not one of its enum values"),
+    ("value out of type range", {"k": [0, 1, 300, 1]}, dict(properties=["k:uint8"]), "outside the range of uint8"),
+]
+
+
+@pytest.mark.parametrize("name,override,options,message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_refused_and_leaves_nothing(tmp_path, name, override, options, message):
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [1.0, 2.0, 3.0, 4.0], "z": [1.0, 2.0, 3.0, 4.0], **override})
+    with pytest.raises(AnnotationInputError, match=message):
+        write_annotations(frame, tmp_path / "out", **options)
+    assert leftovers(tmp_path) == []
+
+
+def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
+    import annotations.writer as writer
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(writer, "write_unsharded", broken)
+    with pytest.raises(OSError, match="disk full"):
+        write_annotations(np.ones((5, 3)), tmp_path / "out", columns=["x", "y", "z"])
+    assert leftovers(tmp_path) == []
+
+
+def test_existing_output_needs_overwrite(tmp_path):
+    first = write_annotations(np.zeros((3, 3)), tmp_path / "out", columns=["x", "y", "z"])
+    (first / "marker").write_text("old")
+    with pytest.raises(AnnotationInputError, match="exists; pass --overwrite"):
+        write_annotations(np.zeros((4, 3)), tmp_path / "out", columns=["x", "y", "z"])
+    write_annotations(np.zeros((4, 3)), tmp_path / "out", columns=["x", "y", "z"], overwrite=True)
+    assert not (first / "marker").exists()
+    assert leftovers(tmp_path) == ["out"]
+    assert AnnotationReader(f"file://{first}/").by_id[3] is not None
+
+
+def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server", "annotate", *args], capture_output=True, text=True, cwd=cwd)
+
+
+def test_cli_writes_and_reports(tmp_path):
+    frame = small_frame()
+    save(frame, tmp_path / "t.csv")
+    done = run_cli(
+        str(tmp_path / "t.csv"), str(tmp_path / "out"), "--id-column", "cell_id", "--property", "Cell Type",
+        "--relationship", "synapses", "--scale", "4,4,30", "--units", "nm", "--limit", "10", "--sharded",
+    )
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout
+    assert "\r" not in done.stderr  # no progress bar when stderr is not a terminal
+    reader = AnnotationReader(f"file://{tmp_path / 'out'}/")
+    assert "sharding" in reader.metadata["by_id"] and reader.metadata["spatial"][0]["limit"] == 10
+    assert [int(s) for s in reader.by_id[105].segments[0]] == [int(s) for s in frame.loc[5, "synapses"]]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--columns", "x,y,w"], "no column 'w'"),
+        (["--property", "Cell Type:uint64"], "unknown type 'uint64'"),
+        (["--id-column", "x"], "not a uint64|does not fit uint64"),
+        (["--type", "polyline"], "polylines need an id column"),
+    ],
+)
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, args, message):
+    save(small_frame(), tmp_path / "t.csv")
+    done = run_cli(str(tmp_path / "t.csv"), str(tmp_path / "out"), *args)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ngserve annotate: error:"), done.stderr
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert leftovers(tmp_path) == ["t.csv"]
+
+
+def test_cli_refuses_existing_output(tmp_path):
+    save(small_frame(), tmp_path / "t.csv")
+    assert run_cli(str(tmp_path / "t.csv"), str(tmp_path / "out")).returncode == 0
+    done = run_cli(str(tmp_path / "t.csv"), str(tmp_path / "out"))
+    assert done.returncode == 2 and "--overwrite" in done.stderr
+    assert run_cli(str(tmp_path / "t.csv"), str(tmp_path / "out"), "--overwrite").returncode == 0
+
+
+def test_progress_bar_when_asked(tmp_path, capsys):
+    write_annotations(np.random.default_rng(0).uniform(0, 9, (500, 3)), tmp_path / "a", columns=["x", "y", "z"], progress=True)
+    assert "writing" in capsys.readouterr().err
+    assert annotations.DEFAULT_LIMIT > 0
