@@ -64,7 +64,14 @@ async def _read_limited(request: web.Request) -> bytes:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_BYTES, actual_size=request.content_length, text=f"a state may be at most {MAX_BYTES} bytes\n"
         )
-    data = await request.content.read(MAX_BYTES + 1)
+    parts, size = [], 0
+    while size <= MAX_BYTES:
+        chunk = await request.content.read(1 << 16)
+        if not chunk:
+            break
+        parts.append(chunk)
+        size += len(chunk)
+    data = b"".join(parts)
     if len(data) > MAX_BYTES:
         raise web.HTTPRequestEntityTooLarge(
             max_size=MAX_BYTES, actual_size=len(data), text=f"a state may be at most {MAX_BYTES} bytes\n"
