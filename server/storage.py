@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import stat
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -118,6 +119,28 @@ class LocalStorage(Storage):
         return real == str(self.root) or real.startswith(self._prefix)
 
     def _stat(self, full: str) -> os.stat_result | None:
+        # Hot path (every request).  The root is already resolved and the segments
+        # below it come from split_path (no "..", ".", "/" or NUL), so when none of
+        # them is a symlink the path cannot leave the root, and the last lstat is the
+        # file's stat.  That is one lstat per segment below the root, where realpath
+        # costs one per segment of the whole path plus a stat, in Python: it was 12%
+        # of a worker's time under load.  Any symlink, or anything unusual, takes
+        # the original realpath check.
+        if full.startswith(self._prefix):
+            st = None
+            cur = self._prefix[:-1]
+            try:
+                for part in full[len(self._prefix) :].split(os.sep):
+                    if part in ("", ".", ".."):
+                        break
+                    cur = cur + os.sep + part
+                    st = os.lstat(cur)
+                    if stat.S_ISLNK(st.st_mode):
+                        break
+                else:
+                    return st
+            except (OSError, ValueError):
+                return None  # absent (or not a folder on the way): the slow path agrees
         if not self._inside(full):  # a symlink that leaves the root is "not there"
             return None
         try:
@@ -130,7 +153,7 @@ class LocalStorage(Storage):
         st = self._stat(self._full(path))
         if st is None:
             return None
-        is_dir = os.path.isdir(self._full(path))
+        is_dir = stat.S_ISDIR(st.st_mode)  # st follows symlinks, like isdir()
         return Entry(path.rsplit("/", 1)[-1], is_dir, 0 if is_dir else st.st_size)
 
     async def list_dir(self, path: str) -> list[Entry] | None:
@@ -216,7 +239,7 @@ class LocalStorage(Storage):
             full += ".gz"
             st = self._stat(full)
             encoding = "gzip"
-        if st is None or not os.path.isfile(full):
+        if st is None or not stat.S_ISREG(st.st_mode):  # st follows symlinks, like isfile()
             return None
         return full, st, encoding
 
