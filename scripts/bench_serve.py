@@ -12,8 +12,10 @@ One run, same data, same load, three servers, one after another:
 
 The data is a 512^3 uint8 zarr v2 array in 64^3 chunks (512 chunk files), written
 with tensorstore using zarr-python's default compressor, blosc lz4 level 5 with byte
-shuffle.  The voxels are blocky structure plus noise, so chunks compress to a
-realistic ~70% of their 256 KiB, not to nothing.
+shuffle.  The voxels are blocky structure plus noise; lz4 finds nothing to squeeze
+in the noise, so every chunk is its full 256 KiB, the size of a raw EM chunk.
+``--data labels`` drops the noise: segmentation-like chunks of a few KiB, where
+per-request overhead rather than byte copying decides.
 
 The load is ``wrk``: keep-alive, 32 connections, 2 threads, 10 s per server (after a
 short warm-up that is not counted), each request a uniformly random chunk key made by
@@ -174,8 +176,13 @@ def versions() -> str:
 
 
 # -- data ------------------------------------------------------------------------------
-def make_data(root: Path) -> tuple[int, float]:
-    """Write the 512^3 array; return (chunk files, mean chunk bytes)."""
+def make_data(root: Path, kind: str = "image") -> tuple[int, float]:
+    """Write the 512^3 array; return (chunk files, mean chunk bytes).
+
+    ``image``: blocky structure plus noise, chunks about as big as raw (EM-like).
+    ``labels``: the blocky structure alone, like a segmentation: chunks of a few KiB,
+    so per-request overhead rather than byte copying decides the figures.
+    """
     import tensorstore as ts
 
     rng = np.random.default_rng(20240531)
@@ -194,13 +201,13 @@ def make_data(root: Path) -> tuple[int, float]:
         create=True,
         delete_existing=True,
     ).result()
-    # Blocky structure (8^3 blocks of one level) plus noise of 32 levels: every chunk
-    # is different and compresses to roughly 70% of its raw size.
+    # Blocky structure: 8^3 blocks of one level each, so every chunk is different.
     coarse = rng.integers(16, 200, size=(SHAPE // 8,) * 3, dtype=np.uint8)
     for z in range(0, SHAPE, CHUNK):
         base = coarse[z // 8 : (z + CHUNK) // 8].repeat(8, 0).repeat(8, 1).repeat(8, 2)
-        noise = rng.integers(0, 32, size=base.shape, dtype=np.uint8)
-        store[z : z + CHUNK].write(base + noise).result()
+        if kind == "image":
+            base = base + rng.integers(0, 32, size=base.shape, dtype=np.uint8)
+        store[z : z + CHUNK].write(base).result()
     chunks = [p for p in (root / ARRAY).iterdir() if not p.name.startswith(".")]
     return len(chunks), sum(p.stat().st_size for p in chunks) / len(chunks)
 
@@ -322,6 +329,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load first (default 3)")
     p.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
+    p.add_argument("--data", choices=["image", "labels"], default="image",
+                   help="image: noisy, ~256 KiB chunks (default); labels: blocky, chunks of a few KiB")
     p.add_argument("--only", choices=["ngserve", "threading", "nginx"], action="append",
                    help="run only these servers (repeatable); ratios need ngserve and the other")
     args = p.parse_args()
@@ -341,8 +350,8 @@ def main() -> int:
         data = tmp / "data"
         data.mkdir()
         t0 = time.monotonic()
-        n, mean = make_data(data)
-        print(f"data: {SHAPE}^3 uint8 zarr v2, {CHUNK}^3 chunks, blosc lz4 clevel 5 shuffle: {n} chunk files, "
+        n, mean = make_data(data, args.data)
+        print(f"data ({args.data}): {SHAPE}^3 uint8 zarr v2, {CHUNK}^3 chunks, blosc lz4 clevel 5 shuffle: {n} chunk files, "
               f"mean {mean / 1024:.0f} KiB ({mean / CHUNK**3:.0%} of raw), written in {time.monotonic() - t0:.1f} s")
         lua = tmp / "random_chunks.lua"
         lua.write_text(LUA.format(grid=GRID, last=GRID - 1, prefix=f"/{ARRAY}/", origin=ORIGIN))
