@@ -26,7 +26,7 @@ Encoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 BATCH_WORDS = 8 << 20  # encode about 32 MiB of values at a time
 TARGET_SHARD_BYTES = 128 << 20
 TARGET_MINISHARD_ENTRIES = 1024
-GZIP_LEVEL = 6
+GZIP_LEVEL = 1  # float coordinates gain ~2% more at level 6, for ~3x the time
 
 
 @dataclass(frozen=True)
