@@ -499,3 +499,32 @@ def test_two_workers_both_serve(tmp_path, start_server):
     for _ in range(3):  # several rounds, so both workers answer chunk requests
         assert_exact(ts_read({"driver": "zarr3", "kvstore": srv.url + "/v.zarr/"}), zimg)
         assert_exact(ts_read_at_origin(precomputed_read_spec(srv.url, "seg"), poffset), pdata)
+
+
+def test_cloudvolume_written_gzip_files_read_by_both_clients(tmp_path, start_server):
+    """cloud-volume writes chunks as ``X.gz`` (compress="gzip"); the server answers ``X``
+    from ``X.gz`` with Content-Encoding: gzip, as nginx's gzip_static does, and both
+    clients inflate it."""
+    from cloudvolume import CloudVolume
+
+    data = blobs((40, 35, 20, 1), np.uint16, seed=14)
+    offset = (10, 20, 30)
+    info = CloudVolume.create_new_info(
+        num_channels=1, layer_type="image", data_type="uint16", encoding="raw", resolution=[6, 6, 30],
+        voxel_offset=list(offset), chunk_size=[16, 16, 8], volume_size=list(data.shape[:3]),
+    )
+    writer = CloudVolume(f"file://{tmp_path / 'cv'}", info=info, compress="gzip", progress=False)
+    writer.commit_info()
+    writer[offset[0] : offset[0] + 40, offset[1] : offset[1] + 35, offset[2] : offset[2] + 20] = data
+    files = sorted(p.name for p in (tmp_path / "cv" / "6_6_30").iterdir())
+    assert files and all(n.endswith(".gz") for n in files)
+
+    srv = start_server("serve", str(tmp_path))
+    assert_exact(ts_read_at_origin(precomputed_read_spec(srv.url, "cv"), offset), data)
+    vol = cloudvolume(f"precomputed://{srv.url}/cv")
+    got = vol[offset[0] : offset[0] + 40, offset[1] : offset[1] + 35, offset[2] : offset[2] + 20]
+    assert_exact(np.asarray(got), data)
+    # the clients asked for the plain names; the .gz files are an implementation detail
+    chunk_lines = data_lines(srv, r"/cv/6_6_30/\S+ ")
+    assert chunk_lines and not any(".gz " in line for line in chunk_lines)
+    assert statuses(chunk_lines) == {200}
