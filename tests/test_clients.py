@@ -354,13 +354,26 @@ def write_precomputed_image(tmp_path: Path) -> tuple[np.ndarray, tuple]:
     return data, offset
 
 
-def write_precomputed_sharded_seg(tmp_path: Path) -> tuple[np.ndarray, tuple]:
+# What Neuroglancer's and igneous's writers typically use: hashed chunk ids, several
+# shards and minishards, raw minishard indices.
+SHARDING_MURMUR = {
+    "@type": "neuroglancer_uint64_sharded_v1",
+    "preshift_bits": 1,
+    "hash": "murmurhash3_x86_128",
+    "minishard_bits": 1,
+    "shard_bits": 2,
+    "minishard_index_encoding": "raw",
+    "data_encoding": "raw",
+}
+
+
+def write_precomputed_sharded_seg(tmp_path: Path, sharding: dict = SHARDING) -> tuple[np.ndarray, tuple]:
     """uint64 labels, compressed_segmentation, sharded, with an offset: (data, offset)."""
     data = labels((67, 41, 30, 1), np.uint64, seed=9)
     offset = (3, 5, 1000)
     spec = precomputed_spec(str(tmp_path / "seg"), data, kind="segmentation", resolution=(8, 8, 30),
                             voxel_offset=offset, chunk=(16, 16, 16), encoding="compressed_segmentation",
-                            sharding=SHARDING)
+                            sharding=sharding)
     ts_write(spec, np.zeros_like(data))
     store = ts.open(spec, open=True, write=True).result()
     store[ts.d[:].translate_to[0]].write(data).result()
@@ -384,8 +397,9 @@ def test_precomputed_unsharded_uint8_channels_offset(tmp_path, start_server):
     assert info and statuses(info) == {200}
 
 
-def test_precomputed_sharded_uint64_uses_range(tmp_path, start_server):
-    data, offset = write_precomputed_sharded_seg(tmp_path)
+@pytest.mark.parametrize("sharding", [SHARDING, SHARDING_MURMUR], ids=["identity", "murmurhash3"])
+def test_precomputed_sharded_uint64_uses_range(tmp_path, start_server, sharding):
+    data, offset = write_precomputed_sharded_seg(tmp_path, sharding)
     shards = sorted(p.name for p in (tmp_path / "seg" / "8_8_30").iterdir())
     assert shards and all(n.endswith(".shard") for n in shards)
     srv = start_server("serve", str(tmp_path))
@@ -440,8 +454,9 @@ def test_cloudvolume_unsharded(tmp_path, start_server):
     assert_exact(np.asarray(sub), data[10:40, 3:20, 5:19])
 
 
-def test_cloudvolume_sharded(tmp_path, start_server):
-    data, offset = write_precomputed_sharded_seg(tmp_path)
+@pytest.mark.parametrize("sharding", [SHARDING, SHARDING_MURMUR], ids=["identity", "murmurhash3"])
+def test_cloudvolume_sharded(tmp_path, start_server, sharding):
+    data, offset = write_precomputed_sharded_seg(tmp_path, sharding)
     srv = start_server("serve", str(tmp_path))
     vol = cloudvolume(f"precomputed://{srv.url}/seg")
     assert vol.image.is_sharded(0)
