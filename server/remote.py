@@ -16,6 +16,7 @@ revalidated with ``If-None-Match``; answers for them go through
 from __future__ import annotations
 
 import asyncio
+import base64
 import email.utils
 import hashlib
 import logging
@@ -146,10 +147,12 @@ class RemoteStorage(Storage):
             headers = {"User-Agent": "ngserve"}
             if c.bearer:
                 headers["Authorization"] = f"Bearer {c.bearer}"
+            elif c.username:
+                pair = f"{c.username}:{c.password or ''}".encode()
+                headers["Authorization"] = "Basic " + base64.b64encode(pair).decode("ascii")
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(ssl=self._ssl(), limit=256, limit_per_host=128),
                 timeout=aiohttp.ClientTimeout(total=None, connect=c.connect_timeout, sock_read=c.read_timeout),
-                auth=aiohttp.BasicAuth(c.username, c.password or "") if c.username else None,
                 headers=headers,
                 auto_decompress=False,  # pass bytes through exactly; we ask for identity anyway
                 trust_env=False,

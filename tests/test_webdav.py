@@ -113,6 +113,14 @@ password_file = "dav.pw"
 metadata_ttl = "60s"
 
 [[mounts]]
+name = "fresh"
+source = "webdav+{dav.url}/"
+[mounts.upstream]
+username = "{dav.user}"
+password_file = "dav.pw"
+metadata_ttl = 0.3
+
+[[mounts]]
 name = "plain"
 source = "{dav.url}/"
 [mounts.upstream]
@@ -219,6 +227,23 @@ def test_metadata_is_served_from_cache(deployment):
         assert status == 200 and body == first[2] and headers["Content-Type"] == "application/json"
     assert dav.stats()["counts"].get("GET /img.zarr/.zarray", 0) == 0
     assert get(f"{srv.url}/dav/img.zarr/.zarray", {"Range": "bytes=0-9"})[2] == first[2][:10]
+
+
+def test_metadata_revalidates_by_etag_after_ttl(deployment):
+    import time
+
+    srv, dav, _, root = deployment
+    meta = root / "notes" / "attributes.json"
+    meta.write_text('{"v": 1}')
+    dav.reset_stats()
+    assert get(f"{srv.url}/fresh/notes/attributes.json")[2] == b'{"v": 1}'
+    time.sleep(0.4)
+    assert get(f"{srv.url}/fresh/notes/attributes.json")[2] == b'{"v": 1}'
+    counts = dav.stats()["counts"]
+    assert counts["GET /notes/attributes.json"] == 2 and counts["conditional /notes/attributes.json"] == 1
+    meta.write_text('{"v": 22}')  # a new size, so a new ETag
+    time.sleep(0.4)
+    assert get(f"{srv.url}/fresh/notes/attributes.json")[2] == b'{"v": 22}'
 
 
 def test_upstream_password_never_reaches_clients_or_logs(deployment):

@@ -39,6 +39,8 @@ class FaultLayer:
         with self.lock:
             self.counts[method] = self.counts.get(method, 0) + 1
             self.counts[f"{method} {path}"] = self.counts.get(f"{method} {path}", 0) + 1
+            if "HTTP_IF_NONE_MATCH" in environ:
+                self.counts[f"conditional {path}"] = self.counts.get(f"conditional {path}", 0) + 1
         mode = self.mode
         if mode["mode"] == "delay":
             time.sleep(float(mode.get("seconds", 5)))
