@@ -84,8 +84,11 @@ def resolve(request: web.Request, segments: list[str]) -> tuple[Storage, list[st
     return mounts[found[0]], found[1]
 
 
-async def _listing(request: web.Request, storage: Storage, rel: str, url_path: str, at_top: bool) -> web.Response:
-    entries = await storage.list_dir(rel)
+async def _listing(
+    request: web.Request, storage: Storage | None, rel: str, url_path: str, at_top: bool
+) -> web.Response:
+    """The listing page; ``storage`` is None for a root made only of named mounts."""
+    entries = await storage.list_dir(rel) if storage is not None else []
     if entries is None:
         raise web.HTTPNotFound()
     if at_top:  # named mounts appear as folders of the root
@@ -98,7 +101,7 @@ async def _listing(request: web.Request, storage: Storage, rel: str, url_path: s
         if e.is_dir:
             owner, inner = resolve(request, [*split_path(url_path), e.name])
             formats[e.name] = await owner.dataset_format("/".join(inner))
-    self_format = await storage.dataset_format(rel) if rel else None
+    self_format = await storage.dataset_format(rel) if rel and storage is not None else None
     text = render_listing(url_path, entries, formats, self_format)
     return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
@@ -108,6 +111,8 @@ async def handle_data(request: web.Request) -> web.StreamResponse:
     segments = split_path(raw)
     if segments is None or (segments and segments[0] == "-"):
         raise web.HTTPNotFound()  # hostile or reserved: say nothing more
+    if not segments and "" not in request.app[MOUNTS]:
+        return await _listing(request, None, "", "/", at_top=True)
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     url_path = "/" + "/".join(segments) + ("/" if segments else "")

@@ -268,3 +268,14 @@ async def test_server_survives_bad_requests(aiohttp_server, root):
     writer.close()
     status, _ = await raw_get(server.host, server.port, "/img.zarr/.zarray")
     assert status == 200
+
+
+async def test_root_of_named_mounts_lists_them(aiohttp_client, root):
+    app = create_app(ServerConfig(mounts=[MountConfig("em", str(root)), MountConfig("lm", str(root.parent / "other"))]))
+    client = await aiohttp_client(app)
+    r = await client.get("/")
+    assert r.status == 200
+    page = await r.text()
+    assert 'href="em/"' in page and 'href="lm/"' in page
+    assert (await client.get("/em/img.zarr/.zarray")).status == 200
+    assert (await client.get("/nothing")).status == 404
