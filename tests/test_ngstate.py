@@ -262,3 +262,26 @@ def test_open_endpoint_redirects_to_the_built_state(samples, start_server):
     with pytest.raises(urllib.error.HTTPError) as err:
         opener.open(f"{srv.url}/-/open/em/nothing-here")
     assert err.value.code == 404
+
+
+def test_repr_html_is_a_clickable_link(samples):
+    st, _ = state_of(samples, "ome04")
+    html = st._repr_html_()
+    assert html.startswith('<a href="https://viewer.example/#!') and "cells</a>" in html
+    assert "&quot;" not in html.split('"')[1]  # the URL is percent-encoded, safe in an attribute
+
+
+def test_time_axis_starts_at_the_first_sample(tmp_path):
+    import numpy as np
+
+    from volumes.write import write_ome_zarr
+
+    data = np.zeros((3, 2, 8, 10, 12), np.uint16)
+    data[:, :, 2:6, 3:7, 4:8] = 500
+    write_ome_zarr(tmp_path / "tc.ome.zarr", data, axes=("t", "c", "z", "y", "x"), voxel_size=(1, 1, 2, 1, 1), levels=1)
+    st = ngstate.build_state([tmp_path / "tc.ome.zarr"], served_at={str(tmp_path): BASE}, viewer=VIEWER)
+    s = st.to_json()
+    assert list(s["dimensions"]) == ["x", "y", "z", "t"] and s["dimensions"]["t"] == [1.0, ""]
+    assert s["position"] == [5.5, 4.5, 3.5, 0.0]  # OME centres: sample 0 of t is centred on 0
+    assert s["layers"][0]["localDimensions"] == {"c'": [1.0, ""]}
+    assert_round_trips(s)
