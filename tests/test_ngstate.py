@@ -233,6 +233,8 @@ def test_cli_link_json_url_and_batch(samples, tmp_path):
 def test_cli_link_errors_are_one_line(samples, tmp_path):
     (tmp_path / "x.txt").write_text("x")
     for args in (["link", str(tmp_path)], ["link", str(samples["ome04"])], ["link"],
+                 ["link", "http://127.0.0.1:9/absent.zarr"], ["link", str(samples["ome04"]), "--kind", "image",
+                                                               "--kind", "image"],
                  ["link", str(samples["ome04"]), "--served-at", "nonsense"]):
         r = _cli(*args)
         assert r.returncode == 2, (args, r.stderr)
