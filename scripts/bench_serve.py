@@ -17,10 +17,12 @@ in the noise, so every chunk is its full 256 KiB, the size of a raw EM chunk.
 ``--data labels`` drops the noise: segmentation-like chunks of a few KiB, where
 per-request overhead rather than byte copying decides.
 
-The load is ``wrk``: keep-alive, 32 connections, 2 threads, 10 s per server (after a
-short warm-up that is not counted), each request a uniformly random chunk key made by
-a Lua script.  Before loading a server the script checks that it answers a chunk with
-the right bytes and a CORS header.
+The load is ``wrk``: keep-alive, 32 connections, 2 threads, 10 s per server, each
+request a uniformly random chunk key made by a Lua script.  All three servers run
+side by side (idle when not loaded); after an unmeasured warm-up of each, they are
+measured in turn for 3 rounds and the medians reported, so that other people's load on
+a shared machine falls on all three alike.  Before loading a server the script checks
+that it answers a chunk with the right bytes and a CORS header.
 
 Everything listens on 127.0.0.1 only, every child is bounded by a timeout, and the
 temporary folder and all processes are removed at the end, also on Ctrl-C.
@@ -38,6 +40,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -311,8 +314,6 @@ def run_wrk(url: str, lua: Path, duration: int, connections: int, threads: int) 
 
 
 def measure(srv: Server, lua: Path, args: argparse.Namespace) -> Result:
-    run_wrk(srv.url, lua, args.warmup, args.connections, args.threads)  # warm caches; not counted
-    time.sleep(1)
     before = loadavg()
     r = run_wrk(srv.url, lua, args.duration, args.connections, args.threads)
     after = loadavg()
@@ -323,10 +324,18 @@ def measure(srv: Server, lua: Path, args: argparse.Namespace) -> Result:
                   errors, detail or "none", r["bytes"] / seconds / 2**20, before, after)
 
 
+def row(label: str, r: Result) -> str:
+    return (f"{label:<34} {r.rps:>8.0f} {r.mib_s:>7.0f} {r.p50_ms:>7.2f} {r.p99_ms:>8.2f} {r.max_ms:>7.1f}  "
+            f"{r.errors:<6}  {r.load_before} -> {r.load_after}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--duration", type=int, default=10, help="seconds of measured load per server (default 10)")
-    p.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load first (default 3)")
+    p.add_argument("--duration", type=int, default=10, help="seconds of measured load per server and round (default 10)")
+    p.add_argument("--warmup", type=int, default=3, help="seconds of unmeasured load per server first (default 3)")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="measure the servers in turn this many times and report medians (default 3): on a "
+                        "shared machine, interleaving spreads other people's load over all servers alike")
     p.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--data", choices=["image", "labels"], default="image",
@@ -345,54 +354,75 @@ def main() -> int:
     print(f"load average at start: {loadavg()}")
     tmp = Path(tempfile.mkdtemp(prefix="ngserve-bench-"))
     servers: list[Server] = []
-    results: list[Result] = []
+    rounds: list[list[Result]] = []
     try:
         data = tmp / "data"
         data.mkdir()
         t0 = time.monotonic()
         n, mean = make_data(data, args.data)
         print(f"data ({args.data}): {SHAPE}^3 uint8 zarr v2, {CHUNK}^3 chunks, blosc lz4 clevel 5 shuffle: {n} chunk files, "
-              f"mean {mean / 1024:.0f} KiB ({mean / CHUNK**3:.0%} of raw), written in {time.monotonic() - t0:.1f} s")
+              f"mean {mean / 1024:.1f} KiB ({mean / CHUNK**3:.0%} of raw), written in {time.monotonic() - t0:.1f} s")
         lua = tmp / "random_chunks.lua"
         lua.write_text(LUA.format(grid=GRID, last=GRID - 1, prefix=f"/{ARRAY}/", origin=ORIGIN))
-        print(f"load: wrk -t {args.threads} -c {args.connections} -d {args.duration}s --timeout 2s "
-              f"(keep-alive, uniformly random chunk keys; {args.warmup} s warm-up first)\n")
+        print(f"load: wrk -t {args.threads} -c {args.connections} -d {args.duration}s --timeout 2s -s random_chunks.lua "
+              f"(keep-alive, uniformly random chunk keys, Origin header), {args.rounds} rounds, servers in turn; "
+              f"{args.warmup} s unmeasured warm-up per server first\n")
 
         starters = {"ngserve": start_ngserve, "threading": start_threading, "nginx": start_nginx}
         for key in args.only or list(starters):
             srv = starters[key](data, tmp)
             servers.append(srv)
-            try:
-                check_answers(srv, data)
+            check_answers(srv, data)
+            run_wrk(srv.url, lua, args.warmup, args.connections, args.threads)  # warm caches; not counted
+        head = (f"{'round  server':<34} {'req/s':>8} {'MiB/s':>7} {'p50 ms':>7} {'p99 ms':>8} {'max ms':>7}  "
+                f"errors  load before -> after")
+        print(head)
+        print("-" * len(head))
+        for i in range(args.rounds):
+            results = []
+            for srv in servers:
+                time.sleep(1)
                 results.append(measure(srv, lua, args))
-            finally:
-                srv.stop()
-                servers.remove(srv)
+                print(row(f"{i + 1}      {srv.name}", results[-1]), flush=True)
+            rounds.append(results)
     finally:
         for srv in servers:
             srv.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    head = f"{'server':<30} {'req/s':>9} {'MiB/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}  errors   load before -> after"
-    print(head)
-    print("-" * len(head))
-    for r in results:
-        print(f"{r.name:<30} {r.rps:>9.0f} {r.mib_s:>8.0f} {r.p50_ms:>8.2f} {r.p99_ms:>8.2f} {r.max_ms:>8.1f}  "
-              f"{r.errors:<7}  {r.load_before} -> {r.load_after}")
-        if r.errors:
-            print(f"{'':<30} errors: {r.error_detail}")
-    by = {r.name.split()[0]: r for r in results}
-    ng = by.get("ngserve")
-    if ng:
+    print()
+    names = [r.name for r in rounds[0]]
+    per = {name: [rs[k] for rs in rounds] for k, name in enumerate(names)}
+    print(f"median of {len(rounds)} rounds:")
+    print(f"{'server':<34} {'req/s':>8} {'p99 ms':>8} {'errors':>7}")
+    for name in names:
+        rs = per[name]
+        print(f"{name:<34} {statistics.median(r.rps for r in rs):>8.0f} "
+              f"{statistics.median(r.p99_ms for r in rs):>8.2f} {sum(r.errors for r in rs):>7}"
+              + ("   (" + "; ".join(r.error_detail for r in rs if r.errors) + ")" if any(r.errors for r in rs) else ""))
+    key = {name.split()[0]: name for name in names}
+    if "ngserve" in key:
+        ng = per[key["ngserve"]]
         print()
-        if "ThreadingHTTPServer+CORS" in by:
-            ratio = ng.rps / by["ThreadingHTTPServer+CORS"].rps
-            print(f"ngserve / ThreadingHTTPServer: {ratio:.1f}x requests/s  (target >= 5x: {'met' if ratio >= 5 else 'MISSED'})")
-        if "nginx" in by:
-            ratio = ng.rps / by["nginx"].rps
-            print(f"ngserve / nginx:               {ratio:.0%} of requests/s  (target >= 50%: {'met' if ratio >= 0.5 else 'MISSED'})")
-        print(f"ngserve p99 latency:           {ng.p99_ms:.1f} ms  (target < 50 ms: {'met' if ng.p99_ms < 50 else 'MISSED'})")
-        print(f"ngserve errors:                {ng.errors}  (target 0: {'met' if ng.errors == 0 else 'MISSED'})")
+
+        def ratios(other: str) -> list[float]:  # same round, measured back to back
+            return [a.rps / b.rps for a, b in zip(ng, per[key[other]])]
+
+        if "ThreadingHTTPServer+CORS" in key:
+            rs = ratios("ThreadingHTTPServer+CORS")
+            m = statistics.median(rs)
+            print(f"ngserve / ThreadingHTTPServer: {m:.1f}x requests/s, median of rounds "
+                  f"({', '.join(f'{x:.1f}x' for x in rs)})  target >= 5x: {'met' if m >= 5 else 'MISSED'}")
+        if "nginx" in key:
+            rs = ratios("nginx")
+            m = statistics.median(rs)
+            print(f"ngserve / nginx:               {m:.0%} of requests/s, median of rounds "
+                  f"({', '.join(f'{x:.0%}' for x in rs)})  target >= 50%: {'met' if m >= 0.5 else 'MISSED'}")
+        p99 = statistics.median(r.p99_ms for r in ng)
+        print(f"ngserve p99 latency:           {p99:.1f} ms median of rounds (worst {max(r.p99_ms for r in ng):.1f} ms)"
+              f"  target < 50 ms: {'met' if p99 < 50 else 'MISSED'}")
+        errors = sum(r.errors for r in ng)
+        print(f"ngserve errors:                {errors}  target 0: {'met' if errors == 0 else 'MISSED'}")
     print(f"\nload average at end: {loadavg()}")
     return 0
 
