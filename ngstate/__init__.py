@@ -12,9 +12,12 @@ from typing import Any, Sequence
 from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
 from .state import LAYOUTS, State
-from .urls import DEMO_VIEWER, encode_fragment, parse_url, shorten
+from .urls import DEMO_VIEWER, encode_fragment, is_ngserve, parse_url, shorten
 
-_PER_LAYER = {"names": "name", "kinds": "kind", "visible": "visible", "opacity": "opacity", "contrast": "contrast"}
+_PER_LAYER = {
+    "names": "name", "kinds": "kind", "visible": "visible", "opacity": "opacity", "contrast": "contrast",
+    "urls": "url",  # the URL a viewer reads each source at (e.g. with a share token), instead of the derived one
+}
 
 
 def build_state(sources: Sequence[Any], **options) -> State:
@@ -22,7 +25,7 @@ def build_state(sources: Sequence[Any], **options) -> State:
 
     Options: ``layout``, ``position``, ``viewer``, ``served_at`` (local folder ->
     URL), ``segments`` (ids selected in every segmentation layer), and per-layer
-    ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``: a list aligned
+    ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``, ``urls``: a list aligned
     with ``sources``, or one value for all (``contrast`` is [lo, hi] or False).
     """
     segments = options.pop("segments", None)
@@ -52,5 +55,5 @@ def link(*sources: str | os.PathLike, viewer: str | None = None, **options) -> s
 
 __all__ = [
     "DEMO_VIEWER", "LAYOUTS", "LayerPlan", "State", "build_layer", "build_state",
-    "encode_fragment", "infer_kind", "link", "parse_url", "shorten",
+    "encode_fragment", "infer_kind", "is_ngserve", "link", "parse_url", "shorten",
 ]

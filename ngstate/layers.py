@@ -38,10 +38,17 @@ def needs_transform(ds: Dataset) -> bool:
 
 
 def source_spec(ds: Dataset, url: str) -> str | dict:
-    """The layer ``source``: the URL alone, or with a transform naming the output dimensions."""
+    """The layer ``source``: the URL alone, or with a transform naming the output dimensions.
+
+    A query string on ``url`` (a share token) goes at the very end, after the
+    path: Neuroglancer then appends it to every file it reads under the source.
+    """
+    url, _, query = url.partition("?")
     ng_url = f"{ds.scheme}://{url.rstrip('/')}/" + (ds.ng_path.strip("/") + "/" if ds.ng_path else "")
     if ds.format == "precomputed" or ds.format == "precomputed-annotations":
         ng_url = ng_url.rstrip("/")
+    if query:
+        ng_url += "?" + query
     if not needs_transform(ds):
         return ng_url
     rank = len(ds.axes)

@@ -57,9 +57,9 @@ class State:
         return plan
 
     def public_url(self, loc: Location) -> str:
-        """How a viewer reaches ``loc``: itself when http(s), else through ``served_at``."""
+        """How a viewer reaches ``loc``: itself (query string included) when http(s), else through ``served_at``."""
         if loc.is_http:
-            return loc.root
+            return loc.root + loc.query_suffix
         for folder, base in sorted(self.served_at.items(), key=lambda kv: -len(kv[0])):
             if loc.root == folder or loc.root.startswith(folder.rstrip("/") + "/"):
                 rel = loc.root[len(folder):].strip("/")

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
 from . import auth, states, viewer
 from .config import MountConfig, ServerConfig, is_remote
+from .access_log import redact
 from .listing import render_listing
 from .paths import split_path
 
 from .storage import Entry, LocalStorage, Storage
+from .tokens import mint
 
 log = logging.getLogger("ngserve")
 
@@ -22,6 +24,7 @@ CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
+LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, well within this
 ALLOW_HEADERS = "Range, Authorization, If-None-Match, If-Modified-Since, If-Range, Content-Type, Cache-Control"
 
 
@@ -151,21 +154,43 @@ async def handle_open(request: web.Request) -> web.Response:
     if fmt is None:
         raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
     url = f"{public_base(request)}/{quote('/'.join(segments))}"
+    # The viewer must read the data as this user does.  A session or token cookie
+    # goes along by itself (same origin); a token that came in the query must stay
+    # on the source URL, which Neuroglancer repeats on every file it reads.
+    if "token" in request.query:
+        url += "?" + urlencode({"token": request.query["token"]})
     if isinstance(storage, LocalStorage):
         source = os.path.join(str(storage.root), *inner)  # read metadata straight from disk
     else:
         host, port = request.transport.get_extra_info("sockname")[:2]
         host = f"[{host}]" if ":" in host else host
         source = f"http://{host}:{port}/{quote('/'.join(segments))}"  # through ourselves
+        token = _loopback_token(request, segments, rel)
+        if token:
+            source += "?" + urlencode({"token": token})
     from volumes import SourceError
 
     try:
         # The builder reads files (and, for remote mounts, this very server): keep the loop free.
         state = await asyncio.get_running_loop().run_in_executor(None, _open_state, source, url)
     except (SourceError, ValueError) as exc:
-        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        line = redact((str(exc).strip().splitlines() or [type(exc).__name__])[0])
         raise web.HTTPUnprocessableEntity(text=f"cannot show /{'/'.join(segments)}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))
+
+
+def _loopback_token(request: web.Request, segments: list[str], rel: str) -> str | None:
+    """A short-lived token for reading a protected remote mount through ourselves.
+
+    The auth middleware has already let this request read the path, so a token
+    scoped to exactly that path grants nothing new; it stands in for the caller's
+    credentials, which the loopback reads do not carry.
+    """
+    authority = request.app[auth.AUTHORITY]
+    mount = auth.mount_of(request.app[MOUNTS], segments)[0]
+    if authority.secret is None or authority.mounts[mount].access == "public":
+        return None
+    return mint(authority.secret, mount, rel, LOOPBACK_TOKEN_TTL)
 
 
 def _open_state(source: str, url: str) -> dict:

@@ -3,6 +3,13 @@
 Detection only ever asks for a few small metadata files by name, so both
 kinds of location answer the same two questions: the bytes of a small file
 (or None when it is absent) and the tensorstore kvstore spec for array data.
+
+An http(s) URL may carry a query string (``http://h/x.zarr/?token=…``).  As in
+Neuroglancer, it applies to every file below the root: it is appended to each
+file read and handed to tensorstore, whose http kvstore appends it to every
+request too.  So a protected source is read exactly as a viewer reads it.  The
+query is kept out of ``root``, ``str()`` and ``url_of``, which error messages
+use, because it usually holds a credential.
 """
 
 from __future__ import annotations
@@ -43,7 +50,9 @@ class Location:
     def __init__(self, source: str | os.PathLike) -> None:
         text = strip_scheme(os.fspath(source))
         self.is_http = text.startswith(("http://", "https://"))
+        self.query = ""  # http only: appended to every file URL, without the "?"
         if self.is_http:
+            text, _, self.query = text.split("#", 1)[0].partition("?")
             self.root = text.rstrip("/")
         else:
             self.root = str(Path(text).expanduser().resolve())
@@ -60,7 +69,12 @@ class Location:
 
     def child(self, rel: str) -> "Location":
         rel = rel.strip("/")
-        return self if not rel else Location(self.root + "/" + rel)
+        return self if not rel else Location(self.root + "/" + rel + self.query_suffix)
+
+    @property
+    def query_suffix(self) -> str:
+        """``"?<query>"``, or ``""`` when the location has no query string."""
+        return "?" + self.query if self.query else ""
 
     def url_of(self, rel: str = "") -> str:
         """The URL (or path) of a file below this root."""
@@ -81,9 +95,9 @@ class Location:
                 return path.read_bytes()
             except OSError as exc:
                 raise SourceError(f"cannot read {path}: {exc.strerror}") from None
-        url = self.url_of(rel)
+        url = self.url_of(rel)  # for messages: without the query
         try:
-            with urllib.request.urlopen(url, timeout=HTTP_TIMEOUT) as resp:
+            with urllib.request.urlopen(url + self.query_suffix, timeout=HTTP_TIMEOUT) as resp:
                 return resp.read(SMALL_LIMIT)
         except urllib.error.HTTPError as exc:
             if exc.code in (404, 410):
@@ -122,5 +136,6 @@ class Location:
         """The tensorstore kvstore spec of the folder ``rel`` below this root."""
         rel = rel.strip("/")
         if self.is_http:
-            return {"driver": "http", "base_url": self.root + "/", "path": (rel + "/") if rel else ""}
+            base = self.root + "/" + self.query_suffix  # tensorstore appends the query to each request
+            return {"driver": "http", "base_url": base, "path": (rel + "/") if rel else ""}
         return {"driver": "file", "path": (os.path.join(self.root, rel) if rel else self.root) + "/"}

@@ -27,6 +27,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opacity", type=float, help="opacity of every layer")
     p.add_argument("--hidden", action="append", default=[], metavar="NAME", help="start with this layer hidden")
     p.add_argument("--contrast", help="LO,HI contrast range for image layers (default: omero window or percentiles)")
+    p.add_argument("--token-ttl", metavar="DURATION",
+                   help="put a share token valid this long (e.g. 12h, 7d) in each source on a protected ngserve, "
+                        "so the link opens without an account")
+    p.add_argument("--config", metavar="FILE",
+                   help="with --token-ttl: the server's ngserve.toml, for its secret and mounts (else $NGSERVE_SECRET)")
     p.set_defaults(run=run)
 
 
@@ -42,14 +47,7 @@ def _floats(text: str, what: str) -> list[float]:
 def _options(args: argparse.Namespace, n: int) -> dict:
     from . import UsageError
 
-    opts: dict = {"layout": args.layout, "viewer": args.viewer}
-    served = {}
-    for item in args.served_at:
-        folder, sep, url = item.partition("=")
-        if not sep or not url.startswith(("http://", "https://")):
-            raise UsageError(f"--served-at {item!r}: expected DIR=URL, e.g. --served-at ./data=http://127.0.0.1:9000")
-        served[folder] = url
-    opts["served_at"] = served
+    opts: dict = {"layout": args.layout, "viewer": args.viewer, "served_at": dict(_served_at(args))}
     for flag, key in (("name", "names"), ("kind", "kinds")):
         values = getattr(args, flag)
         if values:
@@ -70,7 +68,105 @@ def _options(args: argparse.Namespace, n: int) -> dict:
     return opts
 
 
-def _render(args: argparse.Namespace, sources: list[str]) -> str:
+class _Signer:
+    """Mints share tokens for the sources a link shows, with one server's secret.
+
+    A source is on that server when it lies under the config's ``public_url``
+    or, without one, when its origin answers as an ngserve.  Other sources are
+    left alone: a token must never travel to a host that is not ours.
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from ..config import parse_duration
+        from .token import server_secret
+
+        from . import UsageError
+
+        try:
+            self.ttl = parse_duration(args.token_ttl)
+        except ValueError as exc:
+            raise UsageError(f"--token-ttl: {exc}") from None
+        self.secret, self.config = server_secret(args.config)
+        self.config_path = args.config
+        from ngstate import State
+
+        self.placer = State(served_at=dict(_served_at(args)))  # the one rule for where a local folder is served
+
+    def scope(self, url: str) -> tuple[str, str] | None:
+        """(mount, path) that ``url`` names on our server, or None when it is not ours."""
+        from urllib.parse import urlsplit
+
+        from ngstate import is_ngserve
+        from ngstate.urls import origin_of
+
+        from ..auth import mount_of
+        from ..paths import split_path
+        from . import UsageError
+
+        public = self.config.public_url.rstrip("/") if self.config and self.config.public_url else None
+        if public:
+            if url != public and not url.startswith(public + "/"):
+                return None
+            raw = url[len(public):]
+        else:
+            origin = origin_of(url)
+            if origin is None or not is_ngserve(origin):
+                return None
+            raw = urlsplit(url).path
+        segments = split_path(raw)
+        if segments is None:
+            raise UsageError(f"{url}: not a plain path")
+        if self.config is None:
+            # Without the config we cannot tell a named mount from a folder of the
+            # root mount; named mounts are the common case for protected data.
+            if not segments:
+                raise UsageError(f"{url}: give a dataset path inside a mount")
+            return segments[0], "/".join(segments[1:])
+        found = mount_of({m.name for m in self.config.mounts}, segments)
+        if found is None:
+            raise UsageError(f"{url}: no mount of {self.config_path} serves this path")
+        return found[0], "/".join(found[1])
+
+    def sign(self, sources: list[str]) -> tuple[list[str], list[str | None]]:
+        """The sources to read and the URLs to show, with a token scoped to each dataset."""
+        from urllib.parse import parse_qsl, urlencode
+
+        from volumes import Location
+
+        from ..tokens import mint
+
+        read, urls = [], []
+        for source in sources:
+            loc = Location(source)
+            public = loc.root if loc.is_http else self.placer.public_url(loc)
+            scope = self.scope(public)
+            if scope is None:
+                print(f"note: {public} is not on the server whose secret was given; it gets no token",
+                      file=sys.stderr)
+                read.append(source)
+                urls.append(None)
+                continue
+            params = [(k, v) for k, v in parse_qsl(loc.query, keep_blank_values=True) if k != "token"]
+            query = urlencode([*params, ("token", mint(self.secret, *scope, self.ttl))])
+            read.append(f"{public}?{query}" if loc.is_http else source)
+            urls.append(f"{public}?{query}")
+        return read, urls
+
+
+def _served_at(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """``--served-at DIR=URL`` pairs, checked."""
+    from . import UsageError
+
+    pairs = []
+    for item in args.served_at:
+        folder, sep, url = item.partition("=")
+        if not sep or not url.startswith(("http://", "https://")):
+            raise UsageError(f"--served-at {item!r}: expected DIR=URL, e.g. --served-at ./data=http://127.0.0.1:9000")
+        pairs.append((folder, url))
+    return pairs
+
+
+def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None = None) -> str:
     """The URL (or JSON) for one set of sources; errors become one line."""
     from ngstate import build_state, shorten
     from volumes import SourceError
@@ -78,7 +174,10 @@ def _render(args: argparse.Namespace, sources: list[str]) -> str:
     from . import UsageError
 
     try:
-        state = build_state(sources, **_options(args, len(sources)))
+        options = _options(args, len(sources))
+        if signer is not None:
+            sources, options["urls"] = signer.sign(sources)
+        state = build_state(sources, **options)
         hidden = set(args.hidden)
         if hidden - {p.name for p in state.plans}:
             raise UsageError(f"--hidden {', '.join(sorted(hidden))}: no layer of that name")
@@ -94,6 +193,10 @@ def _render(args: argparse.Namespace, sources: list[str]) -> str:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # our own checks, and tensorstore failing to read arrays
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if signer is not None:  # tensorstore names the URLs it failed on: hide the tokens in them
+            from ..access_log import redact
+
+            text = redact(text)
         raise UsageError(text) from None
 
 
@@ -106,8 +209,16 @@ def run(args: argparse.Namespace) -> int:
         return _batch(args)
     if not args.sources:
         raise UsageError("give at least one SOURCE (a dataset path or URL)")
-    print(_render(args, args.sources))
+    print(_render(args, args.sources, _signer(args)))
     return 0
+
+
+def _signer(args: argparse.Namespace) -> _Signer | None:
+    from . import UsageError
+
+    if args.config and not args.token_ttl:
+        raise UsageError("--config is only used with --token-ttl")
+    return _Signer(args) if args.token_ttl else None
 
 
 def _batch(args: argparse.Namespace) -> int:
@@ -121,6 +232,7 @@ def _batch(args: argparse.Namespace) -> int:
     if not rows or not any(k and k.startswith("source") for k in rows[0]):
         raise UsageError(f"--batch {args.batch}: needs a header row with a 'source' column")
     columns = [k for k in rows[0] if k and k.startswith("source")]
+    signer = _signer(args)
     writer = csv.DictWriter(sys.stdout, fieldnames=[*rows[0].keys(), "url"], lineterminator="\n")
     writer.writeheader()
     for number, row in enumerate(rows, start=2):
@@ -128,7 +240,7 @@ def _batch(args: argparse.Namespace) -> int:
         if not sources:
             raise UsageError(f"--batch {args.batch}, line {number}: no source")
         try:
-            row["url"] = _render(args, sources)
+            row["url"] = _render(args, sources, signer)
         except UsageError as exc:
             raise UsageError(f"--batch {args.batch}, line {number}: {exc}") from None
         writer.writerow(row)

@@ -5,6 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config import ServerConfig
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -19,8 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.set_defaults(run=run)
 
 
-def server_secret(config_path: str | None) -> tuple[bytes, list[str] | None]:
-    """The signing secret and, when a config file is given, its mount names."""
+def server_secret(config_path: str | None) -> tuple[bytes, ServerConfig | None]:
+    """The signing secret and, when a config file is given, the config (its mounts, public_url)."""
     from ..config import ConfigError
 
     if config_path:
@@ -29,7 +33,7 @@ def server_secret(config_path: str | None) -> tuple[bytes, list[str] | None]:
         config = load_config(config_path)
         if config.auth.secret is None:
             raise ConfigError(f"{config_path}: [auth] has no secret_env or secret_file")
-        return config.auth.secret, [m.name for m in config.mounts]
+        return config.auth.secret, config
     secret = os.environ.get("NGSERVE_SECRET")
     if not secret:
         raise ConfigError("no server secret: give --config ngserve.toml or set NGSERVE_SECRET")
@@ -49,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     segments = split_path(args.path)
     if segments is None:
         raise UsageError(f"--path {args.path!r} is not a plain path inside the mount")
-    secret, mounts = server_secret(args.config)
+    secret, config = server_secret(args.config)
+    mounts = [m.name for m in config.mounts] if config else None
     if mounts is not None and args.mount not in mounts:
         raise UsageError(f"--mount {args.mount!r}: {args.config} has no such mount (it has: {', '.join(mounts)})")
     print(mint(secret, args.mount, "/".join(segments), ttl))
