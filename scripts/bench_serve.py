@@ -250,10 +250,12 @@ class Server:
                 self.proc.wait(10)
 
 
-def start_ngserve(data: Path, tmp: Path) -> Server:
+def start_ngserve(data: Path, tmp: Path, src: Path | None = None, name: str = "ngserve --workers 2") -> Server:
+    """``python -m server`` from ``src`` (default: this checkout); the working folder
+    comes first on sys.path, so another checkout's code runs, e.g. for before/after."""
     port = free_port()
-    srv = Server("ngserve --workers 2", [sys.executable, "-m", "server", "serve", str(data), "--port", str(port),
-                                         "--workers", "2", "--quiet"], port, cwd=Path(__file__).resolve().parents[1])
+    srv = Server(name, [sys.executable, "-m", "server", "serve", str(data), "--port", str(port),
+                        "--workers", "2", "--quiet"], port, cwd=src or Path(__file__).resolve().parents[1])
     srv.wait_ready("/-/health")
     # Both workers bind their own socket; wait until both answer before loading.
     pids, deadline = set(), time.monotonic() + 30
@@ -342,6 +344,8 @@ def main() -> int:
                    help="image: noisy, ~256 KiB chunks (default); labels: blocky, chunks of a few KiB")
     p.add_argument("--only", choices=["ngserve", "threading", "nginx"], action="append",
                    help="run only these servers (repeatable); ratios need ngserve and the other")
+    p.add_argument("--baseline-src", type=Path, metavar="DIR",
+                   help="also measure ngserve from another checkout (e.g. before a change), as 'baseline'")
     args = p.parse_args()
     os.environ["PATH"] += os.pathsep + "/usr/sbin"  # nginx lives there on Debian
     for tool in ("wrk", "nginx"):
@@ -369,7 +373,9 @@ def main() -> int:
               f"{args.warmup} s unmeasured warm-up per server first\n")
 
         starters = {"ngserve": start_ngserve, "threading": start_threading, "nginx": start_nginx}
-        for key in args.only or list(starters):
+        if args.baseline_src:
+            starters["baseline"] = lambda d, t: start_ngserve(d, t, args.baseline_src, "baseline ngserve --workers 2")
+        for key in (args.only or [k for k in starters if k != "baseline"]) + (["baseline"] if args.baseline_src else []):
             srv = starters[key](data, tmp)
             servers.append(srv)
             check_answers(srv, data)
@@ -413,6 +419,10 @@ def main() -> int:
             m = statistics.median(rs)
             print(f"ngserve / ThreadingHTTPServer: {m:.1f}x requests/s, median of rounds "
                   f"({', '.join(f'{x:.1f}x' for x in rs)})  target >= 5x: {'met' if m >= 5 else 'MISSED'}")
+        if "baseline" in key:
+            rs = ratios("baseline")
+            print(f"ngserve / baseline ngserve:    {statistics.median(rs):.2f}x requests/s, median of rounds "
+                  f"({', '.join(f'{x:.2f}x' for x in rs)})")
         if "nginx" in key:
             rs = ratios("nginx")
             m = statistics.median(rs)
