@@ -1,8 +1,9 @@
 """The access log: who read what, and never a secret.
 
 Like aiohttp's ``%a "%r" %s %b %Tfs`` line, with the principal appended
-(``user:alice``, ``token:em/run1``, ``-``).  The ``token`` query parameter is
-replaced by ``REDACTED``, since Neuroglancer puts share tokens in source URLs.
+(``user:alice``, ``token:em/run1``, ``-``).  Share tokens in the ``token`` query
+parameter and in the ``/-/t/<token>/`` path prefix are replaced by ``REDACTED``,
+since share links carry them in their source URLs.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from aiohttp.web import BaseRequest, StreamResponse
 from .auth import PRINCIPAL
 
 _TOKEN_PARAM = re.compile(r"(?i)((?:^|[?&;])token=)[^&;#]*")
+_TOKEN_PATH = re.compile(r"(/-/t/)[^/?#\s]+")
 
 
 def redact(path_qs: str) -> str:
-    """``path?query`` with the value of any ``token`` parameter hidden."""
-    return _TOKEN_PARAM.sub(r"\1REDACTED", path_qs)
+    """``path?query`` (or a text naming URLs) with every share token hidden."""
+    return _TOKEN_PATH.sub(r"\1REDACTED", _TOKEN_PARAM.sub(r"\1REDACTED", path_qs))
 
 
 class AccessLogger(AbstractAccessLogger):

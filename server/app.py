@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from aiohttp import web
+from yarl import URL
 
 from . import auth, states, viewer
 from .config import MountConfig, ServerConfig, is_remote
@@ -22,6 +23,7 @@ log = logging.getLogger("ngserve")
 
 CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
+PATH_PREFIX = "ngserve.path_prefix"  # request key: what precedes the data path in the URL (/-/t/<token>)
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
 LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, well within this
@@ -119,17 +121,29 @@ async def handle_data(request: web.Request) -> web.StreamResponse:
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     url_path = "/" + "/".join(segments) + ("/" if segments else "")
+    to_folder = request.get(PATH_PREFIX, "") + quote(url_path) + _query(request)  # keeps a /-/t/<token> prefix
     if raw.endswith("/") or not inner:
         if not raw.endswith("/"):
-            raise web.HTTPMovedPermanently(quote(url_path) + _query(request))
+            raise web.HTTPMovedPermanently(to_folder)
         return await _listing(request, storage, rel, url_path, at_top=not segments)
     try:
         return await storage.serve_file(request, rel)
     except web.HTTPNotFound:
         entry = await storage.stat(rel)
         if entry is not None and entry.is_dir:
-            raise web.HTTPMovedPermanently(quote(url_path) + _query(request)) from None
+            raise web.HTTPMovedPermanently(to_folder) from None
         raise
+
+
+async def handle_token_path(request: web.Request) -> web.StreamResponse:
+    """``/-/t/<token>/<path>``: the data at ``<path>``, read with the token in the path.
+
+    The auth middleware has checked the token against ``<path>`` already.
+    """
+    token, raw = auth.split_token_path(request.rel_url.raw_path)
+    inner = request.clone(rel_url=URL.build(path=raw, query_string=request.rel_url.raw_query_string, encoded=True))
+    inner[PATH_PREFIX] = auth.token_path(token, "").rstrip("/")
+    return await handle_data(inner)
 
 
 def _query(request: web.Request) -> str:
@@ -153,21 +167,19 @@ async def handle_open(request: web.Request) -> web.Response:
     fmt = await storage.dataset_format(rel)
     if fmt is None:
         raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
-    url = f"{public_base(request)}/{quote('/'.join(segments))}"
+    path = quote("/".join(segments))
     # The viewer must read the data as this user does.  A session or token cookie
     # goes along by itself (same origin); a token that came in the query must stay
-    # on the source URL, which Neuroglancer repeats on every file it reads.
-    if "token" in request.query:
-        url += "?" + urlencode({"token": request.query["token"]})
+    # in the source URL, as the /-/t/<token>/ prefix every file below it keeps.
+    token = request.query.get("token")
+    url = public_base(request) + (auth.token_path(token, path) if token else "/" + path)
     if isinstance(storage, LocalStorage):
         source = os.path.join(str(storage.root), *inner)  # read metadata straight from disk
     else:
         host, port = request.transport.get_extra_info("sockname")[:2]
         host = f"[{host}]" if ":" in host else host
-        source = f"http://{host}:{port}/{quote('/'.join(segments))}"  # through ourselves
-        token = _loopback_token(request, segments, rel)
-        if token:
-            source += "?" + urlencode({"token": token})
+        internal = _loopback_token(request, segments, rel)
+        source = f"http://{host}:{port}" + (auth.token_path(internal, path) if internal else "/" + path)
     from volumes import SourceError
 
     try:
@@ -226,5 +238,6 @@ def create_app(config: ServerConfig) -> web.Application:
     viewer.add_routes(app)
     states.add_routes(app)
     app.router.add_get("/-/open/{path:.*}", handle_open)
+    app.router.add_get("/-/t/{token}/{path:.*}", handle_token_path)
     app.router.add_get("/{tail:.*}", handle_data)
     return app

@@ -8,9 +8,12 @@ Each mount has ``access = "public" | "users" | "token"``:
   the names in the mount's ``users`` list; or a share token for it.
 * ``token``: only a share token for it.
 
-Share tokens (:mod:`server.tokens`) arrive as ``?token=``, which Neuroglancer
-repeats on every file under a source URL, as ``Authorization: Bearer``, or as
-the ``ngserve_token`` cookie.  Without credentials the answer is 401, with
+Share tokens (:mod:`server.tokens`) arrive in the path as
+``/-/t/<token>/<data path>``, as ``?token=``, as ``Authorization: Bearer``, or
+as the ``ngserve_token`` cookie.  Share links use the path form: every client
+keeps a path prefix on every file below a source URL, while Neuroglancer's
+zarr and n5 sources drop a query string (they append file names to the URL
+text, after the query).  Without credentials the answer is 401, with
 credentials that do not reach the path 403, and an expired token gets a 401
 that says so.  The principal is stored on the request for the access log.
 """
@@ -38,7 +41,21 @@ from .tokens import SESSION, Claims, TokenError, mint_session, verify
 PRINCIPAL = "ngserve.principal"  # request key: who is asking, for the access log
 SESSION_COOKIE = "ngserve_session"
 TOKEN_COOKIE = "ngserve_token"
+TOKEN_PATH = "/-/t/"  # /-/t/<token>/<data path>: a share link's capability prefix
 _BASIC_MEMORY = 300.0  # seconds a verified basic-auth password is remembered (scrypt is slow on purpose)
+
+
+def split_token_path(raw_path: str) -> tuple[str, str] | None:
+    """``/-/t/<token>/a/b`` -> (token, ``/a/b``); None for any other path."""
+    if not raw_path.startswith(TOKEN_PATH):
+        return None
+    token, sep, rest = raw_path[len(TOKEN_PATH):].partition("/")
+    return (token, "/" + rest) if token and sep else None
+
+
+def token_path(token: str, raw_path: str) -> str:
+    """The share-link form of a (percent-encoded) data path: ``/-/t/<token>/<path>``."""
+    return TOKEN_PATH + token + "/" + raw_path.lstrip("/")
 
 
 def mount_of(names, segments: list[str]) -> tuple[str, list[str]] | None:
@@ -98,7 +115,8 @@ class Authority:
             ident.user = request.headers.get("X-Forwarded-User") or request.headers.get("X-Forwarded-Email")
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
-        raw_tokens = [request.query.get("token"), request.cookies.get(TOKEN_COOKIE)]
+        in_path = split_token_path(request.rel_url.raw_path)
+        raw_tokens = [request.query.get("token"), request.cookies.get(TOKEN_COOKIE), in_path and in_path[0]]
         if scheme.lower() == "bearer":
             raw_tokens.append(value.strip())
         elif scheme.lower() == "basic" and not ident.user:
@@ -216,7 +234,10 @@ AUTHORITY = web.AppKey("authority", Authority)
 def _data_segments(request: web.Request) -> list[str] | None:
     """The data path a request reads (also through /-/open/), or None for the server's own pages."""
     raw = request.rel_url.raw_path
-    if raw.startswith("/-/open/"):
+    in_path = split_token_path(raw)
+    if in_path is not None:
+        raw = in_path[1]
+    elif raw.startswith("/-/open/"):
         raw = raw[len("/-/open") :]
     elif raw == "/-" or raw.startswith("/-/"):
         return None

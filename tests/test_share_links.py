@@ -130,12 +130,15 @@ def read_local_level(path, level: str, driver: str = "zarr") -> np.ndarray:
 
 
 def token_of(url: str) -> str:
-    query = urllib.parse.urlsplit(strip_scheme(url)).query
-    return urllib.parse.parse_qs(query)["token"][0]
+    """The token of a share URL ``…/-/t/<token>/<path>``."""
+    path = urllib.parse.urlsplit(strip_scheme(url)).path
+    assert path.startswith("/-/t/"), url
+    return path.split("/")[3]
 
 
-def without_query(url: str) -> str:
-    return strip_scheme(url).split("?", 1)[0]
+def without_token(url: str) -> str:
+    """The plain data URL under a share URL."""
+    return strip_scheme(url).replace(f"/-/t/{token_of(url)}", "", 1).split("?", 1)[0]
 
 
 def test_link_with_token_ttl_puts_a_scoped_token_in_every_source(site):
@@ -157,9 +160,9 @@ def test_link_with_token_ttl_puts_a_scoped_token_in_every_source(site):
         claims = verify(SECRET, token_of(url))
         assert (claims.kind, claims.mount, claims.path) == (SHARE, mount, path), url
         assert 3500 < claims.expires - time.time() <= 3600
-    # The query comes after the dataset path, where Neuroglancer keeps it for every file below.
-    assert urls[0].startswith(f"zarr2://{srv.url}/lab/s/cells.ome.zarr/?token=")
-    assert urls[3].startswith(f"precomputed://{srv.url}/desk/pc_seg?token=")
+    # The token is a path prefix, which every client keeps for every file below the source.
+    assert urls[0] == f"zarr2://{srv.url}/-/t/{token_of(urls[0])}/lab/s/cells.ome.zarr/"
+    assert urls[3] == f"precomputed://{srv.url}/-/t/{token_of(urls[3])}/desk/pc_seg"
     # The same state as without tokens, apart from the source URLs: the builder read everything.
     assert state["layers"][0]["shaderControls"]["normalized"]["range"][0] >= 1000
     assert state["layers"][1]["type"] == "segmentation"
@@ -176,11 +179,17 @@ def test_link_with_token_ttl_puts_a_scoped_token_in_every_source(site):
     assert np.array_equal(seg.read().result(), want.read().result())
     # ... and not without the token, nor with a token for another mount or path.
     for url in urls:
-        assert get(without_query(url) + "/zarr.json")[0] == 401
+        assert get(without_token(url) + "/zarr.json")[0] == 401
     lab_token = token_of(urls[0])
-    assert get(f"{srv.url}/vault/cells.ome.zarr/.zattrs?token={lab_token}")[0] == 403  # mount B
-    assert get(f"{srv.url}/lab/s/raw.zarr/.zarray?token={lab_token}")[0] == 403  # another dataset of mount A
+    assert get(f"{srv.url}/-/t/{lab_token}/vault/cells.ome.zarr/.zattrs")[0] == 403  # mount B
+    assert get(f"{srv.url}/-/t/{lab_token}/lab/s/raw.zarr/.zarray")[0] == 403  # another dataset of mount A
+    assert get(f"{srv.url}/-/t/{lab_token}/lab/s/cells.ome.zarr/.zattrs")[0] == 200
+    # The same token works as ?token= too (tensorstore, curl), and a folder redirect keeps the prefix.
     assert get(f"{srv.url}/lab/s/cells.ome.zarr/.zattrs?token={lab_token}")[0] == 200
+    status, headers, _ = get(f"{srv.url}/-/t/{lab_token}/lab/s/cells.ome.zarr")
+    assert status == 301 and headers["Location"] == f"/-/t/{lab_token}/lab/s/cells.ome.zarr/"
+    status, _, body = get(f"{srv.url}/-/t/{lab_token}/lab/s/cells.ome.zarr/")
+    assert status == 200 and b'href="0/"' in body
     # The tokens never reach the access log.
     assert lab_token not in "".join(srv.log)
 
@@ -225,7 +234,7 @@ def test_link_gives_no_token_to_another_host(site, tmp_path):
         plain.shutdown()
     assert r.returncode == 0, r.stderr
     first, second = (source_url(layer) for layer in json.loads(r.stdout)["layers"])
-    assert "token" not in first and f"{other} is not on the server" in r.stderr
+    assert "/-/t/" not in first and f"{other} is not on the server" in r.stderr
     assert verify(SECRET, token_of(second)).mount == "vault"
 
 
@@ -259,12 +268,12 @@ def test_open_with_token_keeps_it_on_the_source(site, mount):
     assert get(f"{srv.url}/-/open/{mount}/{prefix}cells.ome.zarr")[0] == 401
     state = open_state(srv, f"{mount}/{prefix}cells.ome.zarr?token={token}")
     url = source_url(state["layers"][0])
-    assert url == f"zarr2://{srv.url}/{mount}/{prefix}cells.ome.zarr/?token={token}"
+    assert url == f"zarr2://{srv.url}/-/t/{token}/{mount}/{prefix}cells.ome.zarr/"
     assert state["layers"][0]["shaderControls"]["normalized"]["range"][0] >= 1000  # contrast was read
     assert np.array_equal(read_zarr_level(url, "2"), read_local_level(data_path, "2"))
     if mount == "lab":
         # The state was built through the server itself, with a token of its own for the dataset only.
-        internal = srv.requested(rf'"GET /lab/s/cells\.ome\.zarr/\.zattrs\?token=REDACTED HTTP.*" 200 .*'
+        internal = srv.requested(rf'"GET /-/t/REDACTED/lab/s/cells\.ome\.zarr/\.zattrs HTTP.*" 200 .*'
                                  rf"token:lab/s/cells\.ome\.zarr")
         assert internal, "".join(srv.log[-20:])
 
@@ -280,9 +289,9 @@ def test_open_with_session_cookie_needs_no_token(site, mount):
     url = source_url(state["layers"][0])
     assert url == f"zarr2://{srv.url}/{path}/"  # same origin: the cookie goes along, no token needed
     assert state["layers"][0]["type"] == "segmentation"
-    status, _, body = get(without_query(url) + "/0/.zarray", {"Cookie": cookie})
+    status, _, body = get(strip_scheme(url) + "0/.zarray", {"Cookie": cookie})
     assert status == 200 and json.loads(body)["dtype"]
-    assert get(without_query(url) + "/0/.zarray")[0] == 401
+    assert get(strip_scheme(url) + "0/.zarray")[0] == 401
     raw = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": f"{data_path}/0/"}},
                   read=True).result().read().result()
     assert raw.max() > 0
@@ -299,3 +308,18 @@ def test_open_error_hides_tokens(site):
     status, _, body = get(f"{srv.url}/-/open/lab/s/broken.zarr?token={token}")
     assert status == 422 and b"cannot show /lab/s/broken.zarr" in body, body
     assert b"ngs1." not in body and b"REDACTED" in body, body
+
+
+def test_a_query_token_on_a_source_url_is_used_for_every_read(site):
+    """volumes reads a protected http source given with ?token=: metadata, and arrays through tensorstore."""
+    srv, _, remote, _ = site
+    from server.tokens import mint
+
+    token = mint(SECRET, "lab", "s/raw.zarr", 600)
+    ds = ngstate.build_state([f"{srv.url}/lab/s/raw.zarr?token={token}"]).plans[0].dataset
+    want = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(remote["zarr2"]) + "/"}},
+                   read=True).result().read().result()
+    assert np.array_equal(ds.open_level(0).read().result(), want)
+    assert token not in str(ds.location) and token not in json.dumps(ds.to_json())  # kept out of messages
+    with pytest.raises(ValueError, match="access denied"):
+        ngstate.build_state([f"{srv.url}/lab/s/raw.zarr"])

@@ -92,8 +92,8 @@ class _Signer:
 
         self.placer = State(served_at=dict(_served_at(args)))  # the one rule for where a local folder is served
 
-    def scope(self, url: str) -> tuple[str, str] | None:
-        """(mount, path) that ``url`` names on our server, or None when it is not ours."""
+    def scope(self, url: str) -> tuple[str, str, str, str] | None:
+        """(server base URL, raw data path, mount, path in mount) of ``url``; None when it is not ours."""
         from urllib.parse import urlsplit
 
         from ngstate import is_ngserve
@@ -107,10 +107,10 @@ class _Signer:
         if public:
             if url != public and not url.startswith(public + "/"):
                 return None
-            raw = url[len(public):]
+            base, raw = public, url[len(public):]
         else:
-            origin = origin_of(url)
-            if origin is None or not is_ngserve(origin):
+            base = origin_of(url)
+            if base is None or not is_ngserve(base):
                 return None
             raw = urlsplit(url).path
         segments = split_path(raw)
@@ -121,18 +121,22 @@ class _Signer:
             # root mount; named mounts are the common case for protected data.
             if not segments:
                 raise UsageError(f"{url}: give a dataset path inside a mount")
-            return segments[0], "/".join(segments[1:])
+            return base, raw, segments[0], "/".join(segments[1:])
         found = mount_of({m.name for m in self.config.mounts}, segments)
         if found is None:
             raise UsageError(f"{url}: no mount of {self.config_path} serves this path")
-        return found[0], "/".join(found[1])
+        return base, raw, found[0], "/".join(found[1])
 
     def sign(self, sources: list[str]) -> tuple[list[str], list[str | None]]:
-        """The sources to read and the URLs to show, with a token scoped to each dataset."""
-        from urllib.parse import parse_qsl, urlencode
+        """The sources to read and the URLs to show: ``<server>/-/t/<token>/<path>`` for ours.
 
+        The token is scoped to the dataset's own folder.  It goes in the path, not
+        in ``?token=``, because Neuroglancer's zarr and n5 sources drop a query.
+        An http source is read through that very URL, so the state proves it works.
+        """
         from volumes import Location
 
+        from ..auth import token_path
         from ..tokens import mint
 
         read, urls = [], []
@@ -146,10 +150,10 @@ class _Signer:
                 read.append(source)
                 urls.append(None)
                 continue
-            params = [(k, v) for k, v in parse_qsl(loc.query, keep_blank_values=True) if k != "token"]
-            query = urlencode([*params, ("token", mint(self.secret, *scope, self.ttl))])
-            read.append(f"{public}?{query}" if loc.is_http else source)
-            urls.append(f"{public}?{query}")
+            base, raw, mount, path = scope
+            url = base + token_path(mint(self.secret, mount, path, self.ttl), raw) + loc.query_suffix
+            read.append(url if loc.is_http else source)
+            urls.append(url)
         return read, urls
 
 
@@ -169,7 +173,6 @@ def _served_at(args: argparse.Namespace) -> list[tuple[str, str]]:
 def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None = None) -> str:
     """The URL (or JSON) for one set of sources; errors become one line."""
     from ngstate import build_state, shorten
-    from volumes import SourceError
 
     from . import UsageError
 
@@ -189,11 +192,9 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
         if args.short:
             return shorten(state.to_json(), args.short)
         return state.to_url()
-    except SourceError as exc:
-        raise UsageError(str(exc)) from None
-    except ValueError as exc:  # our own checks, and tensorstore failing to read arrays
+    except ValueError as exc:  # SourceError, our own checks, and tensorstore failing to read arrays
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if signer is not None:  # tensorstore names the URLs it failed on: hide the tokens in them
+        if signer is not None:  # messages name the URLs that failed: hide the tokens in them
             from ..access_log import redact
 
             text = redact(text)
