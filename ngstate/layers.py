@@ -40,8 +40,10 @@ def needs_transform(ds: Dataset) -> bool:
 def source_spec(ds: Dataset, url: str) -> str | dict:
     """The layer ``source``: the URL alone, or with a transform naming the output dimensions.
 
-    A query string on ``url`` (a share token) goes at the very end, after the
-    path: Neuroglancer then appends it to every file it reads under the source.
+    A query string on ``url`` goes at the very end, after the path, where
+    Neuroglancer's http store expects it.  (Its zarr and n5 sources still append
+    file names after the query, which is why ngserve's share links put the token
+    in the path instead.)
     """
     url, _, query = url.partition("?")
     ng_url = f"{ds.scheme}://{url.rstrip('/')}/" + (ds.ng_path.strip("/") + "/" if ds.ng_path else "")

@@ -59,5 +59,6 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--mount {args.mount!r}: {args.config} has no such mount (it has: {', '.join(mounts)})")
     print(mint(secret, args.mount, "/".join(segments), ttl))
     if sys.stderr.isatty():
-        print("append it to a source URL as ?token=..., or send it as 'Authorization: Bearer ...'", file=sys.stderr)
+        print("use it in a source URL as https://SERVER/-/t/TOKEN/PATH (what Neuroglancer needs), "
+              "or as ?token=... or 'Authorization: Bearer ...'", file=sys.stderr)
     return 0
