@@ -44,6 +44,19 @@ class Shapes:
         a, b = c[:, :r], c[:, r:]
         return np.minimum(a, b), np.maximum(a, b)
 
+    def extent(self) -> tuple[np.ndarray, np.ndarray]:
+        """Lowest and highest coordinate over all annotations, without per-annotation float64 copies."""
+        r = self.rank
+        c = self.coords
+        if self.type in ("point", "polyline"):
+            return c.min(axis=0).astype(np.float64), c.max(axis=0).astype(np.float64)
+        if self.type == "ellipsoid":
+            radii = np.abs(c[:, r:])
+            return (c[:, :r] - radii).min(axis=0).astype(np.float64), (c[:, :r] + radii).max(axis=0).astype(np.float64)
+        return np.minimum(c[:, :r].min(axis=0), c[:, r:].min(axis=0)).astype(np.float64), np.maximum(
+            c[:, :r].max(axis=0), c[:, r:].max(axis=0)
+        ).astype(np.float64)
+
     def segments(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Line pieces ``(owner, start, end)`` of lines and polylines."""
         r = self.rank
@@ -120,11 +133,14 @@ def intersected_cells(
         return ann, cells
 
     indices = np.flatnonzero(selected)
-    lo, hi = shapes.bounds() if shapes.type != "point" else (shapes.coords, shapes.coords)
-    lo, hi = np.asarray(lo[indices], dtype=np.float64), np.asarray(hi[indices], dtype=np.float64)
-    first, last = _cell_ranges(lo, hi, origin, chunk, grid)
-    if shapes.type == "point":
-        return indices, first
+    if shapes.type == "point":  # one cell each; dimension by dimension to keep temporaries small
+        cells = np.empty((len(indices), shapes.rank), dtype=np.int64)
+        for d in range(shapes.rank):
+            position = (shapes.coords[indices, d] - origin[d]) / chunk[d]
+            cells[:, d] = np.clip(np.floor(position), 0, grid[d] - 1)
+        return indices, cells
+    lo, hi = shapes.bounds()
+    first, last = _cell_ranges(lo[indices], hi[indices], origin, chunk, grid)
     box, cells = _expand(first, last)
     if shapes.type == "ellipsoid":
         r = shapes.rank

@@ -23,7 +23,7 @@ from .ragged import offsets_from_lengths
 # (entry numbers) -> (uint32 words of all values in that order, words per value)
 Encoder = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
-BATCH_WORDS = 8 << 20  # encode about 32 MiB of values at a time
+BATCH_WORDS = 4 << 20  # encode about 16 MiB of values at a time: index arrays stay ~100 MiB
 TARGET_SHARD_BYTES = 128 << 20
 TARGET_MINISHARD_ENTRIES = 1024
 GZIP_LEVEL = 1  # float coordinates gain ~2% more at level 6, for ~3x the time

@@ -71,7 +71,7 @@ def build_levels(
         chunk = extent / grid
         ann, cells = intersected_cells(shapes, remaining, lower, chunk, grid)
         linear = np.ravel_multi_index(cells.T, grid)
-        counts = np.bincount(np.unique(linear, return_inverse=True)[1]) if len(linear) else np.zeros(1)
+        counts = np.unique(linear, return_counts=True)[1] if len(linear) else np.zeros(1)
         upcoming = next_halvings(halvings, extent * scales)
         last_possible = upcoming.sum() > MAX_KEY_BITS or upcoming.max() > MAX_BITS_PER_DIMENSION
         probability = 1.0 if last_possible else min(1.0, limit / counts.max())

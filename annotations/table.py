@@ -116,9 +116,13 @@ def as_frame(table, columns: list[str]) -> pd.DataFrame:
 
 
 
-def coordinates(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
-    """Coordinate columns as float64 ``(N, k)``; a non-number or NaN is an error naming its row."""
-    out = np.empty((len(frame), len(columns)), dtype=np.float64)
+def coordinates(frame: pd.DataFrame, columns: list[str], divisors: Sequence[float] | None = None) -> np.ndarray:
+    """Coordinate columns as float32 ``(N, k)``, each divided by its divisor (physical → voxels).
+
+    A non-number or NaN is an error naming its row.  Columns are converted one at a time, so only
+    one float64 column exists at once.
+    """
+    out = np.empty((len(frame), len(columns)), dtype=np.float32)
     for j, column in enumerate(columns):
         raw = frame[column]
         numbers = pd.to_numeric(raw, errors="coerce") if not pd.api.types.is_numeric_dtype(raw) else raw
@@ -129,7 +133,7 @@ def coordinates(frame: pd.DataFrame, columns: list[str]) -> np.ndarray:
             raise AnnotationInputError(
                 f"column {column!r}, row {row}: coordinate {raw.iloc[row - 1]!r} is not a finite number"
             )
-        out[:, j] = values
+        out[:, j] = values / divisors[j] if divisors is not None else values
     return out
 
 
@@ -235,9 +239,8 @@ def load_annotations(
             else (["x", "y", "z"][:rank] if rank <= 3 else [f"d{i}" for i in range(rank)])
         )
     dims = dimensions_json(list(dimensions), scale, units)
-    coords = coordinates(frame, geometry_columns)
-    if physical:
-        coords /= np.tile([s for s, _ in dims.values()], vectors)
+    divisors = list(np.tile([s for s, _ in dims.values()], vectors)) if physical else None
+    coords = coordinates(frame, geometry_columns, divisors)
 
     rows = np.arange(len(frame))
     vertex_offsets = None
@@ -274,5 +277,5 @@ def load_annotations(
             raise AnnotationInputError(f"properties {seen[spec.id]!r} and {spec.column!r} both get id {spec.id!r}; rename one")
         seen[spec.id] = spec.column
     related = [Relationship(name, *relationship_lists(subset[name].reset_index(drop=True), name)) for name in relationships]
-    shapes = Shapes(type, rank, coords.astype(np.float32), vertex_offsets)
+    shapes = Shapes(type, rank, coords, vertex_offsets)
     return AnnotationTable(shapes, ids, layout_order(resolved), related, dims)

@@ -14,9 +14,9 @@ from tqdm import tqdm
 
 from .encoding import Records, by_id_encoder, encode_records, group_by_segment, multiple_annotation_encoder
 from .errors import AnnotationInputError
-from .index_writer import Encoder, ShardingSpec, choose_sharding, write_sharded, write_unsharded
+from .index_writer import Encoder, choose_sharding, write_sharded, write_unsharded
 from .properties import property_id
-from .spatial import SpatialLevel, build_levels
+from .spatial import build_levels
 from .table import AnnotationTable, load_annotations
 
 DEFAULT_LIMIT = 10_000
@@ -79,12 +79,11 @@ def write_annotations(
     n = len(data.ids)
     if sharded is None:
         sharded = n > UNSHARDED_MAX
-    lo, hi = data.shapes.bounds()
-    lower = np.floor(lo.min(axis=0))
-    upper = np.floor(hi.max(axis=0)) + 1  # exclusive, and at least one voxel wide
+    lo, hi = data.shapes.extent()
+    lower = np.floor(lo)
+    upper = np.floor(hi) + 1  # exclusive, and at least one voxel wide
     scales = np.array([s for s, _ in data.dimensions.values()], dtype=np.float64)
 
-    show = progress if progress is not None else None  # None: tqdm decides by whether stderr is a tty
     rng = np.random.default_rng(seed)
     levels = build_levels(data.shapes, lower, upper, scales, limit, rng)
     records = encode_records(data.shapes, data.properties)
@@ -92,7 +91,7 @@ def write_annotations(
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
     try:
-        info = _write_indices(staging, data, records, levels, limit, sharded, compression, show, lower, upper)
+        info = _write_indices(staging, data, records, levels, limit, sharded, compression, progress, lower, upper)
         (staging / "info").write_text(json.dumps(info, indent=1))
         _move_into_place(staging, output, overwrite)
     except BaseException:
@@ -120,18 +119,44 @@ def _data_encoding(compression: str, n_values: int, total_words: int) -> str:
 
 
 def _write_indices(staging, data: AnnotationTable, records: Records, levels, limit, sharded, compression, show, lower, upper) -> dict:
-    """Write every index under ``staging``; return the info JSON."""
-    encoders: list[tuple[str, np.ndarray, Encoder, np.ndarray, int | None]] = []  # key, keys, encoder, words, key bits
+    """Write every index under ``staging``; return the info JSON.
+
+    Each index's grouping and encoder are built just before it is written and dropped after, so
+    only one index's working arrays are in memory at a time.
+    """
+    minishard_encoding = "raw" if compression == "raw" else "gzip"
+
+    def write(key: str, keys_of, encode: Encoder, words: np.ndarray, hash: str, data_encoding: str, key_bits=64, names=None):
+        with tqdm(total=4 * int(words.sum()), unit="B", unit_scale=True, desc=f"writing {key}", leave=False,
+                  disable=None if show is None else not show) as bar:  # None: only on a terminal
+            def on_progress(w: int) -> None:
+                bar.update(4 * int(w))
+
+            if not sharded:
+                write_unsharded(staging / key, names(), encode, words, on_progress)
+                return None
+            spec = choose_sharding(len(words), 4 * int(words.sum()), hash=hash, key_bits=key_bits,
+                                   minishard_index_encoding=minishard_encoding, data_encoding=data_encoding)
+            write_sharded(staging / key, keys_of(), encode, spec, words, on_progress)
+            return spec.to_json()
+
+    def with_sharding(entry: dict, sharding: dict | None) -> dict:
+        return {**entry, "sharding": sharding} if sharding else entry
+
     spatial_info = []
     for i, level in enumerate(levels):
         encode, words = multiple_annotation_encoder(records, data.ids, level.members, level.member_offsets)
-        key = f"spatial{i}"
-        encoders.append((key, level, encode, words, level.key_bits))
-        spatial_info.append(
-            {"key": key, "grid_shape": list(level.grid_shape), "chunk_size": [float(c) for c in level.chunk_size], "limit": limit}
+        sharding = write(
+            f"spatial{i}", lambda: level.morton_codes, encode, words, "identity",
+            _data_encoding(compression, len(words), int(words.sum())), key_bits=level.key_bits,
+            names=lambda: ["_".join(map(str, c)) for c in level.cell_positions.tolist()],
         )
+        entry = {"key": f"spatial{i}", "grid_shape": list(level.grid_shape),
+                 "chunk_size": [float(c) for c in level.chunk_size], "limit": limit}
+        spatial_info.append(with_sharding(entry, sharding))
+    levels.clear()  # the spatial lists are written; free them before the id indices
+
     relationship_info = []
-    relationship_lists = [(r.values, r.offsets) for r in data.relationships]
     keys_taken: set[str] = set()
     for rel in data.relationships:
         segments, members, offsets = group_by_segment(rel.values, rel.offsets)
@@ -140,43 +165,17 @@ def _write_indices(staging, data: AnnotationTable, records: Records, levels, lim
         while key in keys_taken:
             key += "_"
         keys_taken.add(key)
-        encoders.append((key, segments, encode, words, None))
-        relationship_info.append({"id": rel.name, "key": key})
-    encode, words = by_id_encoder(records, relationship_lists)
-    encoders.append(("by_id", data.ids, encode, words, None))
+        sharding = write(key, lambda: segments, encode, words, "murmurhash3_x86_128",
+                         _data_encoding(compression, len(words), int(words.sum())),
+                         names=lambda: [str(k) for k in segments.tolist()])
+        relationship_info.append(with_sharding({"id": rel.name, "key": key}, sharding))
+        del segments, members, offsets, encode, words
 
-    total = sum(int(w.sum()) * 4 for *_, w, _ in encoders)
-    sharding: dict[str, ShardingSpec] = {}
-    with tqdm(total=total, unit="B", unit_scale=True, desc="writing annotations", disable=None if show is None else not show, leave=False) as bar:
-        for key, keys, encode, words, key_bits in encoders:
-            bar.set_description(f"writing {key}")
-            on_progress = lambda w: bar.update(4 * int(w))  # noqa: E731
-            if isinstance(keys, SpatialLevel):
-                level = keys
-                if sharded:
-                    spec = choose_sharding(
-                        len(words), 4 * int(words.sum()), hash="identity", key_bits=key_bits,
-                        data_encoding=_data_encoding(compression, len(words), int(words.sum())),
-                        minishard_index_encoding="raw" if compression == "raw" else "gzip",
-                    )
-                    sharding[key] = spec
-                    write_sharded(staging / key, level.morton_codes, encode, spec, words, on_progress)
-                else:
-                    names = ["_".join(map(str, c)) for c in level.cell_positions.tolist()]
-                    write_unsharded(staging / key, names, encode, words, on_progress)
-            elif sharded:
-                data_encoding = "raw" if key == "by_id" and compression == "auto" else _data_encoding(compression, len(words), int(words.sum()))
-                spec = choose_sharding(
-                    len(words), 4 * int(words.sum()), hash="murmurhash3_x86_128", data_encoding=data_encoding,
-                    minishard_index_encoding="raw" if compression == "raw" else "gzip",
-                )
-                sharding[key] = spec
-                write_sharded(staging / key, keys, encode, spec, words, on_progress)
-            else:
-                write_unsharded(staging / key, [str(k) for k in keys.tolist()], encode, words, on_progress)
-
-    def with_sharding(entry: dict) -> dict:
-        return {**entry, "sharding": sharding[entry["key"]].to_json()} if entry["key"] in sharding else entry
+    encode, words = by_id_encoder(records, [(r.values, r.offsets) for r in data.relationships])
+    # Single records are tiny: a gzip header and a call each would cost more than they save.
+    by_id_encoding = "raw" if compression == "auto" else compression
+    sharding = write("by_id", lambda: data.ids, encode, words, "murmurhash3_x86_128", by_id_encoding,
+                     names=lambda: [str(k) for k in data.ids.tolist()])
 
     return {
         "@type": "neuroglancer_annotations_v1",
@@ -185,7 +184,7 @@ def _write_indices(staging, data: AnnotationTable, records: Records, levels, lim
         "upper_bound": [float(v) for v in upper],
         "annotation_type": data.shapes.type,
         "properties": [p.to_json() for p in data.properties],
-        "relationships": [with_sharding(r) for r in relationship_info],
-        "by_id": with_sharding({"key": "by_id"}),
-        "spatial": [with_sharding(s) for s in spatial_info],
+        "relationships": relationship_info,
+        "by_id": with_sharding({"key": "by_id"}, sharding),
+        "spatial": spatial_info,
     }
