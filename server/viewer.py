@@ -30,6 +30,9 @@ _MIME = {
 }
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*\.(?:js|map|css|wasm|html)$")
 KEEPALIVE_SECONDS = 15.0
+# Set at shutdown so open event streams end at once instead of holding the
+# server's graceful shutdown until its timeout.
+STOPPING = web.AppKey("viewer_stopping", asyncio.Event)
 
 
 @lru_cache(maxsize=None)
@@ -81,12 +84,15 @@ async def _events(request: web.Request) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await resp.prepare(request)
     await resp.write(b": ngserve\n\n")
+    stopping = request.app[STOPPING]
     try:
-        while True:
-            await asyncio.sleep(KEEPALIVE_SECONDS)
-            await resp.write(b": keepalive\n\n")
-    except (ConnectionResetError, asyncio.CancelledError):
-        pass
+        while not stopping.is_set():
+            try:
+                await asyncio.wait_for(stopping.wait(), KEEPALIVE_SECONDS)
+            except asyncio.TimeoutError:
+                await resp.write(b": keepalive\n\n")
+    except ConnectionResetError:
+        pass  # the tab was closed
     return resp
 
 
@@ -105,7 +111,13 @@ async def _action(request: web.Request) -> web.Response:
     return web.Response(text="")
 
 
+async def _stop_streams(app: web.Application) -> None:
+    app[STOPPING].set()
+
+
 def add_routes(app: web.Application) -> None:
+    app[STOPPING] = asyncio.Event()
+    app.on_shutdown.append(_stop_streams)
     r = app.router
     r.add_get("/-/viewer", _redirect)
     r.add_get("/-/viewer/", _redirect)

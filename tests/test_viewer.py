@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import urllib.request
 
 from browser import browser_page, rendered_fraction, viewer_status_text, wait_until
@@ -46,3 +47,12 @@ def test_viewer_paths_answer(start_server, tmp_path):
     with urllib.request.urlopen(srv.url + "/-/viewer/events/ngserve?c=x&gc=&gs=", timeout=5) as r:
         assert r.headers["Content-Type"] == "text/event-stream"
         assert r.readline().startswith(b":")
+
+
+def test_open_event_stream_does_not_delay_shutdown(start_server, tmp_path):
+    srv = start_server("serve", str(tmp_path))
+    stream = urllib.request.urlopen(srv.url + "/-/viewer/events/ngserve?c=x&gc=&gs=", timeout=5)
+    assert stream.readline().startswith(b":")
+    srv.stop()  # SIGTERM, and SIGKILL only if the server has not ended by itself
+    assert srv.proc.returncode != -signal.SIGKILL, "the open event stream held up shutdown"
+    stream.close()
