@@ -15,12 +15,12 @@ import importlib.resources
 import json
 import re
 from functools import lru_cache
-from urllib.parse import quote
 
 from aiohttp import web
 
-TOKEN = "ngserve"
-VIEWER_PATH = f"/-/viewer/v/{TOKEN}/"
+from ngstate.urls import NGSERVE_VIEWER_PATH as VIEWER_PATH
+from ngstate.urls import encode_fragment
+
 _MIME = {
     ".html": "text/html; charset=utf-8",
     ".js": "application/javascript",
@@ -52,11 +52,7 @@ def _client_file(name: str) -> tuple[bytes, bytes] | None:
 
 def viewer_url(state: dict | None = None, base: str = "") -> str:
     """The built-in viewer's URL, with ``state`` in the hash as ``neuroglancer.to_url`` encodes it."""
-    url = base + VIEWER_PATH
-    if state:
-        text = json.dumps(state, separators=(",", ":"))
-        url += "#!" + quote(text, safe="~@#$&()*!+=:;,.?/'")
-    return url
+    return base + VIEWER_PATH + (encode_fragment(state) if state else "")
 
 
 async def _redirect(request: web.Request) -> web.Response:
