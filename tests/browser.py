@@ -61,6 +61,22 @@ def browser_page(width: int = 1000, height: int = 700) -> Iterator[tuple[Page, P
             browser.close()
 
 
+NOT_FOUND = "the server responded with a status of 404"
+
+
+def assert_only_metadata_probes_failed(srv, errors: PageErrors) -> None:
+    """Neuroglancer probes for optional metadata (a group's .zarray, an array's .zattrs,
+    zarr.json before .zarray) and logs each 404 to the console; any other failure,
+    on the page or in the server's access log, is a real error."""
+    from server.responses import METADATA_NAMES
+
+    assert errors.page_errors == []
+    assert [e for e in errors.console_errors if NOT_FOUND not in e] == []
+    for line in srv.requested(r'" 404 '):
+        path = line.split('"')[1].split()[1]
+        assert path.rsplit("/", 1)[-1] in METADATA_NAMES, line
+
+
 def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: float = 0.25) -> bool:
     """Poll ``predicate`` until it is true or ``timeout`` seconds pass."""
     deadline = time.monotonic() + timeout

@@ -5,22 +5,15 @@ from __future__ import annotations
 import signal
 import urllib.request
 
-from browser import browser_page, rendered_fraction, viewer_status_text, wait_until
-
-from server.responses import METADATA_NAMES
+from browser import (
+    assert_only_metadata_probes_failed,
+    browser_page,
+    rendered_fraction,
+    viewer_status_text,
+    wait_until,
+)
 
 CHUNK = r'"GET /demo\.ome\.zarr/\d+/\d+/\d+/\d+ HTTP'
-NOT_FOUND = 'the server responded with a status of 404'
-
-
-def assert_only_metadata_probes_failed(srv, errors) -> None:
-    """Neuroglancer probes for optional metadata (a group's .zarray, an array's .zattrs)
-    and logs each 404 to the console; any other failure is a real error."""
-    assert errors.page_errors == []
-    assert [e for e in errors.console_errors if NOT_FOUND not in e] == []
-    for line in srv.requested(r'" 404 '):
-        path = line.split('"')[1].split()[1]
-        assert path.rsplit("/", 1)[-1] in METADATA_NAMES, line
 
 
 def test_open_demo_renders_chunks(start_server, tmp_path):
