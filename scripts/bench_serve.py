@@ -138,6 +138,7 @@ class Result:
     mib_s: float
     load_before: str
     load_after: str
+    cpu_us: float  # server CPU (user+system, all its processes) per request
 
 
 def free_port() -> int:
@@ -315,19 +316,43 @@ def run_wrk(url: str, lua: Path, duration: int, connections: int, threads: int) 
     return {k: int(v) for k, v in (kv.split("=") for kv in m.group(1).split())}
 
 
+def session_cpu_seconds(sid: int) -> float:
+    """User+system CPU of every live process in session ``sid`` (a server and its workers).
+
+    Requests/s on a shared machine swing with other people's load; the CPU a server
+    spends per request swings much less, so it is the steadier before/after figure.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:  # field 6 of stat: session id
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
 def measure(srv: Server, lua: Path, args: argparse.Namespace) -> Result:
     before = loadavg()
+    cpu0 = session_cpu_seconds(srv.proc.pid)
     r = run_wrk(srv.url, lua, args.duration, args.connections, args.threads)
+    cpu = session_cpu_seconds(srv.proc.pid) - cpu0
     after = loadavg()
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     detail = ", ".join(f"{k} {r[k]}" for k in ("connect", "read", "write", "status", "timeout") if r[k])
     seconds = r["duration_us"] / 1e6
     return Result(srv.name, r["requests"] / seconds, r["p50_us"] / 1000, r["p99_us"] / 1000, r["max_us"] / 1000,
-                  errors, detail or "none", r["bytes"] / seconds / 2**20, before, after)
+                  errors, detail or "none", r["bytes"] / seconds / 2**20, before, after,
+                  cpu / max(r["requests"], 1) * 1e6)
 
 
 def row(label: str, r: Result) -> str:
-    return (f"{label:<34} {r.rps:>8.0f} {r.mib_s:>7.0f} {r.p50_ms:>7.2f} {r.p99_ms:>8.2f} {r.max_ms:>7.1f}  "
+    return (f"{label:<34} {r.rps:>8.0f} {r.mib_s:>7.0f} {r.p50_ms:>7.2f} {r.p99_ms:>8.2f} {r.max_ms:>7.1f} "
+            f"{r.cpu_us:>8.0f}  "
             f"{r.errors:<6}  {r.load_before} -> {r.load_after}")
 
 
@@ -380,7 +405,8 @@ def main() -> int:
             servers.append(srv)
             check_answers(srv, data)
             run_wrk(srv.url, lua, args.warmup, args.connections, args.threads)  # warm caches; not counted
-        head = (f"{'round  server':<34} {'req/s':>8} {'MiB/s':>7} {'p50 ms':>7} {'p99 ms':>8} {'max ms':>7}  "
+        head = (f"{'round  server':<34} {'req/s':>8} {'MiB/s':>7} {'p50 ms':>7} {'p99 ms':>8} {'max ms':>7} "
+                f"{'CPU us/req':>8}  "
                 f"errors  load before -> after")
         print(head)
         print("-" * len(head))
@@ -400,11 +426,12 @@ def main() -> int:
     names = [r.name for r in rounds[0]]
     per = {name: [rs[k] for rs in rounds] for k, name in enumerate(names)}
     print(f"median of {len(rounds)} rounds:")
-    print(f"{'server':<34} {'req/s':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'server':<34} {'req/s':>8} {'p99 ms':>8} {'CPU us/req':>10} {'errors':>7}")
     for name in names:
         rs = per[name]
         print(f"{name:<34} {statistics.median(r.rps for r in rs):>8.0f} "
-              f"{statistics.median(r.p99_ms for r in rs):>8.2f} {sum(r.errors for r in rs):>7}"
+              f"{statistics.median(r.p99_ms for r in rs):>8.2f} {statistics.median(r.cpu_us for r in rs):>10.0f} "
+              f"{sum(r.errors for r in rs):>7}"
               + ("   (" + "; ".join(r.error_detail for r in rs if r.errors) + ")" if any(r.errors for r in rs) else ""))
     key = {name.split()[0]: name for name in names}
     if "ngserve" in key:
@@ -421,8 +448,10 @@ def main() -> int:
                   f"({', '.join(f'{x:.1f}x' for x in rs)})  target >= 5x: {'met' if m >= 5 else 'MISSED'}")
         if "baseline" in key:
             rs = ratios("baseline")
+            cpu = [b.cpu_us / a.cpu_us for a, b in zip(ng, per[key["baseline"]])]
             print(f"ngserve / baseline ngserve:    {statistics.median(rs):.2f}x requests/s, median of rounds "
-                  f"({', '.join(f'{x:.2f}x' for x in rs)})")
+                  f"({', '.join(f'{x:.2f}x' for x in rs)}); baseline needs {statistics.median(cpu):.2f}x the CPU "
+                  f"per request ({', '.join(f'{x:.2f}x' for x in cpu)})")
         if "nginx" in key:
             rs = ratios("nginx")
             m = statistics.median(rs)
