@@ -137,15 +137,21 @@ def coordinates(frame: pd.DataFrame, columns: list[str], divisors: Sequence[floa
     return out
 
 
-def to_uint64(values: np.ndarray, what: str) -> np.ndarray:
-    """Values as uint64, refusing negatives, fractions, NaN and anything ≥ 2**64."""
+def to_uint64(values: np.ndarray, what: str, rows: np.ndarray | None = None) -> np.ndarray:
+    """Values as uint64, refusing negatives, fractions, NaN and anything ≥ 2**64.
+
+    ``rows`` maps each value to its 0-based table row, for messages (default: its position).
+    """
+
+    def row(mask: np.ndarray) -> int:
+        return row_of(mask) if rows is None else int(rows[mask.argmax()]) + 1
+
     if values.dtype == object or values.dtype.kind in "USO" or isinstance(values.dtype, pd.StringDtype):
         series = pd.Series(values)
         numbers = pd.to_numeric(series, errors="coerce")
         bad = numbers.isna().to_numpy()
         if bad.any():
-            row = row_of(bad)
-            raise AnnotationInputError(f"{what}, row {row}: {series.iloc[row - 1]!r} is not a uint64 integer")
+            raise AnnotationInputError(f"{what}, row {row(bad)}: {series.iloc[int(bad.argmax())]!r} is not a uint64 integer")
         values = numbers.to_numpy()
     if values.dtype.kind == "u":
         return values.astype(np.uint64)
@@ -156,10 +162,10 @@ def to_uint64(values: np.ndarray, what: str) -> np.ndarray:
     else:
         bad = ~np.isfinite(values) | (values != np.floor(values)) | (values < 0) | (values >= UINT64_LIMIT)
     if bad.any():
-        raise AnnotationInputError(f"{what}, row {row_of(bad)}: {plain(values[bad][0])!r} does not fit uint64")
+        raise AnnotationInputError(f"{what}, row {row(bad)}: {plain(values[bad][0])!r} does not fit uint64")
     if values.dtype.kind == "f" and (values > 2.0**53).any():
         raise AnnotationInputError(
-            f"{what}, row {row_of(values > 2.0**53)}: ids above 2**53 were read as floating point and lost "
+            f"{what}, row {row(values > 2.0**53)}: ids above 2**53 were read as floating point and lost "
             "digits; store them as integers (e.g. Parquet uint64)"
         )
     return values.astype(np.uint64)
@@ -171,7 +177,7 @@ def relationship_lists(series: pd.Series, name: str) -> tuple[np.ndarray, np.nda
     series = series.reset_index(drop=True)
     if pd.api.types.is_numeric_dtype(series):
         present = series.notna().to_numpy()
-        values = to_uint64(series.to_numpy()[present], f"relationship {name!r}")
+        values = to_uint64(series.to_numpy()[present], f"relationship {name!r}", np.flatnonzero(present))
         counts = present.astype(np.int64)
     else:
         lists = series
@@ -179,8 +185,9 @@ def relationship_lists(series: pd.Series, name: str) -> tuple[np.ndarray, np.nda
             lists = series.str.replace(r"[\[\]]", " ", regex=True).str.strip().str.split(r"[,;\s]+", regex=True)
         exploded = lists.explode()
         present = (exploded.notna() & (exploded.astype("string") != "")).to_numpy()
-        counts = np.bincount(exploded.index.to_numpy()[present], minlength=len(series)).astype(np.int64)
-        values = to_uint64(exploded.to_numpy()[present], f"relationship {name!r}")
+        rows = exploded.index.to_numpy()[present]
+        counts = np.bincount(rows, minlength=len(series)).astype(np.int64)
+        values = to_uint64(exploded.to_numpy()[present], f"relationship {name!r}", rows)
     offsets = np.zeros(len(series) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])
     return values, offsets

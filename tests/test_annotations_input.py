@@ -116,6 +116,8 @@ BAD_INPUTS = [
     ("unknown property type", {"p": [1, 2, 3, 4]}, dict(properties=["p:uint64"]), "unknown type 'uint64'"),
     ("enum label outside", {"k": ["a", "b", "c", "a"]}, dict(properties=["k:uint8:a,b"]), r"row 3 holds 'c', which is not one of its enum labels"),
     ("enum value outside", {"k": [0, 1, 9, 1]}, dict(properties=["k:uint8:a,b"]), r"row 3 holds 9, which is not one of its enum values"),
+    ("text relationship id", {"rel": ["1;2", "", "4;x", "5"]}, dict(relationships=["rel"]), r"relationship 'rel', row 3: 'x' is not a uint64"),
+    ("negative relationship id", {"rel": [1, None, -2, 4]}, dict(relationships=["rel"]), r"relationship 'rel', row 3: -2.0 does not fit uint64"),
     ("value out of type range", {"k": [0, 1, 300, 1]}, dict(properties=["k:uint8"]), "outside the range of uint8"),
 ]
 
