@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -68,3 +70,27 @@ def test_help_lists_commands():
     assert result.returncode == 0
     for command in ["serve", "demo"]:
         assert command in result.stdout
+
+
+def test_open_launches_the_browser_on_the_landing_page(start_server, tmp_path):
+    # webbrowser honours $BROWSER; this "browser" writes down the URL it was given.
+    opened = tmp_path / "opened.txt"
+    env = {**os.environ, "BROWSER": f"sh -c 'echo %s > {opened}'"}
+    srv = start_server("serve", str(tmp_path), "--open", env=env)
+    assert wait_for_file(opened).strip() == srv.url + "/"
+
+
+def test_demo_open_launches_the_viewer(start_server, tmp_path):
+    opened = tmp_path / "opened.txt"
+    env = {**os.environ, "BROWSER": f"sh -c 'echo %s > {opened}'"}
+    srv = start_server("demo", "--out", str(tmp_path / "d"), "--open", env=env)
+    assert wait_for_file(opened).strip() == srv.url + "/-/open/demo.ome.zarr"
+
+
+def wait_for_file(path, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text()
+        time.sleep(0.1)
+    raise AssertionError(f"nothing was opened: {path} was never written")
