@@ -217,7 +217,7 @@ def test_zarr2_sparse_chunks_read_as_fill_value(tmp_path, start_server):
 # -- zarr v3 ---------------------------------------------------------------------------
 
 
-def zarr3_sharded_spec(path: str, shape, shard, inner, dtype: str, names) -> dict:
+def zarr3_sharded_spec(path: str, shape, shard, inner, dtype: str, names, index_location: str = "end") -> dict:
     return {
         "driver": "zarr3",
         "kvstore": {"driver": "file", "path": path},
@@ -233,6 +233,7 @@ def zarr3_sharded_spec(path: str, shape, shard, inner, dtype: str, names) -> dic
                         "chunk_shape": list(inner),
                         "codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "zstd"}],
                         "index_codecs": [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}],
+                        "index_location": index_location,
                     },
                 }
             ],
@@ -254,11 +255,15 @@ def test_zarr3_sharded_uint16_uses_range(tmp_path, start_server):
     assert 206 in codes and codes <= {200, 206, 304}, "".join(shard_lines)
 
 
-def test_zarr3_sharded_partial_read_fetches_ranges_only(tmp_path, start_server):
-    """Reading one inner chunk of a shard fetches only ranges, never the whole shard."""
+@pytest.mark.parametrize("index_location", ["end", "start"])
+def test_zarr3_sharded_partial_read_fetches_ranges_only(tmp_path, start_server, index_location):
+    """Reading one inner chunk of a shard fetches only ranges, never the whole shard.
+
+    With the index at the end tensorstore reads it with a suffix range (bytes=-N); at the
+    start, with bytes=0-N."""
     data = blobs((64, 64, 8, 2), np.float32, seed=5)  # channel axis last
     ts_write(zarr3_sharded_spec(str(tmp_path / "ch.zarr"), data.shape, (64, 64, 8, 2), (16, 16, 8, 1), "float32",
-                                ["y", "x", "z", "c"]), data)
+                                ["y", "x", "z", "c"], index_location), data)
     srv = start_server("serve", str(tmp_path))
     store = ts.open({"driver": "zarr3", "kvstore": srv.url + "/ch.zarr/"}, context=ts.Context()).result()
     part = store[16:32, 48:64, :, 1:2].read().result()
