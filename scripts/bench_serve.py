@@ -467,4 +467,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # the finally blocks have stopped the servers and removed the data
+        print("bench_serve: interrupted; servers stopped, temporary data removed", file=sys.stderr)
+        sys.exit(130)
