@@ -155,14 +155,12 @@ def _text_values(spec: PropertySpec, series: pd.Series) -> np.ndarray:
     missing = strings.isna().to_numpy()
     if missing.any():
         raise AnnotationInputError(f"property {column!r}: row {row_of(missing)} is empty; fill it or drop the row")
+    if spec.type is None and spec.enum_labels is None and strings.str.fullmatch(_HEX_COLOUR.pattern).all():
+        digits = strings.str.lstrip("#").str.len().unique()
+        if len(digits) == 1:  # all #rrggbb or all #rrggbbaa: a colour column
+            spec.type = "rgb" if digits[0] == 6 else "rgba"
     if spec.type in ("rgb", "rgba"):
         return _parse_colours(column, strings.to_numpy(dtype=object), spec.type)
-    if spec.type is None and spec.enum_labels is None and strings.str.fullmatch(_HEX_COLOUR.pattern).all():
-        lengths = strings.str.lstrip("#").str.len()
-        spec.type = "rgb" if (lengths == 6).all() else "rgba"
-        if (lengths == len(spec.type) * 2).all():
-            return _parse_colours(column, strings.to_numpy(dtype=object), spec.type)
-        spec.type = None
     if spec.type == "float32":
         raise AnnotationInputError(f"property {column!r} holds text; float32 needs numbers")
     # Text becomes an enum: each label is stored as its value.
