@@ -10,6 +10,7 @@ listed in every cell of that level it intersects and leaves the pool, so levels 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -59,8 +60,12 @@ def build_levels(
     scales: np.ndarray,
     limit: int,
     rng: np.random.Generator,
+    on_progress: Callable[[int], None] = lambda n: None,
 ) -> list[SpatialLevel]:
-    """All spatial index levels, coarse to fine, until every annotation is emitted."""
+    """All spatial index levels, coarse to fine, until every annotation is emitted.
+
+    ``on_progress`` hears how many annotations each level emitted.
+    """
     n = len(shapes)
     remaining = np.ones(n, dtype=bool)
     extent = upper - lower
@@ -83,6 +88,7 @@ def build_levels(
         keep = emitted[ann]
         levels.append(_group_by_cell(ann[keep], cells[keep], linear[keep], grid, chunk, rng))
         remaining &= ~emitted
+        on_progress(int(emitted.sum()))
         halvings = upcoming
     return levels
 

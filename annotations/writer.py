@@ -85,7 +85,8 @@ def write_annotations(
     scales = np.array([s for s, _ in data.dimensions.values()], dtype=np.float64)
 
     rng = np.random.default_rng(seed)
-    levels = build_levels(data.shapes, lower, upper, scales, limit, rng)
+    with tqdm(total=n, unit=" annotations", desc="spatial index", leave=False, disable=_bar_off(progress)) as bar:
+        levels = build_levels(data.shapes, lower, upper, scales, limit, rng, bar.update)
     records = encode_records(data.shapes, data.properties)
 
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -98,6 +99,11 @@ def write_annotations(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return output
+
+
+def _bar_off(progress: bool | None) -> bool | None:
+    """tqdm's ``disable``: None lets tqdm show the bar only when stderr is a terminal."""
+    return None if progress is None else not progress
 
 
 def _move_into_place(staging: Path, output: Path, overwrite: bool) -> None:
@@ -128,7 +134,7 @@ def _write_indices(staging, data: AnnotationTable, records: Records, levels, lim
 
     def write(key: str, keys_of, encode: Encoder, words: np.ndarray, hash: str, data_encoding: str, key_bits=64, names=None):
         with tqdm(total=4 * int(words.sum()), unit="B", unit_scale=True, desc=f"writing {key}", leave=False,
-                  disable=None if show is None else not show) as bar:  # None: only on a terminal
+                  disable=_bar_off(show)) as bar:
             def on_progress(w: int) -> None:
                 bar.update(4 * int(w))
 
