@@ -121,17 +121,21 @@ async def handle_data(request: web.Request) -> web.StreamResponse:
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     url_path = "/" + "/".join(segments) + ("/" if segments else "")
-    to_folder = request.get(PATH_PREFIX, "") + quote(url_path) + _query(request)  # keeps a /-/t/<token> prefix
+
+    def to_folder() -> str:  # keeps a /-/t/<token> prefix
+        # Built only when redirecting: quote() on every chunk request cost ~2 us of ~80.
+        return request.get(PATH_PREFIX, "") + quote(url_path) + _query(request)
+
     if raw.endswith("/") or not inner:
         if not raw.endswith("/"):
-            raise web.HTTPMovedPermanently(to_folder)
+            raise web.HTTPMovedPermanently(to_folder())
         return await _listing(request, storage, rel, url_path, at_top=not segments)
     try:
         return await storage.serve_file(request, rel)
     except web.HTTPNotFound:
         entry = await storage.stat(rel)
         if entry is not None and entry.is_dir:
-            raise web.HTTPMovedPermanently(to_folder) from None
+            raise web.HTTPMovedPermanently(to_folder()) from None
         raise
 
 
