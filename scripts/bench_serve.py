@@ -44,7 +44,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 import urllib.request
 from dataclasses import dataclass
