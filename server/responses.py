@@ -1,7 +1,7 @@
 """File answers: the one place for Range, conditional requests and file headers.
 
 Every backend that serves bytes it holds (local files, cached remote metadata)
-comes through :func:`file_response`, so 206/304/416 behave the same everywhere.
+comes through :func:`file_response`, so 206/304/412/416 behave the same everywhere.
 """
 
 from __future__ import annotations
@@ -55,6 +55,29 @@ def _etag_matches(header: str, etag: str) -> bool:
     return any(t.strip().removeprefix("W/") == want for t in header.split(","))
 
 
+def _precondition_failed(request: web.BaseRequest, meta: FileMeta) -> bool:
+    """If-Match (strong comparison), else If-Unmodified-Since: RFC 9110 13.2.2 steps 1-2.
+
+    tensorstore reads a shard's index, then the chunks in it by Range with
+    ``If-Match: <the index's ETag>``.  When these were ignored, a shard rewritten in
+    between was answered with the new file's bytes at the old offsets: a decode error
+    or, with uncompressed chunks, silently wrong voxels.  A 412 makes it re-read the index.
+    """
+    im = request.headers.get("If-Match")
+    if im is not None:
+        if im.strip() == "*":
+            return False  # the file exists
+        return not any(t.strip() == meta.etag for t in im.split(","))  # a W/ tag never matches
+    ius = request.headers.get("If-Unmodified-Since")
+    if ius:
+        try:
+            since = email.utils.parsedate_to_datetime(ius).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return False  # an invalid date is ignored
+        return int(meta.mtime) > since
+    return False
+
+
 def _not_modified(request: web.BaseRequest, meta: FileMeta) -> bool:
     inm = request.headers.get("If-None-Match")
     if inm is not None:  # takes precedence over If-Modified-Since (RFC 9110 13.2.2)
@@ -98,6 +121,9 @@ async def file_response(
 ) -> web.StreamResponse:
     """Answer ``request`` for a file, from ``data`` in memory or by streaming ``read``."""
     headers = base_headers(meta)
+    if _precondition_failed(request, meta):
+        headers["Content-Type"] = "text/plain; charset=utf-8"
+        return web.Response(status=412, headers=headers, text="precondition failed: the file has changed\n")
     if _not_modified(request, meta):
         return web.Response(status=304, headers=headers)
 
