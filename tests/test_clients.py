@@ -548,3 +548,52 @@ def test_cloudvolume_written_gzip_files_read_by_both_clients(tmp_path, start_ser
     chunk_lines = data_lines(srv, r"/cv/6_6_30/\S+ ")
     assert chunk_lines and not any(".gz " in line for line in chunk_lines)
     assert statuses(chunk_lines) == {200}
+
+
+def test_if_match_guards_ranged_reads_of_a_rewritten_shard(tmp_path, start_server):
+    """tensorstore reads a shard's index, then chunks out of it by Range with
+    ``If-Match: <the index's ETag>``, so that a shard rewritten in between is noticed
+    (412) and the index re-read.  A server that ignores If-Match hands it the new
+    file's bytes at the old offsets: tensorstore 0.1.86 then failed with
+    "ZSTD_decompressStream() failed" (uncompressed chunks would be silently wrong).
+
+    Here the same conditional requests are sent by hand, so the outcome does not
+    depend on winning a race against tensorstore.
+    """
+    import urllib.error
+
+    data = blobs((32, 32, 32), np.uint16, seed=15)
+    ts_write(zarr3_sharded_spec(str(tmp_path / "v.zarr"), data.shape, (32, 32, 32), (16, 16, 16), "uint16",
+                                ["z", "y", "x"]), data)
+    srv = start_server("serve", str(tmp_path))
+    url = srv.url + "/v.zarr/c/0/0/0"
+
+    def get(**headers):
+        req = urllib.request.Request(url, headers={k.replace("_", "-"): v for k, v in headers.items()})
+        try:
+            with urllib.request.urlopen(req) as r:
+                return r.status, r.headers, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.headers, e.read()
+
+    status, headers, whole = get()
+    etag = headers["ETag"]
+    assert status == 200 and etag
+    assert get(If_Match=etag, Range="bytes=0-99")[0] == 206
+    assert get(If_Match=etag, Range="bytes=0-99")[2] == whole[:100]
+    assert get(If_Match=f'"other", {etag}')[0] == 200
+    assert get(If_Match="*")[0] == 200
+
+    # the shard is rewritten with other data: the old ETag no longer matches
+    time.sleep(0.01)
+    ts_write(zarr3_sharded_spec(str(tmp_path / "v.zarr"), data.shape, (32, 32, 32), (16, 16, 16), "uint16",
+                                ["z", "y", "x"]), data[::-1].copy())
+    status, headers, body = get(If_Match=etag, Range="bytes=0-99")
+    assert status == 412, (status, body[:80])
+    assert headers["Access-Control-Allow-Origin"] == "*"  # a browser client may see the answer
+    assert headers["ETag"] != etag  # the new validator, for a client that wants it
+    assert get(If_Match="W/" + etag)[0] == 412  # If-Match compares strongly
+    assert get(If_Unmodified_Since="Thu, 01 Jan 1970 00:00:00 GMT")[0] == 412
+    assert get(If_Unmodified_Since="Fri, 01 Jan 2100 00:00:00 GMT")[0] == 200
+    # and tensorstore, reading afresh, sees the new data whole
+    assert_exact(ts_read({"driver": "zarr3", "kvstore": srv.url + "/v.zarr/"}), data[::-1])
