@@ -156,13 +156,20 @@ async def file_response(
         return web.Response(status=status, headers=headers, body=await read(first, length))
     resp = web.StreamResponse(status=status, headers=headers)
     resp.content_length = length
-    await resp.prepare(request)
-    pos = first
-    while pos <= last:
-        piece = await read(pos, min(STREAM_PIECE, last + 1 - pos))
-        if not piece:
-            break  # file shrank under us; the short body tells the client
-        await resp.write(piece)
-        pos += len(piece)
+    try:
+        await resp.prepare(request)
+        pos = first
+        while pos <= last:
+            piece = await read(pos, min(STREAM_PIECE, last + 1 - pos))
+            if not piece:
+                # The file shrank since the stat.  Content-Length promised more, so
+                # close the connection: the client sees a truncated answer at once
+                # instead of waiting for bytes that will never come.
+                request.transport.close()
+                return resp
+            await resp.write(piece)
+            pos += len(piece)
+    except ConnectionError:
+        return resp  # the client went away mid-body; aiohttp closes the connection
     await resp.write_eof()
     return resp

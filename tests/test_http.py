@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from server import MountConfig, ServerConfig, create_app
@@ -279,3 +280,18 @@ async def test_root_of_named_mounts_lists_them(aiohttp_client, root):
     assert 'href="em/"' in page and 'href="lm/"' in page
     assert (await client.get("/em/img.zarr/.zarray")).status == 200
     assert (await client.get("/nothing")).status == 404
+
+
+async def test_file_shrinking_mid_stream_ends_the_connection(client, root):
+    """Content-Length promised more than the file now has: the client must see a
+    truncated answer, not wait forever on a connection that stays open."""
+    path = root / "growing.bin"
+    with open(path, "wb") as f:
+        f.truncate(64 << 20)  # sparse: instant, and far more than socket buffers hold
+    r = await client.get("/growing.bin")
+    assert r.status == 200 and int(r.headers["Content-Length"]) == 64 << 20
+    await r.content.readexactly(1 << 20)
+    with open(path, "r+b") as f:
+        f.truncate(2 << 20)
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await asyncio.wait_for(r.read(), timeout=30)
