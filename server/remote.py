@@ -23,7 +23,6 @@ import logging
 import ssl
 import time
 import xml.etree.ElementTree as ET
-from collections import OrderedDict
 from dataclasses import dataclass
 from urllib.parse import quote, unquote, urlsplit
 
@@ -33,6 +32,7 @@ from aiohttp import web
 from volumes.formats import MARKERS
 
 from .config import UpstreamConfig
+from .lru import ByteBudgetLRU
 from .paths import is_visible
 from .responses import METADATA_NAMES, FileMeta, content_type, file_response
 from .storage import Entry, Storage
@@ -63,34 +63,8 @@ class _Cached:
     checked: float  # time.monotonic() when the upstream last confirmed it
 
 
-class _TimedCache:
-    """Upstream answers by path, bounded by a byte budget, least recently used out."""
-
-    def __init__(self, budget: int) -> None:
-        self.budget, self.used = budget, 0
-        self._items: OrderedDict[str, _Cached] = OrderedDict()
-
-    @staticmethod
-    def _cost(item: _Cached) -> int:
-        return _ABSENT_COST if item.data is None else len(item.data)
-
-    def get(self, key: str) -> _Cached | None:
-        item = self._items.get(key)
-        if item is not None:
-            self._items.move_to_end(key)
-        return item
-
-    def put(self, key: str, item: _Cached) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.used -= self._cost(old)
-        if self._cost(item) > self.budget:
-            return
-        self._items[key] = item
-        self.used += self._cost(item)
-        while self.used > self.budget:
-            _, dropped = self._items.popitem(last=False)
-            self.used -= self._cost(dropped)
+def _cost(item: _Cached) -> int:
+    return _ABSENT_COST if item.data is None else len(item.data)
 
 
 def _fail(status: int, reason: str) -> web.HTTPException:
@@ -125,8 +99,8 @@ class RemoteStorage(Storage):
         self.base_path = parts.path.rstrip("/")
         self.label = label or parts.hostname  # how logs and errors name this upstream: no credentials
         self._session: aiohttp.ClientSession | None = None
-        self._meta = _TimedCache(METADATA_BUDGET)
-        self._chunks = _TimedCache(self.config.chunk_cache_bytes) if self.config.chunk_cache_bytes else None
+        self._meta = ByteBudgetLRU(METADATA_BUDGET, _cost)
+        self._chunks = ByteBudgetLRU(self.config.chunk_cache_bytes, _cost) if self.config.chunk_cache_bytes else None
         self._listings: dict[str, tuple[float, list[Entry] | None]] = {}
         self._inflight: dict[str, asyncio.Future] = {}
         self.upstream_requests = 0  # for /-/health-style introspection and benchmarks
@@ -220,7 +194,7 @@ class RemoteStorage(Storage):
             raise _fail(502, "upstream sent a truncated answer") from None
 
     # -- small files: metadata, cached -------------------------------------------------
-    async def _fetch_cached(self, cache: _TimedCache, path: str) -> _Cached:
+    async def _fetch_cached(self, cache: ByteBudgetLRU[_Cached], path: str) -> _Cached:
         """The file at ``path`` from ``cache`` if fresh, else from upstream (revalidating by ETag).
 
         Concurrent misses for one path share one upstream request.
@@ -245,7 +219,7 @@ class RemoteStorage(Storage):
         finally:
             del self._inflight[key]
 
-    async def _refresh(self, cache: _TimedCache, path: str, old: _Cached | None) -> _Cached:
+    async def _refresh(self, cache: ByteBudgetLRU[_Cached], path: str, old: _Cached | None) -> _Cached:
         headers = {"Accept-Encoding": "identity"}
         if old is not None and old.etag:
             headers["If-None-Match"] = old.etag

@@ -13,7 +13,6 @@ import gzip
 import os
 import stat
 from abc import ABC, abstractmethod
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from aiohttp import web
 
 from volumes import format_from_names
 
+from .lru import ByteBudgetLRU
 from .paths import is_visible
 from .responses import FileMeta, file_response
 
@@ -60,38 +60,6 @@ class Storage(ABC):
         """Release pooled resources (connections, files)."""
 
 
-class _SmallFileCache:
-    """Bytes of small files keyed by path, checked against a fresh stat.
-
-    The stat on every request is the invalidation: a changed size, mtime or
-    inode drops the entry.  Bounded by a byte budget, least recently used out.
-    """
-
-    def __init__(self, budget: int) -> None:
-        self.budget = budget
-        self.used = 0
-        self._items: OrderedDict[str, tuple[tuple, bytes]] = OrderedDict()
-
-    def get(self, key: str, version: tuple) -> bytes | None:
-        item = self._items.get(key)
-        if item is None or item[0] != version:
-            return None
-        self._items.move_to_end(key)
-        return item[1]
-
-    def put(self, key: str, version: tuple, data: bytes) -> None:
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.used -= len(old[1])
-        if len(data) > self.budget:
-            return
-        self._items[key] = (version, data)
-        self.used += len(data)
-        while self.used > self.budget:
-            _, (_, dropped) = self._items.popitem(last=False)
-            self.used -= len(dropped)
-
-
 class LocalStorage(Storage):
     """A folder on this machine.
 
@@ -106,7 +74,9 @@ class LocalStorage(Storage):
         self.root = Path(root).resolve(strict=True)
         if not self.root.is_dir():
             raise NotADirectoryError(str(root))
-        self._cache = _SmallFileCache(cache_bytes)
+        # Small files by path, with the (mtime, size, inode) they were read at: the
+        # stat on every request is the invalidation.
+        self._cache: ByteBudgetLRU[tuple[tuple, bytes]] = ByteBudgetLRU(cache_bytes, lambda item: len(item[1]))
         self._formats: dict[str, tuple[int, str | None]] = {}
         self._prefix = str(self.root) + os.sep
 
@@ -245,11 +215,12 @@ class LocalStorage(Storage):
 
     def _cached_bytes(self, full: str, st: os.stat_result) -> bytes:
         version = (st.st_mtime_ns, st.st_size, st.st_ino)
-        data = self._cache.get(full, version)
-        if data is None:
-            with open(full, "rb") as f:
-                data = f.read()
-            self._cache.put(full, version, data)
+        hit = self._cache.get(full)
+        if hit is not None and hit[0] == version:
+            return hit[1]
+        with open(full, "rb") as f:
+            data = f.read()
+        self._cache.put(full, (version, data))
         return data
 
 
