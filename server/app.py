@@ -107,7 +107,10 @@ async def _listing(
             owner, inner = resolve(request, [*split_path(url_path), e.name])
             formats[e.name] = await owner.dataset_format("/".join(inner))
     self_format = await storage.dataset_format(rel) if rel and storage is not None else None
-    text = render_listing(url_path, entries, formats, self_format)
+    # Browsing by share link (/-/t/<token>/...): the viewer links must carry the token too.
+    prefix = request.get(PATH_PREFIX, "")
+    open_query = "?token=" + prefix[len(auth.TOKEN_PATH) :] if prefix else ""
+    text = render_listing(url_path, entries, formats, self_format, open_query)
     return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 

@@ -25,10 +25,12 @@ def render_listing(
     entries: list[Entry],
     formats: dict[str, str | None],
     self_format: str | None = None,
+    open_query: str = "",
 ) -> str:
     """Render the page for the folder at ``url_path`` (absolute, ending in ``/``).
 
     ``formats`` maps a child folder's name to its dataset format, if it is one.
+    ``open_query`` is appended to the "open in viewer" links (a share token).
     """
     title = html.escape(url_path)
     rows = []
@@ -40,7 +42,7 @@ def render_listing(
         fmt = formats.get(e.name)
         extra = ""
         if fmt:
-            target = "/-/open" + quote(url_path + e.name)
+            target = "/-/open" + quote(url_path + e.name) + html.escape(open_query)
             extra = f'<span class="fmt">{fmt}</span> <a class="open" href="{target}">open in viewer</a>'
         size = "" if e.is_dir else f"{e.size:,} B"
         rows.append(
@@ -49,7 +51,7 @@ def render_listing(
         )
     banner = ""
     if self_format:
-        target = "/-/open" + quote(url_path.rstrip("/"))
+        target = "/-/open" + quote(url_path.rstrip("/")) + html.escape(open_query)
         banner = (
             f'<p>This folder is a <b>{self_format}</b> dataset: '
             f'<a class="open" href="{target}">open in viewer</a></p>'

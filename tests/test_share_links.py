@@ -323,3 +323,17 @@ def test_a_query_token_on_a_source_url_is_used_for_every_read(site):
     assert token not in str(ds.location) and token not in json.dumps(ds.to_json())  # kept out of messages
     with pytest.raises(ValueError, match="access denied"):
         ngstate.build_state([f"{srv.url}/lab/s/raw.zarr"])
+
+
+def test_listing_under_a_share_link_opens_with_the_token(site):
+    srv, _, _, _ = site
+    from server.tokens import mint
+
+    token = mint(SECRET, "vault", "", 600)
+    status, _, body = get(f"{srv.url}/-/t/{token}/vault/")
+    assert status == 200
+    page = body.decode()
+    assert f'href="/-/open/vault/cells.ome.zarr?token={token}"' in page
+    assert get(f"{srv.url}/-/open/vault/cells.ome.zarr?token={token}")[0] == 302
+    # Browsing without the token shows nothing of the mount.
+    assert get(f"{srv.url}/vault/")[0] == 401
