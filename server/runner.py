@@ -49,9 +49,12 @@ def bind(host: str, port: int, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def _worker(config: ServerConfig, sock: socket.socket | None, port: int, access_log: bool) -> None:
-    """Serve until a signal.  Workers after the first bind their own SO_REUSEPORT socket,
-    so the kernel spreads connections evenly across processes."""
+def _worker(
+    config: ServerConfig, sock: socket.socket | None, port: int, access_log: bool, open_url: str | None = None
+) -> None:
+    """Serve until a signal.  In multi-worker mode each worker binds its own SO_REUSEPORT
+    socket, so the kernel spreads connections evenly across processes.  ``open_url`` is
+    opened in a browser once this worker listens (connections wait in the backlog)."""
     from .access_log import AccessLogger
     from .app import create_app
 
@@ -59,6 +62,8 @@ def _worker(config: ServerConfig, sock: socket.socket | None, port: int, access_
     if sock is None:
         sock = bind(config.host, port, reuse_port=True)
     sock.listen(1024)
+    if open_url:
+        threading.Thread(target=webbrowser.open, args=(open_url,), daemon=True).start()
     app = create_app(config)
     web.run_app(
         app,
@@ -70,32 +75,56 @@ def _worker(config: ServerConfig, sock: socket.socket | None, port: int, access_
     )
 
 
+def _check_app(config: ServerConfig) -> None:
+    """Build the app once before binding, so a bad source or data folder stops start-up
+    with one line instead of a traceback in every worker."""
+    from .app import create_app
+
+    try:
+        create_app(config)
+    except ConfigError:
+        raise
+    except OSError as exc:
+        raise ConfigError(f"cannot start: {exc.strerror or exc}: {exc.filename}") from None
+    except ValueError as exc:
+        raise ConfigError(f"cannot start: {exc}") from None
+
+
 def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") -> None:
     """Bind, print where we are, and serve ``config`` until interrupted.
 
     ``landing`` is the page announced (and opened with ``open_browser``).
     """
     config.validate()
+    _check_app(config)
     workers = config.workers
     multi = workers > 1 and hasattr(socket, "SO_REUSEPORT")
     if workers > 1 and not multi:
         log.warning("this platform has no SO_REUSEPORT: running one worker")
-    sock = bind(config.host, config.port, reuse_port=multi)
+    sock = bind(config.host, config.port, reuse_port=False)
     port = sock.getsockname()[1]
+    if multi:
+        # The plain bind above proved the port free (a SO_REUSEPORT listener of another
+        # ngserve would let a second SO_REUSEPORT bind share it silently).  Hold the
+        # port with a SO_REUSEPORT socket the workers can join; it never listens.
+        sock.close()
+        sock = bind(config.host, port, reuse_port=True)
     host = f"[{config.host}]" if ":" in config.host else config.host
     base = config.public_url or f"http://{host}:{port}"
     print(f"ngserve: serving on {base}/  (viewer: {base}/-/viewer/, workers: {workers if multi else 1})", flush=True)
     if landing != "/":
         print(f"ngserve: open {base}{landing}", flush=True)
-    if config.open_browser:
-        threading.Timer(0.5, webbrowser.open, args=(base + landing,)).start()
+    open_url = base + landing if config.open_browser else None
 
     if not multi:
-        _worker(config, sock, port, access_log)
+        _worker(config, sock, port, access_log, open_url)
         return
     # The parent keeps its bound (not listening) socket only to hold the port.
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(config, None, port, access_log), daemon=True) for _ in range(workers)]
+    procs = [
+        ctx.Process(target=_worker, args=(config, None, port, access_log, open_url if i == 0 else None), daemon=True)
+        for i in range(workers)
+    ]
     for p in procs:
         p.start()
 

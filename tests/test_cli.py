@@ -94,3 +94,26 @@ def wait_for_file(path, timeout: float = 20) -> str:
             return path.read_text()
         time.sleep(0.1)
     raise AssertionError(f"nothing was opened: {path} was never written")
+
+
+def test_second_multi_worker_server_on_a_used_port_fails(start_server, tmp_path):
+    first = start_server("serve", str(tmp_path), "--workers", "2")
+    port = first.url.rsplit(":", 1)[1]
+    result = ngserve("serve", str(tmp_path), "--workers", "2", "--port", port)
+    assert_one_line_error(result, "already in use", port)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--mount", "x=https://"], ["https://"]),
+        (["--data-dir", "__FILE__"], ["cannot start"]),
+    ],
+)
+def test_bad_source_or_data_dir_fails_before_serving(tmp_path, args, words):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    args = [str(blocker) if a == "__FILE__" else a for a in args]
+    result = ngserve("serve", str(tmp_path), *args)
+    assert "serving on" not in result.stdout
+    assert_one_line_error(result, *words)
