@@ -51,11 +51,11 @@ def test_entry_command_is_the_console_script_with_valid_arguments(tmp_path):
     assert str(args.port) == one("EXPOSE")
 
 
-def test_healthcheck_asks_the_health_endpoint_on_the_exposed_port():
+def test_healthcheck_asks_the_health_endpoint_on_the_exposed_port(tmp_path):
     check = one("HEALTHCHECK")
     url = re.search(r"http://127\.0\.0\.1:(\d+)(/\S+?)'", check)
     assert url and url.group(1) == one("EXPOSE")
     folder = Path(__file__).parent
-    app = create_app(ServerConfig(mounts=[MountConfig("", str(folder))]))
+    app = create_app(ServerConfig(mounts=[MountConfig("", str(folder))], data_dir=tmp_path))
     routes = {getattr(r.resource, "canonical", None) for r in app.router.routes()}
     assert url.group(2) in routes
