@@ -230,6 +230,17 @@ def test_cli_link_json_url_and_batch(samples, tmp_path):
     assert all(st["layout"] == "xy" for st in states)
 
 
+def test_cli_link_segments_are_exact_uint64(samples):
+    folder = str(samples["ome04"].parent)
+    common = [str(samples["ome04_labels"]), "--served-at", f"{folder}={BASE}", "--viewer", VIEWER, "--json"]
+    r = _cli("link", *common, "--segments", "18446744073709551615,7")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["layers"][0]["segments"] == ["18446744073709551615", "7"]
+    for bad in ("1.5", "18446744073709551616", "-1", "seven"):
+        r = _cli("link", *common, f"--segments={bad}")
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and bad in r.stderr, r.stderr
+
+
 def test_cli_link_errors_are_one_line(samples, tmp_path):
     (tmp_path / "x.txt").write_text("x")
     for args in (["link", str(tmp_path)], ["link", str(samples["ome04"])], ["link"],

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from . import float_list
+
 TYPES = ("point", "line", "axis_aligned_bounding_box", "ellipsoid", "polyline")
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}") from None
 
 
 def _names(text: str) -> list[str]:
@@ -34,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "boxes (default x1,y1,z1,x2,y2,z2); centre then radii for ellipsoids (default x,y,z,rx,ry,rz)",
     )
     p.add_argument("--dimensions", type=_names, help="dimension names (default: the point columns, or x,y,z)")
-    p.add_argument("--scale", type=_floats, help="voxel size per dimension, e.g. 8,8,40 (default 1)")
+    p.add_argument("--scale", type=float_list, help="voxel size per dimension, e.g. 8,8,40 (default 1)")
     p.add_argument("--units", default="nm", help="unit of the scale: nm, um, m, s, ... (default nm)")
     p.add_argument("--physical", action="store_true", help="coordinates are in --units, not voxels: divide by --scale")
     p.add_argument("--id-column", metavar="C", help="unique uint64 ids (default: row numbers); polylines: vertex grouping")

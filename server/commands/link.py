@@ -7,6 +7,10 @@ import csv
 import json
 import sys
 
+from . import float_list
+
+UINT64_MAX = 2**64 - 1
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("link", help="print a Neuroglancer link showing one or more datasets")
@@ -22,11 +26,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--kind", action="append", default=[], choices=["image", "segmentation", "annotation"],
                    help="layer type, once per source in order (default: inferred)")
     p.add_argument("--layout", default="4panel", help="xy, xz, yz, 3d, 4panel, xy-3d, … (default 4panel)")
-    p.add_argument("--position", help="comma-separated position in the state's dimensions (default: centre)")
-    p.add_argument("--segments", help="comma-separated segment ids to select in segmentation layers")
+    p.add_argument("--position", type=float_list,
+                   help="comma-separated position in the state's dimensions (default: centre)")
+    p.add_argument("--segments", type=segment_ids, help="comma-separated segment ids to select in segmentation layers")
     p.add_argument("--opacity", type=float, help="opacity of every layer")
     p.add_argument("--hidden", action="append", default=[], metavar="NAME", help="start with this layer hidden")
-    p.add_argument("--contrast", help="LO,HI contrast range for image layers (default: omero window or percentiles)")
+    p.add_argument("--contrast", type=float_list, help="LO,HI contrast range for image layers (default: omero window or percentiles)")
     p.add_argument("--token-ttl", metavar="DURATION",
                    help="put a share token valid this long (e.g. 12h, 7d) in each source on a protected ngserve, "
                         "so the link opens without an account")
@@ -35,13 +40,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def _floats(text: str, what: str) -> list[float]:
-    from . import UsageError
-
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"--{what} {text!r}: expected comma-separated numbers") from None
+def segment_ids(text: str) -> list[int]:
+    """An argparse type: comma-separated uint64 ids, parsed as integers (a float would round the large ones)."""
+    ids = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"segment id {item!r} is not an integer") from None
+        if not 0 <= value <= UINT64_MAX:
+            raise argparse.ArgumentTypeError(f"segment id {item} is outside 0..{UINT64_MAX} (uint64)")
+        ids.append(value)
+    return ids
 
 
 def _options(args: argparse.Namespace, n: int) -> dict:
@@ -55,16 +67,15 @@ def _options(args: argparse.Namespace, n: int) -> dict:
                 raise UsageError(f"--{flag} was given {len(values)} times for {n} sources; give it once per source")
             opts[key] = values
     if args.position:
-        opts["position"] = _floats(args.position, "position")
+        opts["position"] = args.position
     if args.segments:
-        opts["segments"] = [int(v) for v in _floats(args.segments, "segments")]
+        opts["segments"] = args.segments
     if args.opacity is not None:
         opts["opacity"] = args.opacity
     if args.contrast:
-        rng = _floats(args.contrast, "contrast")
-        if len(rng) != 2:
-            raise UsageError(f"--contrast {args.contrast!r}: expected LO,HI")
-        opts["contrast"] = rng
+        if len(args.contrast) != 2:
+            raise UsageError("--contrast: expected two numbers, LO,HI")
+        opts["contrast"] = args.contrast
     return opts
 
 
