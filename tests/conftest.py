@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -60,6 +61,20 @@ class ServerProcess:
     def requested(self, pattern: str) -> list[str]:
         """Access-log lines whose request line matches ``pattern`` (a regex)."""
         return [line for line in self.log if re.search(pattern, line)]
+
+    def settle(self, timeout: float = 10) -> None:
+        """Wait until the access log has caught up with the requests already answered.
+
+        A client can hold an answer before the server has logged it, so send a marked
+        request and wait for its line; the lines of earlier requests come before it.
+        """
+        mark = uuid.uuid4().hex
+        with urllib.request.urlopen(f"{self.url}/-/health?mark={mark}", timeout=5):
+            pass
+        deadline = time.monotonic() + timeout
+        while not self.requested(mark):
+            assert time.monotonic() < deadline, "the access log never showed the marked request"
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

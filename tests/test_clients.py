@@ -18,7 +18,6 @@ import json
 import re
 import time
 import urllib.request
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -82,25 +81,9 @@ def ts_read(spec: dict) -> np.ndarray:
     return store.read().result()
 
 
-def settle(srv, timeout: float = 10) -> None:
-    """Wait until the access log has caught up with the requests already answered.
-
-    A client can hold an answer before the server has logged it, so send a marked
-    request and wait for its line; the lines of earlier requests come before it.
-    """
-    mark = uuid.uuid4().hex
-    with urllib.request.urlopen(f"{srv.url}/-/health?mark={mark}", timeout=5):
-        pass
-    deadline = time.monotonic() + timeout
-    while not srv.requested(mark):
-        assert time.monotonic() < deadline, "the access log never showed the marked request"
-        time.sleep(0.02)
-    time.sleep(0.05)
-
-
 def data_lines(srv, path_regex: str) -> list[str]:
     """Access-log lines for requests whose path matches ``path_regex``."""
-    settle(srv)
+    srv.settle()
     return srv.requested(r'"(GET|HEAD) ' + path_regex)
 
 
