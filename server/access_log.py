@@ -9,19 +9,26 @@ since share links carry them in their source URLs.
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import BaseRequest, StreamResponse
 
 from .auth import PRINCIPAL
 
-_TOKEN_PARAM = re.compile(r"(?i)((?:^|[?&;])token=)[^&;#]*")
-_TOKEN_PATH = re.compile(r"(/-/t/)[^/?#\s]+")
+_PARAM = re.compile(r"((?:^|[?&;])([^=&;#?\s]+)=)[^&;#]*")
+# The router matches decoded paths, so /%2D/%74/<token>/ must be hidden like /-/t/<token>/.
+_TOKEN_PATH = re.compile(r"(?i)(/(?:-|%2d)/(?:t|%74)/)[^/?#\s]+")
+
+
+def _hide_token_param(m: re.Match) -> str:
+    # Compare the decoded name: the server reads ?tok%65n= as ?token=, so the log must too.
+    return m.group(1) + "REDACTED" if unquote(m.group(2)).lower() == "token" else m.group(0)
 
 
 def redact(path_qs: str) -> str:
     """``path?query`` (or a text naming URLs) with every share token hidden."""
-    return _TOKEN_PATH.sub(r"\1REDACTED", _TOKEN_PARAM.sub(r"\1REDACTED", path_qs))
+    return _TOKEN_PATH.sub(r"\1REDACTED", _PARAM.sub(_hide_token_param, path_qs))
 
 
 class AccessLogger(AbstractAccessLogger):
