@@ -75,7 +75,7 @@ async def _preflight_and_errors(request: web.Request, handler) -> web.StreamResp
         raise  # the client went away mid-answer; there is no one to tell
     except Exception:
         # Never let a traceback reach the client; the log has it.
-        log.exception("error answering %s", request.path)
+        log.exception("error answering %s", redact(request.rel_url.raw_path))  # a path can hold a share token
         return web.Response(status=500, text="500 internal server error\n")
 
 

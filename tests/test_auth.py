@@ -253,3 +253,13 @@ def test_token_cli_mints_what_the_server_accepts(site):
                           "--config", str(conf / "ngserve.toml")], capture_output=True, text=True,
                          env=dict(os.environ, DAV_PW="x"))
     assert bad.returncode == 2 and "no such mount" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_encoded_token_path_never_reaches_the_log(site):
+    srv, *_ = site
+    token = mint(SECRET, "shared", "run1", 3600)
+    # The router decodes %2D to '-', so this reaches the /-/t/ handler by a path the raw-path checks do not expect.
+    status = get(srv.url + f"/%2D/t/{token}/shared/run1/a.bin")[0]
+    srv.settle()
+    assert srv.requested(rf'"GET /%2D/t/REDACTED/shared/run1/a\.bin HTTP/1\.1" {status} ')
+    assert not any(token in line for line in srv.log)
