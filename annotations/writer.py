@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
+import secrets
 import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -90,7 +89,10 @@ def write_annotations(
     records = encode_records(data.shapes, data.properties)
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    # Not mkdtemp: its 0700 would make the output unreadable to a server running as another user.
+    # A plain mkdir gets the usual mode under the umask.
+    staging = output.parent / f".{output.name}.partial-{secrets.token_hex(6)}"
+    staging.mkdir()
     try:
         info = _write_indices(staging, data, records, levels, limit, sharded, compression, progress, lower, upper)
         (staging / "info").write_text(json.dumps(info, indent=1))

@@ -152,6 +152,19 @@ def test_existing_output_needs_overwrite(tmp_path):
     assert AnnotationReader(f"file://{first}/").by_id[3] is not None
 
 
+def test_output_folder_has_the_usual_mode(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        out = write_annotations(np.ones((5, 3)), tmp_path / "out", columns=["x", "y", "z"])
+    finally:
+        os.umask(old)
+    # Readable by the group and others (a server in Docker, a shared group), as mkdir under umask 022 makes it.
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
 def run_cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "server", "annotate", *args], capture_output=True, text=True, cwd=cwd)
 
