@@ -6,13 +6,14 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
-from functools import lru_cache
 
 DEMO_VIEWER = "https://neuroglancer-demo.appspot.com/"
 # ngserve's built-in viewer; the token path the Python-integration client requires.
 NGSERVE_VIEWER_PATH = "/-/viewer/v/ngserve/"
 _SAFE = "~@#$&()*!+=:;,.?/'"
 TIMEOUT = 10.0
+# Only "yes" is remembered: a server started after a first "no" (a notebook kernel lives long) must be found.
+_NGSERVE_ORIGINS: set[str] = set()
 
 
 def encode_fragment(state: dict) -> str:
@@ -29,15 +30,19 @@ def origin_of(url: str) -> str | None:
     return f"{p.scheme}://{p.netloc}" if p.scheme in ("http", "https") and p.netloc else None
 
 
-@lru_cache(maxsize=256)
 def is_ngserve(origin: str) -> bool:
     """Whether ``origin`` is an ngserve server: its ``/-/health`` answers JSON with a status."""
+    if origin in _NGSERVE_ORIGINS:
+        return True
     try:
         with urllib.request.urlopen(origin + "/-/health", timeout=3) as resp:
             body = json.loads(resp.read(1 << 16))
-        return isinstance(body, dict) and "status" in body
     except (OSError, ValueError):
         return False
+    if isinstance(body, dict) and "status" in body:
+        _NGSERVE_ORIGINS.add(origin)
+        return True
+    return False
 
 
 def default_viewer(source_urls: list[str]) -> str:

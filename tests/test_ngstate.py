@@ -201,6 +201,18 @@ def test_default_viewer_is_ngserves_own_when_it_serves_the_data(samples, start_s
         static.wait()
 
 
+def test_a_server_started_after_a_first_no_is_found(tmp_path, start_server):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    origin = f"http://127.0.0.1:{port}"
+    assert not ngstate.is_ngserve(origin)  # nothing listens yet
+    start_server("serve", str(tmp_path), "--port", str(port))
+    assert ngstate.is_ngserve(origin)
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=120)
 
