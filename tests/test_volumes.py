@@ -118,14 +118,18 @@ def test_contrast_reads_the_coarsest_level_with_enough_voxels(samples):
     assert -1.0 <= flo < fhi <= 2.0 and isinstance(flo, float)
 
 
-def test_single_level_contrast_uses_a_strided_view(tmp_path):
+def test_single_level_contrast_reads_a_bounded_sample_of_whole_chunks(tmp_path, start_server):
+    from volumes.stats import MAX_SAMPLE_CHUNKS
     from volumes.write import write_zarr_array
 
-    ramp = np.broadcast_to(np.arange(128, dtype=np.uint16)[:, None, None] * 10 + 1000, (128, 128, 128))
-    write_zarr_array(tmp_path / "big.zarr", np.ascontiguousarray(ramp), chunks=(64, 64, 64))
-    lo, hi = contrast_range(open_dataset(tmp_path / "big.zarr"))
-    # every other plane (1000, 1020, …, 2260) seen; 0.5/99.5 percentiles land near the ends
-    assert 1000 <= lo <= 1020 and 2240 <= hi <= 2260
+    # 512 chunks of 32³; values rise along z, so a sample spread over the volume spans most of 0..255.
+    ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None], (256, 256, 256))
+    write_zarr_array(tmp_path / "big.zarr", np.ascontiguousarray(ramp), chunks=(32, 32, 32))
+    srv = start_server("serve", str(tmp_path))
+    lo, hi = contrast_range(open_dataset(srv.url + "/big.zarr"))
+    assert lo <= 40 and hi >= 215
+    chunk_reads = srv.requested(r"GET /big\.zarr/\d+/\d+/\d+ ")
+    assert 8 <= len(chunk_reads) <= MAX_SAMPLE_CHUNKS
     flat = np.full((8, 8, 8), 5, np.uint8)
     write_zarr_array(tmp_path / "flat.zarr", flat)
     assert contrast_range(open_dataset(tmp_path / "flat.zarr")) == [5, 6]  # never an empty range

@@ -1,7 +1,8 @@
-"""Contrast statistics that read one small level, never the whole volume."""
+"""Contrast statistics that read one small level, or a few chunks of it, never the whole volume."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -9,6 +10,11 @@ import numpy as np
 from .model import Dataset
 
 TARGET_VOXELS = 64**3
+# A level over 4 x target voxels is sampled: whole chunks, spread over the volume.  Reading less
+# than a chunk saves nothing (the store fetches whole chunks), so the sample is counted in chunks:
+# enough for about 4 x target voxels (as much as an unsampled level may have), within these bounds.
+MIN_SAMPLE_CHUNKS = 8
+MAX_SAMPLE_CHUNKS = 64
 
 
 def stats_level(ds: Dataset, target: int = TARGET_VOXELS) -> int:
@@ -24,21 +30,61 @@ def stats_level(ds: Dataset, target: int = TARGET_VOXELS) -> int:
 def contrast_range(ds: Dataset, low: float = 0.5, high: float = 99.5, target: int = TARGET_VOXELS) -> list[float]:
     """The ``low``–``high`` percentile of the stats level; [lo, hi] with lo < hi.
 
-    A level much larger than ``target`` (single-level data) is thinned with
-    tensorstore's stride downsampling, so only the sampled chunks are read.
+    A level much larger than ``target`` (single-level data) is sampled: at most
+    ``MAX_SAMPLE_CHUNKS`` whole chunks on a regular grid over the volume are read,
+    whatever the volume's size.
     """
-    import tensorstore as ts
-
-    index = stats_level(ds, target)
-    store = ds.open_level(index)
+    store = ds.open_level(stats_level(ds, target))
     shape = list(store.shape)
     spatial = [i for i, a in enumerate(ds.axes) if a.type != "channel"] if len(ds.axes) == len(shape) else []
     voxels = math.prod(shape[i] for i in spatial) if spatial else math.prod(shape)
     if voxels > 4 * target and spatial:
-        step = max(1, math.floor((voxels / target) ** (1 / len(spatial))))
-        factors = [min(step, shape[i]) if i in spatial else 1 for i in range(len(shape))]
-        store = ts.downsample(store, factors, method="stride")
-    data = np.asarray(store.read().result())
+        data = _sample_chunks(store, spatial, target)
+    else:
+        data = np.asarray(store.read().result())
+    return _percentiles(data, low, high)
+
+
+def _sample_chunks(store, spatial: list[int], target: int) -> np.ndarray:
+    """The values of a few whole chunks on a regular sub-grid of the chunk grid, read concurrently."""
+    chunk = list(store.chunk_layout.read_chunk.shape)
+    origin = list(store.chunk_layout.grid_origin)
+    lo, hi = list(store.domain.inclusive_min), list(store.domain.exclusive_max)
+    # Chunk grid cells that overlap the domain, per axis (the first may start before the domain).
+    first = [(lo[i] - origin[i]) // chunk[i] for i in range(len(chunk))]
+    count = [-(-(hi[i] - origin[i]) // chunk[i]) - first[i] for i in range(len(chunk))]
+    chunk_voxels = math.prod(chunk[i] for i in spatial)
+    budget = min(MAX_SAMPLE_CHUNKS, max(MIN_SAMPLE_CHUNKS, -(-4 * target // chunk_voxels)))
+    picks = _grid_picks([count[i] for i in spatial], budget)
+    per_axis = [[None]] * len(chunk)  # non-spatial axes (channels) are read whole
+    for i, p in zip(spatial, picks):
+        per_axis[i] = p
+    reads = []
+    for cell in itertools.product(*per_axis):
+        index = tuple(
+            slice(None) if c is None else slice(max(lo[i], origin[i] + (first[i] + c) * chunk[i]),
+                                                min(hi[i], origin[i] + (first[i] + c + 1) * chunk[i]))
+            for i, c in enumerate(cell)
+        )
+        reads.append(store[index].read())
+    return np.concatenate([np.asarray(r.result()).ravel() for r in reads])
+
+
+def _grid_picks(counts: list[int], budget: int) -> list[list[int]]:
+    """Evenly spaced chunk positions per axis, at most ``budget`` cells in all, the densest axis first."""
+    take = [1] * len(counts)
+    while True:
+        room = [i for i in range(len(counts)) if take[i] < counts[i]]
+        if not room:
+            break
+        axis = max(room, key=lambda i: counts[i] / take[i])
+        if math.prod(take) // take[axis] * (take[axis] + 1) > budget:
+            break
+        take[axis] += 1
+    return [[int((j + 0.5) * n / t) for j in range(t)] for n, t in zip(counts, take)]
+
+
+def _percentiles(data: np.ndarray, low: float, high: float) -> list[float]:
     dtype = data.dtype
     if dtype.kind == "f":
         data = data[np.isfinite(data)]
