@@ -21,6 +21,21 @@ def is_remote(source: str) -> bool:
     return source.lower().startswith(REMOTE_SCHEMES)
 
 
+def source_problem(source: str) -> str | None:
+    """What is wrong with a remote source URL wherever it was given, or None.
+
+    ``user:password@`` would put the upstream password in process lists, shell
+    history and any log that names the source; credentials come from files or
+    the environment instead.
+    """
+    if is_remote(source) and "@" in source.split("://", 1)[1].split("/", 1)[0]:
+        return (
+            "credentials do not belong in the URL; put them in the config file's [mounts.upstream]: "
+            "username with password_env/password_file, or bearer_env/bearer_file"
+        )
+    return None
+
+
 @dataclass
 class UpstreamConfig:
     """How to reach a remote source: credentials (already read from env/files), timeouts, caches."""
@@ -118,6 +133,9 @@ def parse_mount(text: str) -> MountConfig:
     name, sep, source = text.partition("=")
     if not sep or not name or not source:
         raise ConfigError(f"--mount {text!r} is malformed: expected NAME=DIR, e.g. --mount em=/data/em")
+    problem = source_problem(source)
+    if problem:
+        raise ConfigError(f"--mount {name}: {problem}")  # not the text: it holds a password
     return MountConfig(name=name, source=source)
 
 

@@ -28,6 +28,7 @@ from .config import (
     is_remote,
     parse_duration,
     parse_size,
+    source_problem,
 )
 from .passwords import check_hash_format
 
@@ -181,13 +182,10 @@ def _mount(t: _Table) -> MountConfig:
     source = t.get("source", str)
     if not source:
         raise ConfigError(f"{t.key('source')}: every mount needs a source (a folder or a webdav+https:// URL)")
-    if is_remote(source):
-        if "@" in source.split("://", 1)[1].split("/", 1)[0]:
-            raise ConfigError(
-                f"{t.key('source')}: credentials do not belong in the URL; use [mounts.upstream] "
-                "username with password_env/password_file, or bearer_env/bearer_file"
-            )
-    else:
+    problem = source_problem(source)
+    if problem:
+        raise ConfigError(f"{t.key('source')}: {problem}")
+    if not is_remote(source):
         folder = t.base / source
         if not folder.is_dir():
             raise ConfigError(f"{t.key('source')}: {folder} is not a folder")

@@ -134,6 +134,14 @@ def test_invalid_config_names_key_and_problem(tmp_path, text, message):
     assert "hunter2" not in r.stderr
 
 
+def test_cli_mount_with_credentials_in_the_url_is_refused_like_the_file():
+    r = subprocess.run([sys.executable, "-m", "server", "serve", "--mount", "d=https://u:pw-in-url-42@h.example/",
+                        "--port", "0"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "--mount d: credentials do not belong in the URL" in r.stderr and "[mounts.upstream]" in r.stderr
+    assert "pw-in-url-42" not in r.stderr
+
+
 def test_user_add_prints_a_hash_the_config_accepts(tmp_path):
     r = subprocess.run([sys.executable, "-m", "server", "user", "add", "carol", "--password-stdin"],
                        input="carols-password\n", capture_output=True, text=True, check=True)
