@@ -206,6 +206,14 @@ class Authority:
             raise self._unauthorized(request, "sign in or use a link with a token to read this")
         raise web.HTTPForbidden(text="403 your sign-in or token does not give access to this path\n")
 
+    async def require_identity(self, request: web.Request, reason: str) -> None:
+        """On a protected deployment, raise 401 unless the request proves a user or a valid token."""
+        if self.open:
+            return
+        ident = await self.identify(request)
+        if not (ident.user or ident.tokens):
+            raise self._unauthorized(request, ident.problem or reason)
+
     def _unauthorized(self, request: web.Request, reason: str) -> web.HTTPUnauthorized:
         headers = CIMultiDict({"WWW-Authenticate": 'Bearer realm="ngserve"'})
         # Programs (curl, scripts) also get a Basic challenge; browsers (which send

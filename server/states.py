@@ -5,6 +5,10 @@ URL is ``<viewer>#!<public base>/-/api/states/<id>``, which Neuroglancer
 fetches itself.  Ids are derived from the content, so posting the same state
 twice gives the same link.  The database lives in the server's data folder
 and every worker process opens it on its own (WAL mode allows that).
+
+A stored state can hold share tokens in its source URLs, so shared caches must
+not keep it, and when any mount is protected only a signed-in user or a token
+holder may store one (else the server is an open paste bin under its name).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ import sqlite3
 from pathlib import Path
 
 from aiohttp import web
+
+from . import auth
 
 MAX_BYTES = 5 * 1024 * 1024
 DB_NAME = "states.sqlite3"
@@ -83,6 +89,7 @@ async def post_state(request: web.Request) -> web.Response:
     from .app import public_base
     from .viewer import VIEWER_PATH
 
+    await request.app[auth.AUTHORITY].require_identity(request, "sign in or send a share token to store a short link")
     data = await _read_limited(request)
     try:
         state = json.loads(data)
@@ -107,9 +114,9 @@ async def get_state(request: web.Request) -> web.Response:
     body = await asyncio.get_running_loop().run_in_executor(None, _load, request.app[DB_PATH], sid)
     if body is None:
         raise web.HTTPNotFound(text=f"no state with id {sid}\n")
-    # The id is the content's hash, so an answer never changes.
+    # The id is the content's hash, so an answer never changes; "private": it may hold share tokens.
     return web.Response(
-        text=body, content_type="application/json", headers={"Cache-Control": "public, max-age=31536000, immutable"}
+        text=body, content_type="application/json", headers={"Cache-Control": "private, max-age=31536000, immutable"}
     )
 
 

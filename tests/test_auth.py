@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import json
 import os
 import subprocess
 import sys
@@ -145,6 +146,21 @@ def test_token_under_an_encoded_parameter_name_is_redacted_too(site):
     lines = srv.requested(r"/shared/run1/a\.bin\?tok%65n=")
     assert lines and "tok%65n=REDACTED&%74oken=REDACTED" in lines[0]
     assert not any(token in line for line in srv.log)
+
+
+def test_short_links_need_a_user_or_token_when_mounts_are_protected(site):
+    srv, *_ = site
+    state = json.dumps({"layers": [{"type": "image", "source": "zarr://http://h/a.zarr", "name": "a"}]}).encode()
+    json_type = {"Content-Type": "application/json"}
+    status, _, body = get(srv.url + "/-/api/states", json_type, data=state)
+    assert status == 401 and b"sign in" in body
+    assert get(srv.url + "/-/api/states", {**json_type, **basic("alice", "wrong-password")}, data=state)[0] == 401
+    status, _, body = get(srv.url + "/-/api/states", {**json_type, **basic("bob", PASSWORDS["bob"])}, data=state)
+    assert status == 201
+    token = mint(SECRET, "shared", "run1", 600)
+    assert get(srv.url + "/-/api/states", {**json_type, "Authorization": f"Bearer {token}"}, data=state)[0] == 201
+    status, headers, _ = get(json.loads(body)["state_url"])
+    assert status == 200 and headers["Cache-Control"].startswith("private,")
 
 
 def test_token_outside_its_scope_403(site):

@@ -50,6 +50,7 @@ def test_post_then_get_with_cors(start_server, tmp_path, data_dir):
     assert status == 200 and json.loads(body) == STATE
     assert headers["Access-Control-Allow-Origin"] == "*"
     assert headers["Content-Type"].startswith("application/json")
+    assert headers["Cache-Control"].startswith("private,")  # a state can hold share tokens: no shared caches
     # the same state gets the same id
     assert post(srv.url, json.dumps(STATE).encode())[1]["id"] == answer["id"]
     assert (data_dir / "states.sqlite3").is_file()
