@@ -17,6 +17,7 @@ from .urls import DEMO_VIEWER, encode_fragment, is_ngserve, parse_url, shorten
 _PER_LAYER = {
     "names": "name", "kinds": "kind", "visible": "visible", "opacity": "opacity", "contrast": "contrast",
     "urls": "url",  # the URL a viewer reads each source at (e.g. with a share token), instead of the derived one
+    "links": "link",  # annotation layers: the segmentation layer (or relationship -> layer) to link
 }
 
 
@@ -25,8 +26,9 @@ def build_state(sources: Sequence[Any], **options) -> State:
 
     Options: ``layout``, ``position``, ``viewer``, ``served_at`` (local folder ->
     URL), ``segments`` (ids selected in every segmentation layer), and per-layer
-    ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``, ``urls``: a list aligned
-    with ``sources``, or one value for all (``contrast`` is [lo, hi] or False).
+    ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``, ``urls``, ``links``: a list
+    aligned with ``sources``, or one value for all (``contrast`` is [lo, hi] or False; ``links``
+    is a segmentation layer name or a relationship -> layer name mapping, see :meth:`State.add`).
     """
     segments = options.pop("segments", None)
     per_layer = {key: options.pop(key) for key in list(options) if key in _PER_LAYER}

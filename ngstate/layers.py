@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Mapping
 
 from volumes import Dataset
 
@@ -19,6 +20,9 @@ class LayerPlan:
     dims: dict[str, list] = field(default_factory=dict)  # global output dims: name -> [scale, unit]
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)  # name -> physical [lo, hi)
     first: dict[str, float] = field(default_factory=dict)  # time axes: name -> physical centre of sample 0
+    # Annotation layers: the segmentation layer every relationship follows (a name), or per
+    # relationship (a mapping); None lets the State match them (see State._link_annotations).
+    link: str | Mapping[str, str] | None = None
 
     @property
     def name(self) -> str:

@@ -42,12 +42,25 @@ class State:
         self.viewer = viewer
         self.served_at = {str(Path(k).expanduser().resolve()): v.rstrip("/") for k, v in (served_at or {}).items()}
         self.plans: list[LayerPlan] = []
+        self.notes: list[str] = []  # what the last to_json() could not decide, for the user to read
 
     # -- building -------------------------------------------------------------------
-    def add(self, source: str | os.PathLike | Dataset, *, url: str | None = None, **options) -> LayerPlan:
-        """Add one layer for ``source`` (path, URL or opened Dataset); ``options`` as :func:`build_layer`."""
+    def add(
+        self,
+        source: str | os.PathLike | Dataset,
+        *,
+        url: str | None = None,
+        link: str | Mapping[str, str] | None = None,
+        **options,
+    ) -> LayerPlan:
+        """Add one layer for ``source`` (path, URL or opened Dataset); ``options`` as :func:`build_layer`.
+
+        ``link`` (annotation layers) names the segmentation layer the relationships follow, or maps
+        relationship ids to layer names; by default they are matched (see :meth:`_link_annotations`).
+        """
         ds = source if isinstance(source, Dataset) else open_dataset(source)
         plan = build_layer(ds, url or self.public_url(ds.location), **options)
+        plan.link = link
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
         while plan.name in taken:
@@ -108,14 +121,36 @@ class State:
         return state
 
     def _link_annotations(self, layers: list[dict]) -> None:
-        """Annotation layers with relationships follow the first segmentation layer's selection."""
-        seg = next((p.name for p in self.plans if p.kind == "segmentation"), None)
-        if seg is None:
-            return
+        """Link each relationship of each annotation layer to one segmentation layer.
+
+        Per relationship, the first that applies: the layer given with ``link``; the segmentation
+        layer whose name (or dataset name) is the relationship id; the only segmentation layer.
+        Otherwise the relationship stays unlinked, and ``notes`` says so when there were segmentation
+        layers to choose from.
+        """
+        self.notes = []
+        segs = [p for p in self.plans if p.kind == "segmentation"]
         for plan, layer in zip(self.plans, layers):
-            rels = plan.dataset.extras.get("relationships") if plan.kind == "annotation" else None
-            if rels:
-                layer["linkedSegmentationLayer"] = {r: seg for r in rels}
+            if plan.kind != "annotation":
+                continue
+            rels = plan.dataset.extras.get("relationships") or []
+            explicit = {r: plan.link for r in rels} if isinstance(plan.link, str) else dict(plan.link or {})
+            if explicit.keys() - set(rels):
+                unknown = ", ".join(sorted(explicit.keys() - set(rels)))
+                raise ValueError(f"layer {plan.name!r} has no relationship {unknown} (it has: {', '.join(rels) or 'none'})")
+            linked = {}
+            for rel in rels:
+                target = explicit.get(rel) or _matching_segmentation(rel, segs)
+                if target is None:
+                    if segs:  # several to choose from and no rule picked one: say so, rather than guess
+                        self.notes.append(f"layer {plan.name!r}: relationship {rel!r} is linked to no layer: "
+                                          f"{len(segs)} segmentation layers, none named {rel!r}")
+                elif target not in {p.name for p in segs}:
+                    raise ValueError(f"layer {plan.name!r}: no segmentation layer named {target!r} to link {rel!r} to")
+                else:
+                    linked[rel] = target
+            if linked:
+                layer["linkedSegmentationLayer"] = linked
 
     def default_viewer(self) -> str:
         return self.viewer or default_viewer([_url_of(p.layer["source"]) for p in self.plans])
@@ -128,6 +163,12 @@ class State:
         url = self.to_url()
         names = ", ".join(p.name for p in self.plans)
         return f'<a href="{html.escape(url)}" target="_blank">Neuroglancer: {html.escape(names)}</a>'
+
+
+def _matching_segmentation(rel: str, segs: list[LayerPlan]) -> str | None:
+    """The segmentation layer named (or whose dataset is named) ``rel``, else the only one, else None."""
+    named = [p.name for p in segs if rel in (p.name, p.dataset.name)]
+    return named[0] if named else segs[0].name if len(segs) == 1 else None
 
 
 def _tidy(v: float) -> float:

@@ -148,6 +148,36 @@ def test_precomputed_image_segmentation_and_linked_annotations(samples):
     assert_round_trips(s)
 
 
+def test_annotations_link_to_the_matching_segmentation(samples):
+    two = ("pc_seg", "zarr3_seg", "points")  # the points' relationship is "cell"
+    _, s = state_of(samples, *two, names=["nuclei", "cell", "synapses"])
+    assert s["layers"][2]["linkedSegmentationLayer"] == {"cell": "cell"}  # by name, not the first segmentation
+    st, s = state_of(samples, *two)
+    assert "linkedSegmentationLayer" not in s["layers"][2]  # two candidates, neither named "cell": no guess
+    assert st.notes == ["layer 'points': relationship 'cell' is linked to no layer: "
+                        "2 segmentation layers, none named 'cell'"]
+    _, s = state_of(samples, *two, links=[None, None, {"cell": "cells_seg"}])
+    assert s["layers"][2]["linkedSegmentationLayer"] == {"cell": "cells_seg"}
+    assert_round_trips(s)
+    with pytest.raises(ValueError, match="no segmentation layer named 'em'"):
+        state_of(samples, *two, links="em")
+    with pytest.raises(ValueError, match="has no relationship synapse"):
+        state_of(samples, *two, links=[None, None, {"synapse": "pc_seg"}])
+
+
+def test_cli_link_links_annotations_and_notes_what_it_cannot(samples):
+    folder = str(samples["ome04"].parent)
+    common = [str(samples["pc_seg"]), str(samples["zarr3_seg"]), str(samples["points"]),
+              "--served-at", f"{folder}={BASE}", "--viewer", VIEWER, "--json"]
+    r = _cli("link", *common)
+    assert r.returncode == 0 and "note: layer 'points': relationship 'cell' is linked to no layer" in r.stderr
+    r = _cli("link", *common, "--link", "cell=pc_seg")
+    assert r.returncode == 0 and r.stderr == ""
+    assert json.loads(r.stdout)["layers"][2]["linkedSegmentationLayer"] == {"cell": "pc_seg"}
+    r = _cli("link", *common, "--link", "synapse=pc_seg")
+    assert r.returncode == 2 and "no annotation layer has that relationship" in r.stderr
+
+
 def test_visibility_position_and_names(samples):
     _, s = state_of(samples, "ome04", "ome04_labels", visible=[True, False], position=[1, 2, 3],
                     names=["raw", "seg"])

@@ -31,6 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--segments", type=segment_ids, help="comma-separated segment ids to select in segmentation layers")
     p.add_argument("--opacity", type=float, help="opacity of every layer")
     p.add_argument("--hidden", action="append", default=[], metavar="NAME", help="start with this layer hidden")
+    p.add_argument("--link", action="append", default=[], metavar="REL=LAYER",
+                   help="link annotation relationship REL to segmentation layer LAYER (default: the layer named "
+                        "REL, else the only segmentation layer)")
     p.add_argument("--contrast", type=float_list, help="LO,HI contrast range for image layers (default: omero window or percentiles)")
     p.add_argument("--token-ttl", metavar="DURATION",
                    help="put a share token valid this long (e.g. 12h, 7d) in each source on a protected ngserve, "
@@ -168,6 +171,27 @@ class _Signer:
         return read, urls
 
 
+def _apply_links(items: list[str], plans: list) -> None:
+    """``--link REL=LAYER``: for every annotation layer that has relationship REL."""
+    from . import UsageError
+
+    if not items:
+        return
+    links = {}
+    for item in items:
+        rel, sep, layer = item.partition("=")
+        if not (sep and rel and layer):
+            raise UsageError(f"--link {item!r}: expected REL=LAYER, e.g. --link cell=cells")
+        links[rel] = layer
+    used = set()
+    for plan in plans:
+        rels = set(plan.dataset.extras.get("relationships") or []) if plan.kind == "annotation" else set()
+        plan.link = {r: layer for r, layer in links.items() if r in rels}
+        used |= plan.link.keys()
+    if links.keys() - used:
+        raise UsageError(f"--link {', '.join(sorted(links.keys() - used))}: no annotation layer has that relationship")
+
+
 def _served_at(args: argparse.Namespace) -> list[tuple[str, str]]:
     """``--served-at DIR=URL`` pairs, checked."""
     from . import UsageError
@@ -198,11 +222,16 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
         for plan in state.plans:
             if plan.name in hidden:
                 plan.layer["visible"] = False
+        _apply_links(args.link, state.plans)
         if args.json:
-            return json.dumps(state.to_json(), indent=2)
-        if args.short:
-            return shorten(state.to_json(), args.short)
-        return state.to_url()
+            out = json.dumps(state.to_json(), indent=2)
+        elif args.short:
+            out = shorten(state.to_json(), args.short)
+        else:
+            out = state.to_url()
+        for note in state.notes:
+            print(f"note: {note}", file=sys.stderr)
+        return out
     except ValueError as exc:  # SourceError, our own checks, and tensorstore failing to read arrays
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if signer is not None:  # messages name the URLs that failed: hide the tokens in them
