@@ -187,13 +187,13 @@ async def handle_open(request: web.Request) -> web.Response:
         host = f"[{host}]" if ":" in host else host
         internal = _loopback_token(request, segments, rel)
         source = f"http://{host}:{port}" + (auth.token_path(internal, path) if internal else "/" + path)
-    from volumes import SourceError
+    from volumes import SourceError, first_line
 
     try:
         # The builder reads files (and, for remote mounts, this very server): keep the loop free.
         state = await asyncio.get_running_loop().run_in_executor(None, _open_state, source, url)
     except (SourceError, ValueError) as exc:
-        line = redact((str(exc).strip().splitlines() or [type(exc).__name__])[0])
+        line = redact(first_line(exc))
         raise web.HTTPUnprocessableEntity(text=f"cannot show /{'/'.join(segments)}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))
 

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ngstate import infer_kind
-    from volumes import SourceError, open_dataset
+    from volumes import SourceError, first_line, open_dataset
     from volumes.stats import contrast_range
 
     from . import UsageError
@@ -32,10 +32,6 @@ def run(args: argparse.Namespace) -> int:
     except SourceError as exc:
         raise UsageError(str(exc)) from None
     except ValueError as exc:  # tensorstore reports unreadable arrays as ValueError
-        raise UsageError(f"{args.source}: cannot read array data: {_first_line(exc)}") from None
+        raise UsageError(f"{args.source}: cannot read array data: {first_line(exc)}") from None
     print(json.dumps(out, indent=2))
     return 0
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

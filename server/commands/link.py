@@ -208,6 +208,7 @@ def _served_at(args: argparse.Namespace) -> list[tuple[str, str]]:
 def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None = None) -> str:
     """The URL (or JSON) for one set of sources; errors become one line."""
     from ngstate import build_state, shorten
+    from volumes import first_line
 
     from . import UsageError
 
@@ -233,7 +234,7 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
             print(f"note: {note}", file=sys.stderr)
         return out
     except ValueError as exc:  # SourceError, our own checks, and tensorstore failing to read arrays
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc)
         if signer is not None:  # messages name the URLs that failed: hide the tokens in them
             from ..access_log import redact
 
