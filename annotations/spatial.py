@@ -40,10 +40,6 @@ class SpatialLevel:
     def key_bits(self) -> int:
         return morton_bits(self.grid_shape)
 
-    @property
-    def max_cell_count(self) -> int:
-        return int(np.diff(self.member_offsets).max(initial=0))
-
 
 def next_halvings(halvings: np.ndarray, extent_physical: np.ndarray) -> np.ndarray:
     """Halve every dimension whose chunk is within a factor √2 of the largest (the spec's
