@@ -6,6 +6,9 @@ Each mount has ``access = "public" | "users" | "token"``:
 * ``users``: a signed-in user (HTTP basic, the ``/-/login`` session cookie,
   or ``X-Forwarded-User``/``-Email`` from a trusted proxy), optionally only
   the names in the mount's ``users`` list; or a share token for it.
+  A session counts only while its user is in ``[[users]]``: only ``/-/login``
+  mints one, after a password check, so removing a user ends their sessions.
+  Proxy-identified users get no session; the proxy vouches on every request.
 * ``token``: only a share token for it.
 
 Share tokens (:mod:`server.tokens`) arrive in the path as
@@ -22,19 +25,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import hashlib
 import html
 import ipaddress
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from multidict import CIMultiDict
 
 from .config import MountConfig, ServerConfig
-from .passwords import verify_password
+from .passwords import dummy_hash, verify_password
 from .paths import split_path
 from .tokens import SESSION, Claims, TokenError, mint_session, verify
 
@@ -43,6 +47,9 @@ SESSION_COOKIE = "ngserve_session"
 TOKEN_COOKIE = "ngserve_token"
 TOKEN_PATH = "/-/t/"  # /-/t/<token>/<data path>: a share link's capability prefix
 _BASIC_MEMORY = 300.0  # seconds a verified basic-auth password is remembered (scrypt is slow on purpose)
+# scrypt runs on its own few threads: a flood of wrong passwords then queues there
+# instead of filling the default executor that file reads and short links use.
+PASSWORD_THREADS = 2
 
 
 def split_token_path(raw_path: str) -> tuple[str, str] | None:
@@ -100,6 +107,7 @@ class Authority:
         self.users = {u.name: u.password_hash for u in config.users}
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies]
         self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self.password_pool = concurrent.futures.ThreadPoolExecutor(PASSWORD_THREADS, "ngserve-password")
 
     @property
     def open(self) -> bool:
@@ -127,7 +135,7 @@ class Authority:
         if session and not ident.user and self.secret:
             try:
                 claims = verify(self.secret, session)
-                if claims.kind == SESSION and (claims.user in self.users or self.proxies):
+                if claims.kind == SESSION and claims.user in self.users:
                     ident.user = claims.user
             except TokenError:
                 pass  # a stale session cookie is simply no session
@@ -164,15 +172,13 @@ class Authority:
         return user if await self.check_password(user, password) else None
 
     async def check_password(self, user: str, password: str) -> bool:
-        """Verify in a thread (scrypt is slow); remember successes briefly so chunk reads stay fast."""
+        """Verify on the password pool (scrypt is slow); remember successes briefly so chunk reads stay fast."""
         stored = self.users.get(user)
-        if stored is None:
-            return False
         key = hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
         until = self._verified.get(key)
         if until is not None and until > time.monotonic():
             return True
-        ok = await asyncio.get_running_loop().run_in_executor(None, verify_password, password, stored)
+        ok = await asyncio.get_running_loop().run_in_executor(self.password_pool, _verify, password, stored)
         if ok:
             self._verified[key] = time.monotonic() + _BASIC_MEMORY
             while len(self._verified) > 1024:
@@ -237,6 +243,14 @@ class Authority:
 
 
 AUTHORITY = web.AppKey("authority", Authority)
+
+
+def _verify(password: str, stored: str | None) -> bool:
+    """An unknown user (``stored`` None) costs a verification too, so timing does not reveal names."""
+    if stored is None:
+        verify_password(password, dummy_hash())
+        return False
+    return verify_password(password, stored)
 
 
 def _data_segments(request: web.Request) -> list[str] | None:
@@ -312,9 +326,43 @@ async def logout(request: web.Request) -> web.Response:
     raise resp
 
 
+async def _stop_password_pool(app: web.Application) -> None:
+    app[AUTHORITY].password_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def insecure_cookie_warning(config: ServerConfig) -> str | None:
+    """Why ``/-/login`` cannot keep anyone signed in as configured, or None.
+
+    Browsers drop a ``Secure`` cookie set over plain http, except on localhost.
+    """
+    if not (config.auth.cookie_secure and config.users):
+        return None
+    if config.public_url:
+        parts = urlsplit(config.public_url)
+        scheme, host = parts.scheme, parts.hostname or ""
+    else:
+        scheme, host = "http", config.host
+    if scheme == "https" or _is_loopback(host):
+        return None
+    return (
+        f"/-/login over plain http on {host} cannot keep anyone signed in: browsers drop the Secure "
+        "session cookie. Serve behind TLS and set public_url = \"https://...\", or set [auth] cookie_secure = false"
+    )
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def setup(app: web.Application, config: ServerConfig) -> None:
     """Install the authority, its middleware and the login endpoints on ``app``."""
     app[AUTHORITY] = Authority(config)
+    app.on_cleanup.append(_stop_password_pool)
     app.middlewares.append(middleware)
     app.router.add_get("/-/login", login_page)
     app.router.add_post("/-/login", login_submit)

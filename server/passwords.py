@@ -8,6 +8,7 @@ rise later without invalidating existing hashes.  scrypt is deliberately slow
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import os
@@ -20,6 +21,13 @@ def hash_password(password: str, *, n: int = _N, r: int = _R, p: int = _P) -> st
     digest = hashlib.scrypt(password.encode(), salt=salt, n=n, r=r, p=p, dklen=_LEN, maxmem=1 << 26)
     enc = lambda b: base64.b64encode(b).decode("ascii").rstrip("=")  # noqa: E731
     return f"scrypt$n={n},r={r},p={p}${enc(salt)}${enc(digest)}"
+
+
+@functools.cache
+def dummy_hash() -> str:
+    """A hash of a random password, made once: unknown users are verified against it so
+    that a failed sign-in takes as long whether or not the name exists."""
+    return hash_password(os.urandom(16).hex())
 
 
 def check_hash_format(stored: str) -> str | None:

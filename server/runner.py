@@ -14,6 +14,7 @@ import webbrowser
 
 from aiohttp import web
 
+from .auth import insecure_cookie_warning
 from .config import ConfigError, ServerConfig
 
 log = logging.getLogger("ngserve")
@@ -97,6 +98,9 @@ def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") 
     """
     config.validate()
     _check_app(config)
+    warning = insecure_cookie_warning(config)
+    if warning:
+        log.warning(warning)
     workers = config.workers
     multi = workers > 1 and hasattr(socket, "SO_REUSEPORT")
     if workers > 1 and not multi:

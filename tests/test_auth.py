@@ -7,11 +7,13 @@ Mounts: ``team`` (users; only alice), ``shared`` (tokens only), ``open``
 from __future__ import annotations
 
 import base64
+import asyncio
 import http.client
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -24,8 +26,8 @@ import tensorstore as ts
 from conftest import ServerProcess
 from webdav_server import WebDAVServer
 
-from server.passwords import hash_password
-from server.tokens import mint
+from server.passwords import hash_password, verify_password
+from server.tokens import mint, mint_session
 
 SECRET = b"test-secret-0123456789abcdef-0123456789"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
@@ -211,6 +213,77 @@ def test_session_cookie_is_secure_by_default(tmp_path):
     Authority(ServerConfig(auth=AuthConfig(secret=SECRET))).session_cookie(resp, "alice")
     morsel = resp.cookies["ngserve_session"]
     assert morsel["secure"] and morsel["httponly"] and morsel["samesite"] == "Lax"
+
+
+def test_session_counts_only_for_configured_users(site):
+    srv, *_ = site  # trusted_proxies is set here, which once let a session name anyone
+    for ghost in ("mallory", "carol-was-removed"):
+        cookie = {"Cookie": f"ngserve_session={mint_session(SECRET, ghost, 3600)}"}
+        assert get(srv.url + "/team/run1/a.bin", cookie)[0] == 401
+        assert _get_from("127.0.0.2", srv.url + "/team/run1/a.bin", cookie)[0] == 401
+    alice = {"Cookie": f"ngserve_session={mint_session(SECRET, 'alice', 3600)}"}
+    assert get(srv.url + "/team/run1/a.bin", alice)[:3:2] == (200, b"run1 bytes")
+
+
+def test_unknown_user_costs_a_password_check_on_the_password_pool(monkeypatch):
+    from server import auth
+    from server.config import AuthConfig, ServerConfig, UserConfig
+
+    threads = []
+
+    def counting(password, stored):
+        threads.append(threading.current_thread().name)
+        return verify_password(password, stored)
+
+    monkeypatch.setattr(auth, "verify_password", counting)
+    authority = auth.Authority(ServerConfig(auth=AuthConfig(secret=SECRET),
+                                            users=[UserConfig("alice", hash_password(PASSWORDS["alice"]))]))
+
+    async def attempts():
+        return [await authority.check_password(u, p) for u, p in
+                [("mallory", "guess-1"), ("alice", "guess-2"), ("alice", PASSWORDS["alice"])]]
+
+    try:
+        assert asyncio.run(attempts()) == [False, False, True]
+    finally:
+        authority.password_pool.shutdown()
+    assert len(threads) == 3 and all(t.startswith("ngserve-password") for t in threads)
+
+
+@pytest.mark.parametrize("public_url, host, secure, warned", [
+    ("http://data.example.org", "127.0.0.1", True, True),
+    (None, "0.0.0.0", True, True),
+    ("https://data.example.org", "0.0.0.0", True, False),
+    (None, "127.0.0.1", True, False),
+    (None, "localhost", True, False),
+    ("http://data.example.org", "127.0.0.1", False, False),
+])
+def test_insecure_cookie_warning(public_url, host, secure, warned):
+    from server.auth import insecure_cookie_warning
+    from server.config import AuthConfig, ServerConfig, UserConfig
+
+    config = ServerConfig(host=host, public_url=public_url, auth=AuthConfig(secret=SECRET, cookie_secure=secure),
+                          users=[UserConfig("alice", "unused")])
+    assert (insecure_cookie_warning(config) is not None) == warned
+
+
+def test_start_up_warns_when_login_cookies_cannot_work(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "secret").write_bytes(SECRET)
+    (tmp_path / "c.toml").write_text(f"""[server]\nport = 0\npublic_url = "http://data.example.org"
+[auth]\nsecret_file = "secret"
+[[mounts]]\nname = "d"\nsource = "data"\naccess = "users"
+[[users]]\nname = "alice"\npassword_hash = "{hash_password(PASSWORDS['alice'])}"
+""")
+    # The banner names the public URL, which does not resolve here: wait for it, then stop.
+    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", "--config", str(tmp_path / "c.toml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "serving on http://data.example.org/" in proc.stdout.readline()
+    finally:
+        proc.terminate()
+    err = proc.communicate(timeout=30)[1]
+    assert "browsers drop the Secure session cookie" in err and "cookie_secure = false" in err
 
 
 def test_listings_hide_what_you_cannot_read(site):
