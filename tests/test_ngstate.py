@@ -283,6 +283,15 @@ def test_cli_link_segments_are_exact_uint64(samples):
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and bad in r.stderr, r.stderr
 
 
+def test_cli_link_hidden_names_only_unknown_layers_and_short_excludes_json(samples):
+    common = [str(samples["ome04"]), str(samples["ome04_labels"]), "--served-at",
+              f"{samples['ome04'].parent}={BASE}", "--viewer", VIEWER]
+    r = _cli("link", *common, "--hidden", "nuclei", "--hidden", "ghost")
+    assert r.returncode == 2 and "--hidden ghost: no layer of that name" in r.stderr, r.stderr
+    r = _cli("link", *common, "--json", "--short", "http://127.0.0.1:9")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not allowed with" in r.stderr, r.stderr
+
+
 def test_cli_link_errors_are_one_line(samples, tmp_path):
     (tmp_path / "x.txt").write_text("x")
     for args in (["link", str(tmp_path)], ["link", str(samples["ome04"])], ["link"],

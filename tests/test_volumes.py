@@ -177,6 +177,18 @@ def test_inspect_prints_json(samples):
     assert seg["layer_kind"] == "segmentation" and "contrast" not in seg
 
 
+def test_inspect_names_a_metadata_error_as_such(samples, tmp_path):
+    import shutil
+
+    bad = shutil.copytree(samples["points"], tmp_path / "points")
+    info = json.loads((bad / "info").read_text())
+    info["dimensions"]["x"] = [8, "furlong"]
+    (bad / "info").write_text(json.dumps(info))
+    r = _cli("inspect", str(bad))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "unknown unit 'furlong'" in r.stderr and "array data" not in r.stderr
+
+
 def test_inspect_errors_are_one_line_exit_2(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     r = _cli("inspect", str(tmp_path))

@@ -22,16 +22,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         ds = open_dataset(args.source)
-        kind, reason = infer_kind(ds)
-        out = ds.to_json()
-        out["layer_kind"] = kind
-        out["layer_kind_reason"] = reason
-        if kind == "image" and not args.no_stats:
-            out["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(ds)
-            out["contrast_from"] = "omero window" if ds.windows else "0.5-99.5 percentile"
     except SourceError as exc:
-        raise UsageError(str(exc)) from None
-    except ValueError as exc:  # tensorstore reports unreadable arrays as ValueError
-        raise UsageError(f"{args.source}: cannot read array data: {first_line(exc)}") from None
+        raise UsageError(first_line(exc)) from None
+    except ValueError as exc:  # metadata that parses but makes no sense, e.g. an unknown unit
+        raise UsageError(f"{args.source}: {first_line(exc)}") from None
+    kind, reason = infer_kind(ds)
+    out = ds.to_json()
+    out["layer_kind"] = kind
+    out["layer_kind_reason"] = reason
+    if kind == "image" and not args.no_stats:
+        try:
+            out["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(ds)
+        except ValueError as exc:  # tensorstore reports unreadable arrays as ValueError
+            raise UsageError(f"{args.source}: cannot read array data: {first_line(exc)}") from None
+        out["contrast_from"] = "omero window" if ds.windows else "0.5-99.5 percentile"
     print(json.dumps(out, indent=2))
     return 0

@@ -16,8 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("link", help="print a Neuroglancer link showing one or more datasets")
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="local paths or http(s) URLs, one layer each")
     p.add_argument("--viewer", help="viewer URL (default: ngserve's own viewer when it serves the data, else the demo site)")
-    p.add_argument("--json", action="store_true", help="print the state JSON instead of a URL")
-    p.add_argument("--short", metavar="SERVER", help="store the state on this ngserve and print the short link")
+    # Either output, not both: --short prints a URL where --json promises JSON.
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print the state JSON instead of a URL")
+    output.add_argument("--short", metavar="SERVER", help="store the state on this ngserve and print the short link (not with --json)")
     p.add_argument("--batch", metavar="TABLE.csv",
                    help="one link per row: columns source, source2, … (others are kept); writes CSV with a url column")
     p.add_argument("--served-at", action="append", default=[], metavar="DIR=URL",
@@ -218,8 +220,9 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
             sources, options["urls"] = signer.sign(sources)
         state = build_state(sources, **options)
         hidden = set(args.hidden)
-        if hidden - {p.name for p in state.plans}:
-            raise UsageError(f"--hidden {', '.join(sorted(hidden))}: no layer of that name")
+        unknown = hidden - {p.name for p in state.plans}
+        if unknown:
+            raise UsageError(f"--hidden {', '.join(sorted(unknown))}: no layer of that name")
         for plan in state.plans:
             if plan.name in hidden:
                 plan.layer["visible"] = False
