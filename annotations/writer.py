@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import secrets
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from volumes import building
 
 from .encoding import Records, by_id_encoder, encode_records, group_by_segment, multiple_annotation_encoder
 from .errors import AnnotationInputError
@@ -88,36 +88,17 @@ def write_annotations(
         levels = build_levels(data.shapes, lower, upper, scales, limit, rng, bar.update)
     records = encode_records(data.shapes, data.properties)
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    # Not mkdtemp: its 0700 would make the output unreadable to a server running as another user.
-    # A plain mkdir gets the usual mode under the umask.
-    staging = output.parent / f".{output.name}.partial-{secrets.token_hex(6)}"
-    staging.mkdir()
-    try:
+    with building(output) as staging:
         info = _write_indices(staging, data, records, levels, limit, sharded, compression, progress, lower, upper)
         (staging / "info").write_text(json.dumps(info, indent=1))
-        _move_into_place(staging, output, overwrite)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        if output.exists() and not overwrite:
+            raise AnnotationInputError(f"{output} appeared while writing; pass overwrite to replace it")
     return output
 
 
 def _bar_off(progress: bool | None) -> bool | None:
     """tqdm's ``disable``: None lets tqdm show the bar only when stderr is a terminal."""
     return None if progress is None else not progress
-
-
-def _move_into_place(staging: Path, output: Path, overwrite: bool) -> None:
-    if output.exists():
-        if not overwrite:
-            raise AnnotationInputError(f"{output} appeared while writing; pass overwrite to replace it")
-        old = output.with_name(f".{output.name}.old-{staging.name.rsplit('-', 1)[-1]}")
-        output.rename(old)
-        staging.rename(output)
-        shutil.rmtree(old) if old.is_dir() else old.unlink()
-    else:
-        staging.rename(output)
 
 
 def _data_encoding(compression: str, n_values: int, total_words: int) -> str:

@@ -135,6 +135,20 @@ def test_single_level_contrast_reads_a_bounded_sample_of_whole_chunks(tmp_path, 
     assert contrast_range(open_dataset(tmp_path / "flat.zarr")) == [5, 6]  # never an empty range
 
 
+def test_a_failing_write_leaves_nothing_that_looks_valid(tmp_path):
+    from volumes.write import write_n5, write_ome_zarr
+
+    data = np.ones((8, 8, 8), np.uint16)
+    with pytest.raises(ValueError, match="unknown N5 convention"):  # raised after the levels were written
+        write_n5(tmp_path / "a.n5", data, convention="bogus", voxel_size_xyz=(1, 1, 1))
+    assert list(tmp_path.iterdir()) == []
+    write_ome_zarr(tmp_path / "img.ome.zarr", data, levels=1)
+    with pytest.raises(ValueError):  # a malformed omero window fails after the arrays were written
+        write_ome_zarr(tmp_path / "img.ome.zarr", data * 2, levels=2, windows=[(1,)])
+    assert [p.name for p in tmp_path.iterdir()] == ["img.ome.zarr"]
+    assert len(open_dataset(tmp_path / "img.ome.zarr").levels) == 1  # the earlier dataset, intact
+
+
 def test_reads_over_http_from_ngserve(samples, start_server):
     srv = start_server("serve", str(samples["ome04"].parent))
     ds = open_dataset(srv.url + "/cells.ome.zarr")

@@ -1,5 +1,6 @@
 """Format knowledge shared by the server, ngstate and the annotation writer."""
 
+from .atomic import building
 from .errors import first_line
 from .formats import NG_SCHEME, format_from_names
 from .location import Location, SourceError
@@ -13,4 +14,4 @@ def open_dataset(source) -> Dataset:
     return _open(source)
 
 
-__all__ = ["Axis", "Dataset", "Level", "Location", "NG_SCHEME", "SourceError", "first_line", "format_from_names", "open_dataset"]
+__all__ = ["Axis", "building", "Dataset", "Level", "Location", "NG_SCHEME", "SourceError", "first_line", "format_from_names", "open_dataset"]

@@ -24,16 +24,18 @@ def write_demo(folder: Path) -> Path:
     """An OME-Zarr uint16 image of blobs and noise, 3 levels, with uint32 ``labels/cells``."""
     import numpy as np
 
+    from volumes import building
     from volumes.synthetic import blobs
     from volumes.write import add_labels_group, write_ome_zarr
 
     image, labels = blobs((64, 192, 192), n_blobs=30, seed=1)
     path = folder / DEMO_NAME
     voxel = (0.5, 0.2, 0.2)  # anisotropic, as light-sheet data is
-    write_ome_zarr(path, (image * 4000 + 200).astype(np.uint16), voxel_size=voxel, levels=3)
-    write_ome_zarr(
-        add_labels_group(path, ["cells"]) / "cells", labels, voxel_size=voxel, levels=3, method="mode", label=True
-    )
+    with building(path) as staging:  # the image and its labels appear together or not at all
+        write_ome_zarr(staging, (image * 4000 + 200).astype(np.uint16), voxel_size=voxel, levels=3, name=DEMO_NAME)
+        write_ome_zarr(
+            add_labels_group(staging, ["cells"]) / "cells", labels, voxel_size=voxel, levels=3, method="mode", label=True
+        )
     return path
 
 
