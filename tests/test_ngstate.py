@@ -292,6 +292,39 @@ def test_cli_link_hidden_names_only_unknown_layers_and_short_excludes_json(sampl
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not allowed with" in r.stderr, r.stderr
 
 
+def test_cli_link_batch_shows_progress_on_a_terminal_only(samples, tmp_path):
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    table = tmp_path / "t.csv"
+    table.write_text(f"source\n{samples['ome04']}\n{samples['pc_image']}\n")
+    args = [sys.executable, "-m", "server", "link", "--batch", str(table),
+            "--served-at", f"{samples['ome04'].parent}={BASE}", "--viewer", VIEWER]
+    piped = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))  # a new pty is 0 columns wide
+    try:
+        r = subprocess.run(args, stdout=subprocess.PIPE, stderr=slave, timeout=120)
+        os.close(slave)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(master)
+    assert r.returncode == 0 and r.stdout.decode().count("\n") == 3  # header and two rows, bar kept off stdout
+    assert b"links: " in seen and b"/2 [" in seen
+
+
 def test_cli_link_errors_are_one_line(samples, tmp_path):
     (tmp_path / "x.txt").write_text("x")
     for args in (["link", str(tmp_path)], ["link", str(samples["ome04"])], ["link"],

@@ -209,6 +209,8 @@ def _served_at(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None = None) -> str:
     """The URL (or JSON) for one set of sources; errors become one line."""
+    from tqdm import tqdm
+
     from ngstate import build_state, shorten
     from volumes import first_line
 
@@ -234,7 +236,7 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
         else:
             out = state.to_url()
         for note in state.notes:
-            print(f"note: {note}", file=sys.stderr)
+            tqdm.write(f"note: {note}", file=sys.stderr)  # above a --batch progress bar, not through it
         return out
     except ValueError as exc:  # SourceError, our own checks, and tensorstore failing to read arrays
         text = first_line(exc)
@@ -280,7 +282,10 @@ def _batch(args: argparse.Namespace) -> int:
     signer = _signer(args)
     writer = csv.DictWriter(sys.stdout, fieldnames=[*rows[0].keys(), "url"], lineterminator="\n")
     writer.writeheader()
-    for number, row in enumerate(rows, start=2):
+    from tqdm import tqdm
+
+    # Each row reads metadata and contrast statistics; disable=None shows the bar on a terminal only.
+    for number, row in enumerate(tqdm(rows, desc="links", unit=" rows", leave=False, disable=None), start=2):
         sources = [row[c].strip() for c in columns if row.get(c) and row[c].strip()]
         if not sources:
             raise UsageError(f"--batch {args.batch}, line {number}: no source")
