@@ -47,6 +47,8 @@ class UpstreamConfig:
     client_key: str | None = None
     ca_file: str | None = None  # extra CA bundle for the upstream's TLS certificate
     connect_timeout: float = 10.0
+    # Seconds for the answer's headers (after connecting), for a body we buffer (<= 1 MiB),
+    # and between reads of a streamed one: each bounds a wait, so a trickle cannot hang a client.
     read_timeout: float = 30.0
     retries: int = 2  # extra attempts for idempotent requests on connection errors, 502/503/504
     metadata_ttl: float = 10.0  # seconds a metadata file or listing is served without asking upstream

@@ -147,6 +147,8 @@ class RemoteStorage(Storage):
     ) -> aiohttp.ClientResponse:
         """Send an idempotent request, retrying connection failures and 502/503/504 with backoff.
 
+        The headers must arrive within connect + read timeout: aiohttp's
+        per-read timeout alone never fires on an upstream that trickles bytes.
         A timeout is not retried, so the client hears 504 within the
         configured timeout; a 4xx is an answer, never retried.
         """
@@ -157,7 +159,10 @@ class RemoteStorage(Storage):
                 await asyncio.sleep(BACKOFF * 2 ** (attempt - 1))
             self.upstream_requests += 1
             try:
-                resp = await self.session().request(method, url, headers=headers, data=body)
+                resp = await asyncio.wait_for(
+                    self.session().request(method, url, headers=headers, data=body),
+                    self.config.connect_timeout + self.config.read_timeout,
+                )
             except asyncio.TimeoutError:
                 log.warning("%s: %s /%s timed out", self.label, method, path)
                 raise _fail(504, "upstream timed out") from None
@@ -186,8 +191,9 @@ class RemoteStorage(Storage):
         return _fail(502, f"upstream answered {status}")
 
     async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The whole body, within the read timeout (a trickle of bytes must not hold the client forever)."""
         try:
-            return await resp.read()
+            return await asyncio.wait_for(resp.read(), self.config.read_timeout)
         except asyncio.TimeoutError:
             raise _fail(504, "upstream timed out") from None
         except aiohttp.ClientError:

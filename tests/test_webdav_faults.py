@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -16,13 +17,34 @@ from webdav_server import WebDAVServer
 READ_TIMEOUT = 1.5
 
 
+def _trickle_headers(listener: socket.socket) -> None:
+    """An upstream that sends its status line, then one header byte every READ_TIMEOUT / 3 seconds."""
+    while True:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                for _ in range(100):
+                    time.sleep(READ_TIMEOUT / 3)
+                    conn.sendall(b"z")
+            except OSError:
+                pass  # the proxy gave up and hung up: what we want
+
+
 @pytest.fixture(scope="module")
 def proxied(tmp_path_factory):
     root = tmp_path_factory.mktemp("davroot")
     (root / "chunk.bin").write_bytes(bytes(range(256)) * 64)
     (root / "big.bin").write_bytes(os.urandom(4 << 20))
     dav = WebDAVServer(root)
+    slow = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_trickle_headers, args=(slow,), daemon=True).start()
     conf = tmp_path_factory.mktemp("conf") / "ngserve.toml"
+    timeouts = f"connect_timeout = 1\nread_timeout = {READ_TIMEOUT}\n"
     conf.write_text(f"""
 [server]
 port = 0
@@ -32,15 +54,29 @@ source = "webdav+{dav.url}/"
 [mounts.upstream]
 username = "{dav.user}"
 password_env = "DAV_PW"
-connect_timeout = 1
-read_timeout = {READ_TIMEOUT}
 retries = 2
+{timeouts}
+[[mounts]]
+name = "slow"
+source = "http://127.0.0.1:{slow.getsockname()[1]}/"
+[mounts.upstream]
+{timeouts}
 """)
     srv = ServerProcess(["serve", "--config", str(conf)], env=dict(os.environ, DAV_PW=dav.password))
     yield srv, dav, root
-    dav.fault("ok")
     srv.stop()
     dav.kill()
+    slow.close()
+
+
+@pytest.fixture(autouse=True)
+def healthy_upstream(proxied):
+    """Each test starts from a running, fault-free upstream, even after a test that failed midway."""
+    _, dav, _ = proxied
+    yield
+    if dav.proc.poll() is not None:
+        dav.start()
+    dav.fault("ok")
 
 
 def get(url: str) -> tuple[int, bytes, float]:
@@ -86,11 +122,29 @@ def test_upstream_503_is_retried_with_backoff(proxied):
 
 def test_upstream_slower_than_timeout_is_504_in_time(proxied):
     srv, dav, root = proxied
-    dav.fault("delay", seconds=READ_TIMEOUT + 3)
+    delay = READ_TIMEOUT + 3
+    dav.fault("delay", seconds=delay)
     status, body, took = get(srv.url + "/d/chunk.bin")
     assert status == 504 and body == b"504 upstream timed out\n"
-    assert took < READ_TIMEOUT + 1.5
+    assert took < delay  # answered without waiting for the upstream
     dav.fault("ok")
+    assert_recovers(srv, root)
+
+
+def test_upstream_trickling_a_body_is_504(proxied):
+    srv, dav, root = proxied
+    # 4 KiB per READ_TIMEOUT / 2 seconds: every read gets bytes in time, the whole body never does.
+    dav.fault("trickle", pause=READ_TIMEOUT / 2)
+    status, body, _ = get(srv.url + "/d/chunk.bin")
+    assert status == 504 and body == b"504 upstream timed out\n"
+    dav.fault("ok")
+    assert_recovers(srv, root)
+
+
+def test_upstream_trickling_its_headers_is_504(proxied):
+    srv, _, root = proxied
+    status, body, _ = get(srv.url + "/slow/chunk.bin")
+    assert status == 504 and body == b"504 upstream timed out\n"
     assert_recovers(srv, root)
 
 
