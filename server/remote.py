@@ -5,12 +5,16 @@ by PROPFIND) or ``https://host/path`` (read-only HTTP, no listings).  We hold
 the upstream credentials; the client never sees them, and neither do the logs
 or our error answers, which name only the mount and a short reason.
 
-Chunks are proxied: the client's Range and validators go upstream unchanged
-and its 200/206/304/416 come back, streamed.  Metadata files (``info``,
-``.zarray``, ``zarr.json``, ...) are small and read over and over by every
-viewer, so they live in memory for ``metadata_ttl`` seconds and are then
-revalidated with ``If-None-Match``; answers for them go through
-:func:`server.responses.file_response` like local files.
+Chunks are proxied: the client's Range and validators (If-None-Match,
+If-Modified-Since, If-Range, If-Match, If-Unmodified-Since) go upstream
+unchanged and its 200/206/304/412/416 come back, streamed.  The 412 matters:
+tensorstore reads a shard's index and then its chunks with If-Match, so a shard
+rewritten upstream in between must fail the read rather than give wrong bytes.
+
+Metadata files (``info``, ``.zarray``, ``zarr.json``, ...) are small and read
+over and over by every viewer, so they live in memory for ``metadata_ttl``
+seconds and are then revalidated with ``If-None-Match``; answers for them go
+through :func:`server.responses.file_response` like local files.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ WHOLE_BODY = 1 << 20
 STREAM_PIECE = 1 << 18
 METADATA_BUDGET = 64 << 20
 _ABSENT_COST = 256  # bytes charged for remembering that a file is missing
+_VALIDATORS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 
 _PROPFIND_BODY = (
     b'<?xml version="1.0" encoding="utf-8"?>'
@@ -269,7 +274,7 @@ class RemoteStorage(Storage):
     async def _proxy(self, request: web.Request, path: str, name: str) -> web.StreamResponse:
         """Pass GET/HEAD through: the client's Range and validators up, status and body back."""
         headers = {"Accept-Encoding": "identity"}
-        for h in ("Range", "If-Range", "If-None-Match", "If-Modified-Since"):
+        for h in _VALIDATORS:
             if h in request.headers:
                 headers[h] = request.headers[h]
         resp = await self._request(request.method, path, headers)
@@ -297,9 +302,10 @@ class RemoteStorage(Storage):
         if resp.status == 304:
             out.pop("Content-Type")
             return web.Response(status=304, headers=out)
-        if resp.status == 416:
+        if resp.status in (412, 416):
             out["Content-Type"] = "text/plain; charset=utf-8"
-            return web.Response(status=416, headers=out, text="range not satisfiable\n")
+            text = "precondition failed: the file has changed\n" if resp.status == 412 else "range not satisfiable\n"
+            return web.Response(status=resp.status, headers=out, text=text)
         if resp.status not in (200, 206):
             raise self._refuse(resp, path)
         length = resp.content_length

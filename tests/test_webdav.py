@@ -218,6 +218,26 @@ def test_range_head_and_416_pass_through(deployment):
     assert get(f"{srv.url}/dav/notes/readme.txt", {"If-None-Match": etag})[0] == 304
 
 
+def test_if_match_and_if_unmodified_since_go_upstream_and_412_comes_back(deployment):
+    srv, _, _, root = deployment
+    shard = root / "notes" / "shard.bin"
+    shard.write_bytes(b"old shard " * 100)
+    status, headers, body = get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9"})
+    assert status == 206 and body == b"old shard "
+    etag, modified = headers["ETag"], headers["Last-Modified"]
+    assert get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9", "If-Match": etag})[0] == 206
+    # Rewritten upstream between two reads, as a shard whose index tensorstore has already read.
+    shard.write_bytes(b"new shard, other size " * 100)
+    later = os.stat(shard).st_mtime + 100
+    os.utime(shard, (later, later))
+    status, _, body = get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9", "If-Match": etag})
+    assert status == 412 and b"old shard" not in body
+    assert get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9", "If-Unmodified-Since": modified})[0] == 412
+    status, headers, body = get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9"})
+    assert status == 206 and body == b"new shard," and headers["ETag"] != etag
+    assert get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9", "If-Match": headers["ETag"]})[0] == 206
+
+
 def test_metadata_is_served_from_cache(deployment):
     srv, dav, _, _ = deployment
     first = get(f"{srv.url}/dav/img.zarr/.zarray")
