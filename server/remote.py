@@ -50,6 +50,7 @@ BACKOFF = 0.2  # seconds before the first retry; doubles each time
 WHOLE_BODY = 1 << 20
 STREAM_PIECE = 1 << 18
 METADATA_BUDGET = 64 << 20
+LISTING_BUDGET = 16 << 20
 _ABSENT_COST = 256  # bytes charged for remembering that a file is missing
 _VALIDATORS = ("Range", "If-Range", "If-None-Match", "If-Modified-Since", "If-Match", "If-Unmodified-Since")
 
@@ -70,6 +71,10 @@ class _Cached:
 
 def _cost(item: _Cached) -> int:
     return _ABSENT_COST if item.data is None else len(item.data)
+
+
+def _listing_cost(hit: tuple[float, list[Entry] | None]) -> int:
+    return _ABSENT_COST + sum(64 + len(e.name) for e in hit[1] or ())
 
 
 def _fail(status: int, reason: str) -> web.HTTPException:
@@ -106,7 +111,7 @@ class RemoteStorage(Storage):
         self._session: aiohttp.ClientSession | None = None
         self._meta = ByteBudgetLRU(METADATA_BUDGET, _cost)
         self._chunks = ByteBudgetLRU(self.config.chunk_cache_bytes, _cost) if self.config.chunk_cache_bytes else None
-        self._listings: dict[str, tuple[float, list[Entry] | None]] = {}
+        self._listings: ByteBudgetLRU[tuple[float, list[Entry] | None]] = ByteBudgetLRU(LISTING_BUDGET, _listing_cost)
         self._inflight: dict[str, asyncio.Future] = {}
         self.upstream_requests = 0  # for /-/health-style introspection and benchmarks
 
@@ -344,7 +349,7 @@ class RemoteStorage(Storage):
             return hit[1]
         entries = await self._propfind(path, depth=1)
         result = None if entries is None else [e for e in entries[1] if is_visible(e.name)]
-        self._listings[path] = (time.monotonic(), result)
+        self._listings.put(path, (time.monotonic(), result))
         return result
 
     async def stat(self, path: str) -> Entry | None:

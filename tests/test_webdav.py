@@ -7,6 +7,7 @@ read must equal the source array exactly.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import urllib.error
@@ -236,6 +237,30 @@ def test_if_match_and_if_unmodified_since_go_upstream_and_412_comes_back(deploym
     status, headers, body = get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9"})
     assert status == 206 and body == b"new shard," and headers["ETag"] != etag
     assert get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9", "If-Match": headers["ETag"]})[0] == 206
+
+
+def test_listing_cache_is_bounded(deployment, monkeypatch):
+    from server import remote
+    from server.config import UpstreamConfig
+
+    _, dav, _, _ = deployment
+    monkeypatch.setattr(remote, "LISTING_BUDGET", 8 * 256)  # room for about 8 remembered misses
+
+    async def run() -> None:
+        storage = remote.RemoteStorage(f"webdav+{dav.url}/",
+                                       UpstreamConfig(username=dav.user, password=DAV_PASSWORD, metadata_ttl=600))
+        try:
+            for i in range(20):
+                assert await storage.list_dir(f"missing-{i}") is None
+            asked = storage.upstream_requests
+            assert await storage.list_dir("missing-19") is None
+            assert storage.upstream_requests == asked  # recent: still cached
+            assert await storage.list_dir("missing-0") is None
+            assert storage.upstream_requests == asked + 1  # the oldest was dropped, not kept forever
+        finally:
+            await storage.close()
+
+    asyncio.run(run())
 
 
 def test_metadata_is_served_from_cache(deployment):
