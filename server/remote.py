@@ -14,7 +14,10 @@ rewritten upstream in between must fail the read rather than give wrong bytes.
 Metadata files (``info``, ``.zarray``, ``zarr.json``, ...) are small and read
 over and over by every viewer, so they live in memory for ``metadata_ttl``
 seconds and are then revalidated with ``If-None-Match``; answers for them go
-through :func:`server.responses.file_response` like local files.
+through :func:`server.responses.file_response` like local files.  A miss on
+any path is remembered as long, so the app's folder check after a 404 is free.
+A plain-HTTP mount without credentials is read like a public S3/GCS bucket,
+whose 403 for a missing key means 404 (Neuroglancer then sees a missing chunk).
 """
 
 from __future__ import annotations
@@ -108,6 +111,9 @@ class RemoteStorage(Storage):
         self.origin = f"{parts.scheme}://{parts.netloc}"
         self.base_path = parts.path.rstrip("/")
         self.label = label or parts.hostname  # how logs and errors name this upstream: no credentials
+        c = self.config
+        # Public S3/GCS buckets answer 403, not 404, for a missing key to anonymous readers.
+        self.anonymous_bucket = not self.dav and not (c.username or c.bearer or c.client_cert)
         self._session: aiohttp.ClientSession | None = None
         self._meta = ByteBudgetLRU(METADATA_BUDGET, _cost)
         self._chunks = ByteBudgetLRU(self.config.chunk_cache_bytes, _cost) if self.config.chunk_cache_bytes else None
@@ -187,10 +193,16 @@ class RemoteStorage(Storage):
             return resp
         raise AssertionError("unreachable")
 
+    def _is_missing(self, status: int) -> bool:
+        return status in (404, 410) or (status == 403 and self.anonymous_bucket)
+
+    def _fresh(self, item: _Cached) -> bool:
+        return time.monotonic() - item.checked < self.config.metadata_ttl
+
     def _refuse(self, resp: aiohttp.ClientResponse, path: str) -> web.HTTPException:
         """Our answer for an upstream status we do not pass on."""
         status = resp.status
-        if status in (404, 410):
+        if self._is_missing(status):
             return web.HTTPNotFound()
         if status in (401, 403):
             log.error("%s: upstream refused our credentials (%d) for /%s", self.label, status, path)
@@ -216,7 +228,7 @@ class RemoteStorage(Storage):
         Concurrent misses for one path share one upstream request.
         """
         item = cache.get(path)
-        if item is not None and time.monotonic() - item.checked < self.config.metadata_ttl:
+        if item is not None and self._fresh(item):
             return item
         key = f"{id(cache)}:{path}"
         pending = self._inflight.get(key)
@@ -245,7 +257,7 @@ class RemoteStorage(Storage):
             if resp.status == 304 and old is not None:
                 old.checked = now
                 return old
-            if resp.status in (404, 410):
+            if self._is_missing(resp.status):
                 item = _Cached(None, None, 0.0, now)
             elif resp.status == 200:
                 data = await self._read_body(resp)
@@ -272,7 +284,7 @@ class RemoteStorage(Storage):
             return await self._answer_cached(request, path, await self._fetch_cached(self._meta, path))
         if self._chunks is not None:
             item = self._chunks.get(path)
-            if item is not None and time.monotonic() - item.checked < self.config.metadata_ttl:
+            if item is not None and self._fresh(item):
                 return await self._answer_cached(request, path, item)
         return await self._proxy(request, path, name)
 
@@ -311,6 +323,10 @@ class RemoteStorage(Storage):
             out["Content-Type"] = "text/plain; charset=utf-8"
             text = "precondition failed: the file has changed\n" if resp.status == 412 else "range not satisfiable\n"
             return web.Response(status=resp.status, headers=out, text=text)
+        if self._is_missing(resp.status):
+            # Remember it, so the app's "is it a folder?" check after our 404 costs no second request.
+            self._meta.put(path, _Cached(None, None, 0.0, time.monotonic()))
+            raise web.HTTPNotFound()
         if resp.status not in (200, 206):
             raise self._refuse(resp, path)
         length = resp.content_length
@@ -353,6 +369,9 @@ class RemoteStorage(Storage):
         return result
 
     async def stat(self, path: str) -> Entry | None:
+        known = self._meta.get(path)
+        if known is not None and known.data is None and self._fresh(known):
+            return None  # the upstream said 404 for it moments ago: neither a file nor a folder
         if not self.dav:
             resp = await self._request("HEAD", path, {"Accept-Encoding": "identity"})
             async with resp:

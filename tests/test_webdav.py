@@ -8,8 +8,11 @@ read must equal the source array exactly.
 from __future__ import annotations
 
 import asyncio
+import functools
+import http.server
 import os
 import re
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -239,6 +242,19 @@ def test_if_match_and_if_unmodified_since_go_upstream_and_412_comes_back(deploym
     assert get(f"{srv.url}/dav/notes/shard.bin", {"Range": "bytes=0-9", "If-Match": headers["ETag"]})[0] == 206
 
 
+def test_missing_chunk_costs_one_upstream_request(deployment):
+    srv, dav, _, _ = deployment
+    dav.reset_stats()
+    for _ in range(3):
+        assert get(f"{srv.url}/dav/img.zarr/9/9/9")[0] == 404
+        assert get(f"{srv.url}/plain/img.zarr/9/9/9")[0] == 404
+    counts = dav.stats()["counts"]
+    # One GET per read, and no PROPFIND/HEAD to ask whether the missing chunk is a folder.
+    assert counts == {"GET": 6, "GET /img.zarr/9/9/9": 6}, counts
+    status, _, body = get(f"{srv.url}/dav/notes")  # a real folder is still redirected to its listing
+    assert status == 200 and b"readme.txt" in body
+
+
 def test_listing_cache_is_bounded(deployment, monkeypatch):
     from server import remote
     from server.config import UpstreamConfig
@@ -261,6 +277,36 @@ def test_listing_cache_is_bounded(deployment, monkeypatch):
             await storage.close()
 
     asyncio.run(run())
+
+
+class _PublicBucket(http.server.SimpleHTTPRequestHandler):
+    """Answers like a public S3/GCS bucket to an anonymous reader: 403 for a key that does not exist."""
+
+    def send_error(self, code, message=None, explain=None):
+        super().send_error(403 if code == 404 else code, message, explain)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_public_bucket_403_for_missing_keys_is_404(tmp_path, start_server):
+    data = np.arange(16 * 16, dtype=np.uint16).reshape(16, 16)
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(tmp_path / "img.zarr")},
+                     "metadata": {"shape": [16, 16], "chunks": [8, 8], "dtype": "<u2"}}, create=True).result()
+    store[:8, :8].write(data[:8, :8]).result()  # the other three chunks stay missing
+    bucket = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                             functools.partial(_PublicBucket, directory=str(tmp_path)))
+    threading.Thread(target=bucket.serve_forever, daemon=True).start()
+    try:
+        srv = start_server("serve", "--mount", f"b=http://127.0.0.1:{bucket.server_port}/")
+        assert get(f"{srv.url}/b/img.zarr/1.1")[0] == 404
+        expected = np.zeros_like(data)
+        expected[:8, :8] = data[:8, :8]
+        np.testing.assert_array_equal(_read({"driver": "zarr", "kvstore": f"{srv.url}/b/img.zarr/"}), expected)
+        assert get(f"{srv.url}/-/open/b/img.zarr")[0] == 200  # format probing meets 403s for zarr.json too
+    finally:
+        bucket.shutdown()
+        bucket.server_close()
 
 
 def test_metadata_is_served_from_cache(deployment):
