@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
 from .state import LAYOUTS, State
-from .urls import DEMO_VIEWER, encode_fragment, is_ngserve, parse_url, shorten
+from .urls import DEMO_VIEWER, NGSERVE_VIEWER_PATH, encode_fragment, is_ngserve, origin_of, parse_url, shorten
 
 _PER_LAYER = {
     "names": "name", "kinds": "kind", "visible": "visible", "opacity": "opacity", "contrast": "contrast",
@@ -56,6 +56,6 @@ def link(*sources: str | os.PathLike, viewer: str | None = None, **options) -> s
 
 
 __all__ = [
-    "DEMO_VIEWER", "LAYOUTS", "LayerPlan", "State", "build_layer", "build_state",
-    "encode_fragment", "infer_kind", "is_ngserve", "link", "parse_url", "shorten",
+    "DEMO_VIEWER", "LAYOUTS", "LayerPlan", "NGSERVE_VIEWER_PATH", "State", "build_layer", "build_state",
+    "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of", "parse_url", "shorten",
 ]

@@ -100,7 +100,7 @@ def build_layer(
         layer["localPosition"] = [o + 0.5 for _, o in local]  # the first channel
     if kind == "image" and contrast is not False:
         if contrast is None:
-            from volumes.stats import contrast_range
+            from volumes import contrast_range  # lazily: it loads numpy and tensorstore
 
             contrast = list(ds.windows[0]) if ds.windows else contrast_range(ds)
         layer["shaderControls"] = {"normalized": {"range": [_plain(v) for v in contrast]}}

@@ -9,8 +9,7 @@ from typing import Iterable, Mapping
 
 from urllib.parse import quote
 
-from volumes import Dataset, Location, open_dataset
-from volumes.location import strip_scheme
+from volumes import Dataset, Location, open_dataset, strip_scheme
 
 from .layers import LayerPlan, build_layer
 from .urls import default_viewer, state_url

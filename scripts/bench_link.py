@@ -82,8 +82,7 @@ def time_cli(path: Path, runs: int) -> list[float]:
 
 
 def time_stats(path: Path, runs: int) -> tuple[list[float], list[float], list[float], list[float]]:
-    from volumes import open_dataset
-    from volumes.stats import contrast_range
+    from volumes import contrast_range, open_dataset
 
     opened, ours, strided = [], [], []
     ranges = []

@@ -18,8 +18,8 @@ from functools import lru_cache
 
 from aiohttp import web
 
-from ngstate.urls import NGSERVE_VIEWER_PATH as VIEWER_PATH
-from ngstate.urls import encode_fragment
+from ngstate import NGSERVE_VIEWER_PATH as VIEWER_PATH
+from ngstate import encode_fragment
 
 _MIME = {
     ".html": "text/html; charset=utf-8",

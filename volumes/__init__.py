@@ -1,10 +1,30 @@
 """Format knowledge shared by the server, ngstate and the annotation writer."""
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from .atomic import building
 from .errors import first_line
-from .formats import NG_SCHEME, format_from_names
-from .location import Location, SourceError
+from .formats import MARKERS, NG_SCHEME, format_from_names
+from .location import Location, SourceError, strip_scheme
 from .model import Axis, Dataset, Level
+
+# Public names whose modules import numpy/tensorstore: loaded on first use (PEP 562), so that
+# importing volumes keeps the server's start-up light.
+_LAZY = {
+    "contrast_range": "stats",
+    "blobs": "synthetic",
+    "add_labels_group": "write",
+    "write_ome_zarr": "write",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
 
 
 def open_dataset(source) -> Dataset:
@@ -14,4 +34,7 @@ def open_dataset(source) -> Dataset:
     return _open(source)
 
 
-__all__ = ["Axis", "building", "Dataset", "Level", "Location", "NG_SCHEME", "SourceError", "first_line", "format_from_names", "open_dataset"]
+__all__ = [
+    "Axis", "Dataset", "Level", "Location", "MARKERS", "NG_SCHEME", "SourceError", "building", "first_line",
+    "format_from_names", "open_dataset", "strip_scheme", *_LAZY,
+]

@@ -24,9 +24,7 @@ def write_demo(folder: Path) -> Path:
     """An OME-Zarr uint16 image of blobs and noise, 3 levels, with uint32 ``labels/cells``."""
     import numpy as np
 
-    from volumes import building
-    from volumes.synthetic import blobs
-    from volumes.write import add_labels_group, write_ome_zarr
+    from volumes import add_labels_group, blobs, building, write_ome_zarr
 
     image, labels = blobs((64, 192, 192), n_blobs=30, seed=1)
     path = folder / DEMO_NAME

@@ -15,8 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ngstate import infer_kind
-    from volumes import SourceError, first_line, open_dataset
-    from volumes.stats import contrast_range
+    from volumes import SourceError, contrast_range, first_line, open_dataset
 
     from . import UsageError
 

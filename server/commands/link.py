@@ -112,8 +112,7 @@ class _Signer:
         """(server base URL, raw data path, mount, path in mount) of ``url``; None when it is not ours."""
         from urllib.parse import urlsplit
 
-        from ngstate import is_ngserve
-        from ngstate.urls import origin_of
+        from ngstate import is_ngserve, origin_of
 
         from ..auth import mount_of
         from ..paths import split_path
