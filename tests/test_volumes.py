@@ -120,16 +120,21 @@ def test_contrast_reads_the_coarsest_level_with_enough_voxels(samples):
 
 def test_single_level_contrast_reads_a_bounded_sample_of_whole_chunks(tmp_path, start_server):
     from volumes.stats import MAX_SAMPLE_CHUNKS
-    from volumes.write import write_zarr_array
+    from volumes.write import write_precomputed, write_zarr_array
 
-    # 512 chunks of 32³; values rise along z, so a sample spread over the volume spans most of 0..255.
+    # 512 chunks each; values rise along z, so a sample spread over the volume spans most of the range.
     ramp = np.broadcast_to(np.arange(256, dtype=np.uint8)[:, None, None], (256, 256, 256))
     write_zarr_array(tmp_path / "big.zarr", np.ascontiguousarray(ramp), chunks=(32, 32, 32))
+    # precomputed: a channel dimension the axes do not list, and chunks aligned to a voxel offset
+    write_precomputed(tmp_path / "pc", np.ascontiguousarray(ramp[::2, ::2, ::2]), resolution_xyz=(8, 8, 8),
+                      voxel_offset_xyz=(5, 6, 7), levels=1, chunk=16)
     srv = start_server("serve", str(tmp_path))
     lo, hi = contrast_range(open_dataset(srv.url + "/big.zarr"))
     assert lo <= 40 and hi >= 215
-    chunk_reads = srv.requested(r"GET /big\.zarr/\d+/\d+/\d+ ")
-    assert 8 <= len(chunk_reads) <= MAX_SAMPLE_CHUNKS
+    assert 8 <= len(srv.requested(r"GET /big\.zarr/\d+/\d+/\d+ ")) <= MAX_SAMPLE_CHUNKS
+    lo, hi = contrast_range(open_dataset("precomputed://" + srv.url + "/pc"))
+    assert lo <= 40 and hi >= 215
+    assert 8 <= len(srv.requested(r"GET /pc/8_8_8/\d+-\d+_")) <= MAX_SAMPLE_CHUNKS
     flat = np.full((8, 8, 8), 5, np.uint8)
     write_zarr_array(tmp_path / "flat.zarr", flat)
     assert contrast_range(open_dataset(tmp_path / "flat.zarr")) == [5, 6]  # never an empty range

@@ -36,9 +36,10 @@ def contrast_range(ds: Dataset, low: float = 0.5, high: float = 99.5, target: in
     """
     store = ds.open_level(stats_level(ds, target))
     shape = list(store.shape)
-    spatial = [i for i, a in enumerate(ds.axes) if a.type != "channel"] if len(ds.axes) == len(shape) else []
-    voxels = math.prod(shape[i] for i in spatial) if spatial else math.prod(shape)
-    if voxels > 4 * target and spatial:
+    # The dataset's axes are the store's leading dimensions; any extra ones (precomputed's channel
+    # dimension) are channels, read whole.
+    spatial = [i for i, a in enumerate(ds.axes) if a.type != "channel" and i < len(shape)]
+    if math.prod(shape[i] for i in spatial) > 4 * target:
         data = _sample_chunks(store, spatial, target)
     else:
         data = np.asarray(store.read().result())
@@ -71,7 +72,10 @@ def _sample_chunks(store, spatial: list[int], target: int) -> np.ndarray:
 
 
 def _grid_picks(counts: list[int], budget: int) -> list[list[int]]:
-    """Evenly spaced chunk positions per axis, at most ``budget`` cells in all, the densest axis first."""
+    """Evenly spaced chunk positions per axis (first and last included), at most ``budget`` cells in all.
+
+    Axes with the most chunks per pick get another pick first.
+    """
     take = [1] * len(counts)
     while True:
         room = [i for i in range(len(counts)) if take[i] < counts[i]]
@@ -81,7 +85,7 @@ def _grid_picks(counts: list[int], budget: int) -> list[list[int]]:
         if math.prod(take) // take[axis] * (take[axis] + 1) > budget:
             break
         take[axis] += 1
-    return [[int((j + 0.5) * n / t) for j in range(t)] for n, t in zip(counts, take)]
+    return [[n // 2] if t == 1 else [round(j * (n - 1) / (t - 1)) for j in range(t)] for n, t in zip(counts, take)]
 
 
 def _percentiles(data: np.ndarray, low: float, high: float) -> list[float]:
