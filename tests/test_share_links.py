@@ -191,6 +191,8 @@ def test_link_with_token_ttl_puts_a_scoped_token_in_every_source(site):
     status, _, body = get(f"{srv.url}/-/t/{lab_token}/lab/s/cells.ome.zarr/")
     assert status == 200 and b'href="0/"' in body
     # The tokens never reach the access log.
+    srv.settle()
+    assert srv.requested(r'"GET /-/t/REDACTED/lab/s/cells\.ome\.zarr/ ')
     assert lab_token not in "".join(srv.log)
 
 

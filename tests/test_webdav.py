@@ -161,6 +161,7 @@ def test_sharded_reads_went_upstream_as_ranges(deployment):
     seen = len(srv.log)
     part = ts.open(read_spec(spec, f"{srv.url}/dav/seg.zarr3/"), read=True).result()[3:9, 17:30, 5:21].read().result()
     np.testing.assert_array_equal(part, data[3:9, 17:30, 5:21])
+    srv.settle()
     ranged = [line for line in srv.log[seen:] if re.search(r'"GET /dav/seg\.zarr3/c/', line)]
     assert ranged and all(re.search(r'" 206 ', line) for line in ranged), ranged
 
@@ -343,6 +344,8 @@ def test_upstream_password_never_reaches_clients_or_logs(deployment):
         status, headers, body = get(srv.url + path)
         assert DAV_PASSWORD.encode() not in body and DAV_PASSWORD not in str(headers)
         assert "Authorization" not in headers and "WWW-Authenticate" not in headers
+    srv.settle()
+    assert srv.requested(r'"GET /dav/big\.bin ')  # the lines checked below are there
     assert not any(DAV_PASSWORD in line for line in srv.log + srv.stdout)
 
 
@@ -361,6 +364,8 @@ def test_wrong_upstream_credentials_give_502_without_secrets(tmp_path, start_ser
         srv = start_server("serve", "--config", str(conf), env=dict(os.environ, WRONG_PW="not-the-password-xyz"))
         status, _, body = get(srv.url + "/d/f.bin")
         assert status == 502 and b"not-the-password-xyz" not in body
+        srv.settle()
+        assert srv.requested(r'"GET /d/f\.bin .* 502 ')
         assert not any("not-the-password-xyz" in line for line in srv.log)
     finally:
         dav.kill()
