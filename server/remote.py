@@ -36,7 +36,7 @@ from urllib.parse import quote, unquote, urlsplit
 import aiohttp
 from aiohttp import web
 
-from volumes.formats import MARKERS
+from volumes import MARKERS
 
 from .config import UpstreamConfig
 from .lru import ByteBudgetLRU
