@@ -27,7 +27,10 @@ PATH_PREFIX = "ngserve.path_prefix"  # request key: what precedes the data path 
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
 LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, well within this
-ALLOW_HEADERS = "Range, Authorization, If-None-Match, If-Modified-Since, If-Range, Content-Type, Cache-Control"
+ALLOW_HEADERS = (
+    "Range, Authorization, If-None-Match, If-Modified-Since, If-Match, If-Unmodified-Since, If-Range, "
+    "Content-Type, Cache-Control"
+)
 
 
 def make_storage(source: str, mount: MountConfig | None = None) -> Storage:
@@ -147,7 +150,10 @@ async def handle_token_path(request: web.Request) -> web.StreamResponse:
 
     The auth middleware has checked the token against ``<path>`` already.
     """
-    token, raw = auth.split_token_path(request.rel_url.raw_path)
+    found = auth.split_token_path(request.rel_url.raw_path)
+    if found is None:  # the router matched a decoded form (e.g. /%2D/t/...): not a share path
+        raise web.HTTPNotFound()
+    token, raw = found
     inner = request.clone(rel_url=URL.build(path=raw, query_string=request.rel_url.raw_query_string, encoded=True))
     inner[PATH_PREFIX] = auth.token_path(token, "").rstrip("/")
     return await handle_data(inner)

@@ -103,7 +103,7 @@ async def test_preflight(client):
     assert r.headers["Access-Control-Allow-Origin"] == "*"
     assert {"GET", "HEAD"} <= {m.strip() for m in r.headers["Access-Control-Allow-Methods"].split(",")}
     allowed = {h.strip().lower() for h in r.headers["Access-Control-Allow-Headers"].split(",")}
-    assert {"range", "authorization"} <= allowed
+    assert {"range", "authorization", "if-match", "if-unmodified-since"} <= allowed
 
 
 async def test_configured_origins(aiohttp_client, root):
@@ -316,3 +316,9 @@ async def test_file_shrinking_mid_stream_ends_the_connection(client, root):
         f.truncate(2 << 20)
     with pytest.raises(aiohttp.ClientPayloadError):
         await asyncio.wait_for(r.read(), timeout=30)
+
+
+async def test_encoded_share_prefix_is_not_found(aiohttp_server, root):
+    server = await aiohttp_server(make_app(root))
+    status, answer = await raw_get(server.host, server.port, "/%2D/t/sometoken/img.zarr/.zarray")
+    assert status == 404, answer
