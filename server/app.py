@@ -186,26 +186,29 @@ async def handle_open(request: web.Request) -> web.Response:
     # in the source URL, as the /-/t/<token>/ prefix every file below it keeps.
     token = request.query.get("token")
     url = public_base(request) + (auth.token_path(token, path) if token else "/" + path)
-    if isinstance(storage, LocalStorage):
-        source = os.path.join(str(storage.root), *inner)  # read metadata straight from disk
-    else:
-        host, port = request.transport.get_extra_info("sockname")[:2]
-        host = f"[{host}]" if ":" in host else host
-        internal = _loopback_token(request, segments, rel)
-        source = f"http://{host}:{port}" + (auth.token_path(internal, path) if internal else "/" + path)
+    # The builder reads the dataset through this very server, local mounts included, so it
+    # sees exactly what a client may read (no symlink out of the root, no hidden file) and
+    # remote mounts with their upstream credentials.
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    host = f"[{host}]" if ":" in host else host
+    internal = _loopback_token(request, segments, rel)
+    loopback = f"http://{host}:{port}" + (auth.TOKEN_PATH + internal if internal else "")
+    source = loopback + "/" + path
     from volumes import SourceError, first_line
 
     try:
-        # The builder reads files (and, for remote mounts, this very server): keep the loop free.
+        # The builder blocks, and its reads come back to this loop: run it off the loop.
         state = await asyncio.get_running_loop().run_in_executor(None, _open_state, source, url)
     except (SourceError, ValueError) as exc:
-        line = redact(first_line(exc))
+        # Messages name the URLs read: say /NAME/... as the caller does, not our loopback address
+        # and token; redact() still hides any token the message quotes in another form.
+        line = redact(first_line(exc).replace(loopback, ""))
         raise web.HTTPUnprocessableEntity(text=f"cannot show /{'/'.join(segments)}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))
 
 
 def _loopback_token(request: web.Request, segments: list[str], rel: str) -> str | None:
-    """A short-lived token for reading a protected remote mount through ourselves.
+    """A short-lived token for reading a protected mount through ourselves.
 
     The auth middleware has already let this request read the path, so a token
     scoped to exactly that path grants nothing new; it stands in for the caller's
