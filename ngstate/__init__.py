@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import os
 from typing import Any, Sequence
+from urllib.parse import quote
+
+from volumes import Dataset, open_datasets
 
 from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
@@ -22,7 +25,8 @@ _PER_LAYER = {
 
 
 def build_state(sources: Sequence[Any], **options) -> State:
-    """A :class:`State` with one layer per source.
+    """A :class:`State` with one layer per source; an OME-Zarr ``labels/`` group gives one
+    segmentation layer per label image it lists, each with that source's options.
 
     Options: ``layout``, ``position``, ``viewer``, ``served_at`` (local folder ->
     URL), ``segments`` (ids selected in every segmentation layer), and per-layer
@@ -42,8 +46,19 @@ def build_state(sources: Sequence[Any], **options) -> State:
                 value = value[i]
             if value is not None:
                 layer_opts[_PER_LAYER[key]] = value
-        state.add(source, **layer_opts)
+        url = layer_opts.pop("url", None)
+        datasets = {"": source} if isinstance(source, Dataset) else open_datasets(source)
+        for rel, ds in datasets.items():
+            state.add(ds, url=_below(url, rel) if url else None, **layer_opts)
     return state
+
+
+def _below(url: str, rel: str) -> str:
+    """The URL of ``rel`` below ``url``, keeping a query string (a token) at the end."""
+    if not rel:
+        return url
+    base, sep, query = url.partition("?")
+    return base.rstrip("/") + "/" + quote(rel) + sep + query
 
 
 def _is_range(value) -> bool:

@@ -177,9 +177,11 @@ async def handle_open(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/open/data/image.ome.zarr\n")
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
-    fmt = await storage.dataset_format(rel)
-    if fmt is None:
-        raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
+    if await storage.dataset_format(rel) is None:
+        entry = await storage.stat(rel)
+        if entry is None or not entry.is_dir:
+            raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
+        # A folder the listing offers no link for: the builder's error says what it holds.
     path = quote("/".join(segments))
     # The viewer must read the data as this user does.  A session or token cookie
     # goes along by itself (same origin); a token that came in the query must stay
@@ -222,11 +224,9 @@ def _loopback_token(request: web.Request, segments: list[str], rel: str) -> str 
 
 
 def _open_state(source: str, url: str) -> dict:
-    from ngstate import State
+    from ngstate import build_state
 
-    state = State()
-    state.add(source, url=url)
-    return state.to_json()
+    return build_state([source], urls=[url]).to_json()  # an OME labels/ group: a layer per label image
 
 
 async def handle_health(request: web.Request) -> web.Response:

@@ -385,9 +385,9 @@ class RemoteStorage(Storage):
         if self.dav:
             return await super().dataset_format(path)
         # No listings over plain HTTP: look for each format's marker file instead (cached, 404s too).
-        for marker, fmt in MARKERS:
+        for marker, _ in MARKERS:
             if await self.read_small(f"{path}/{marker}" if path else marker) is not None:
-                return fmt
+                return await self.format_of(path, [marker])
         return None
 
     async def _propfind(self, path: str, depth: int) -> tuple[Entry, list[Entry]] | None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from volumes import format_from_names
+from volumes import format_from_names, group_metadata_file, is_viewable_zarr
 
 from .lru import ByteBudgetLRU
 from .paths import is_visible
@@ -52,9 +52,19 @@ class Storage(ABC):
         """The HTTP answer for GET/HEAD of the file at ``path`` (404 if absent)."""
 
     async def dataset_format(self, path: str) -> str | None:
-        """The dataset format of the folder at ``path``, judged by its file names."""
+        """The dataset format of the folder at ``path``, judged by its file names (see :meth:`format_of`)."""
         entries = await self.list_dir(path)
-        return None if entries is None else format_from_names(e.name for e in entries)
+        return None if entries is None else await self.format_of(path, [e.name for e in entries])
+
+    async def format_of(self, path: str, names: list[str]) -> str | None:
+        """The format ``names`` (in the folder at ``path``) show.  A zarr group counts only when its
+        metadata, one small file, makes it an OME image or labels group: a plain group would get an
+        "open in viewer" link that cannot work."""
+        fmt = format_from_names(names)
+        meta = group_metadata_file(names)
+        if meta is not None and not is_viewable_zarr(await self.read_small(f"{path}/{meta}" if path else meta)):
+            return None
+        return fmt
 
     async def close(self) -> None:
         """Release pooled resources (connections, files)."""
@@ -150,7 +160,9 @@ class LocalStorage(Storage):
         return entries
 
     async def dataset_format(self, path: str) -> str | None:
-        # A folder's mtime changes exactly when a name in it is added or removed.
+        # A folder's mtime changes exactly when a name in it is added, removed or renamed over;
+        # zarr writers (tensorstore, zarr-python) replace metadata files that way, so a group's
+        # .zattrs read by format_of is covered too, except when rewritten in place.
         st = self._stat(self._full(path))
         if st is None:
             return None

@@ -325,6 +325,14 @@ def test_cli_link_batch_shows_progress_on_a_terminal_only(samples, tmp_path):
     assert b"links: " in seen and b"/2 [" in seen
 
 
+def test_cli_link_on_a_labels_group_shows_its_label_images(samples):
+    folder = str(samples["ome04"].parent)
+    r = _cli("link", str(samples["ome04"] / "labels"), "--served-at", f"{folder}={BASE}", "--viewer", VIEWER, "--json")
+    assert r.returncode == 0, r.stderr
+    want = ngstate.build_state([samples["ome04_labels"]], served_at={folder: BASE}, viewer=VIEWER).to_json()
+    assert json.loads(r.stdout) == want  # one segmentation layer per label image (here: nuclei)
+
+
 def test_cli_link_errors_are_one_line(samples, tmp_path):
     (tmp_path / "x.txt").write_text("x")
     for args in (["link", str(tmp_path)], ["link", str(samples["ome04"])], ["link"],

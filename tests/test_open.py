@@ -67,3 +67,77 @@ def test_open_errors_name_url_paths_not_disk_paths(tmp_path, start_server):
     print(body)
     assert "/pub/broken.ome.zarr/0/" in body, body
     assert str(tmp_path) not in body and "127.0.0.1" not in body, body
+
+
+def _image_with_labels(folder, zarr_version: int):
+    """An OME-Zarr image (anisotropic, offset) whose labels/ group lists two label images."""
+    from volumes import add_labels_group
+
+    kw = dict(voxel_size=(0.5, 0.25, 0.2), translation=(2.0, 1.0, 3.0), levels=2, zarr_version=zarr_version)
+    image = folder / f"img{zarr_version}.ome.zarr"
+    write_ome_zarr(image, np.arange(8 * 10 * 12, dtype=np.uint16).reshape(8, 10, 12), **kw)
+    labels = add_labels_group(image, ["nuclei", "cells"], zarr_version=zarr_version)
+    for i, name in enumerate(["nuclei", "cells"]):
+        data = np.zeros((8, 10, 12), np.uint32)
+        data[2:6, 3:7, 4 + i : 8 + i] = i + 1
+        write_ome_zarr(labels / name, data, label=True, method="mode", **kw)
+    return image
+
+
+@pytest.mark.parametrize("zarr_version", [2, 3])
+def test_open_a_labels_group_shows_every_label_image(tmp_path, start_server, zarr_version):
+    pub = tmp_path / "pub"
+    image = _image_with_labels(pub, zarr_version)
+    srv = start_server("serve", "--mount", f"pub={pub}")
+    name = image.name
+    page = get(f"{srv.url}/pub/{name}/")[2]
+    assert f'href="/-/open/pub/{name}/labels"' in page
+
+    status, headers, body = get(f"{srv.url}/-/open/pub/{name}/labels")
+    assert status == 302, body
+    state = ngstate.parse_url(headers["Location"])
+    served = {str(pub): f"{srv.url}/pub"}
+    alone = ngstate.build_state([image / "labels" / "nuclei", image / "labels" / "cells"], served_at=served).to_json()
+    assert state == alone
+    assert [(layer["type"], layer["name"]) for layer in state["layers"]] == [
+        ("segmentation", "nuclei"), ("segmentation", "cells")]
+    # Aligned like the image: the same dimensions and, for each, the image's own placement.
+    with_image = ngstate.build_state([image, image / "labels" / "nuclei"], served_at=served).to_json()
+    assert state["dimensions"] == with_image["dimensions"]
+    assert state["layers"][0]["source"] == with_image["layers"][1]["source"]
+
+
+def test_a_plain_zarr_group_gets_no_viewer_link(tmp_path, start_server):
+    pub = tmp_path / "pub"
+    (pub / "v2group.zarr" / "sub").mkdir(parents=True)
+    (pub / "v2group.zarr" / ".zgroup").write_text('{"zarr_format": 2}')
+    (pub / "v2attrs.zarr").mkdir()
+    (pub / "v2attrs.zarr" / ".zgroup").write_text('{"zarr_format": 2}')
+    (pub / "v2attrs.zarr" / ".zattrs").write_text('{"note": "no image here"}')
+    (pub / "v3group.zarr").mkdir()
+    (pub / "v3group.zarr" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    srv = start_server("serve", "--mount", f"pub={pub}")
+    page = get(f"{srv.url}/pub/")[2]
+    assert 'href="v2group.zarr/"' in page and "/-/open" not in page, page
+    assert "/-/open" not in get(f"{srv.url}/pub/v2group.zarr/")[2]
+
+    for name, found in [("v2group.zarr", "a zarr v2 group that is neither an OME multiscale image nor a labels "
+                                         "group (attributes: none)"),
+                        ("v2attrs.zarr", "a zarr v2 group that is neither an OME multiscale image nor a labels "
+                                         "group (attributes: note)"),
+                        ("v3group.zarr", "a zarr v3 group that is neither an OME multiscale image nor a labels "
+                                         "group (attributes: none)")]:
+        status, _, body = get(f"{srv.url}/-/open/pub/{name}")
+        assert (status, body) == (422, f"cannot show /pub/{name}: /pub/{name}: {found}\n")
+    assert get(f"{srv.url}/-/open/pub/absent.zarr")[0] == 404
+
+
+def test_demo_labels_link_opens_the_labels(tmp_path, start_server):
+    srv = start_server("demo", "--out", str(tmp_path))
+    page = get(f"{srv.url}/demo.ome.zarr/")[2]
+    assert 'href="/-/open/demo.ome.zarr/labels"' in page
+    status, headers, body = get(f"{srv.url}/-/open/demo.ome.zarr/labels")
+    assert status == 302, body
+    (layer,) = ngstate.parse_url(headers["Location"])["layers"]
+    assert layer["type"] == "segmentation" and layer["name"] == "cells"
+    assert layer["source"] == f"zarr2://{srv.url}/demo.ome.zarr/labels/cells/"

@@ -174,7 +174,7 @@ def test_unknown_and_missing_sources_name_what_was_found(tmp_path):
         open_dataset(tmp_path / "absent.zarr")
     (tmp_path / "grp").mkdir()
     (tmp_path / "grp" / ".zgroup").write_text('{"zarr_format": 2}')
-    with pytest.raises(SourceError, match="zarr v2 group without OME multiscales"):
+    with pytest.raises(SourceError, match="zarr v2 group that is neither an OME multiscale image nor a labels group"):
         open_dataset(tmp_path / "grp")
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import os
 from typing import Any
 
 from .atomic import building
 from .errors import first_line
-from .formats import MARKERS, NG_SCHEME, format_from_names
+from .formats import MARKERS, NG_SCHEME, format_from_names, group_metadata_file, is_viewable_zarr
 from .location import Location, SourceError, strip_scheme
 from .model import Axis, Dataset, Level
 
@@ -34,7 +35,15 @@ def open_dataset(source) -> Dataset:
     return _open(source)
 
 
+def open_datasets(source: str | os.PathLike | Location) -> dict[str, Dataset]:
+    """``{"": dataset}``, or each label image of an OME ``labels/`` group by name (see :mod:`volumes.detect`)."""
+    from .detect import open_datasets as _open  # keeps numpy out of the server's import path
+
+    return _open(source)
+
+
 __all__ = [
     "Axis", "Dataset", "Level", "Location", "MARKERS", "NG_SCHEME", "SourceError", "building", "first_line",
-    "format_from_names", "open_dataset", "strip_scheme", *_LAZY,
+    "format_from_names", "group_metadata_file", "is_viewable_zarr", "open_dataset", "open_datasets",
+    "strip_scheme", *_LAZY,
 ]

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 
+from .formats import is_ome, ome_labels
 from .location import Location, SourceError
 from .model import Dataset
 from .n5 import read_n5
-from .ome import is_ome, read_ome
+from .ome import read_ome
 from .precomputed import read_precomputed
 from .zarr_meta import read_plain_array
 
@@ -28,7 +29,7 @@ def open_dataset(source: str | os.PathLike | Location) -> Dataset:
         attrs = z3.get("attributes") or {}
         if is_ome(attrs):
             return read_ome(loc, attrs, 3)
-        raise SourceError(f"{loc}: a zarr v3 group without OME multiscales ({_group_summary(attrs)})")
+        raise _group_error(loc, attrs, 3)
     zarray = loc.read_json(".zarray")
     if zarray is not None:
         return read_plain_array(loc, 2)
@@ -36,7 +37,7 @@ def open_dataset(source: str | os.PathLike | Location) -> Dataset:
     if zattrs is not None and is_ome(zattrs):
         return read_ome(loc, zattrs, 2)
     if zattrs is not None or loc.read_json(".zgroup") is not None:
-        raise SourceError(f"{loc}: a zarr v2 group without OME multiscales ({_group_summary(zattrs or {})})")
+        raise _group_error(loc, zattrs or {}, 2)
     n5 = loc.read_json("attributes.json")
     if n5 is not None:
         return read_n5(loc, n5)
@@ -50,8 +51,32 @@ def open_dataset(source: str | os.PathLike | Location) -> Dataset:
     )
 
 
-def _group_summary(attrs: dict) -> str:
-    labels = (attrs.get("ome") or attrs).get("labels")
-    if isinstance(labels, list):
-        return f"a labels group listing {', '.join(map(str, labels))}; open one of them"
-    return "attributes: " + (", ".join(sorted(attrs)) or "none")
+def open_datasets(source: str | os.PathLike | Location) -> dict[str, Dataset]:
+    """The datasets at ``source`` by their path below it: ``{"": dataset}``, or for an OME-Zarr
+    ``labels/`` group, each label image it lists (placed by its own metadata, so aligned like
+    the image).  Errors as :func:`open_dataset`."""
+    loc = source if isinstance(source, Location) else Location(source)
+    try:
+        return {"": open_dataset(loc)}
+    except _LabelsGroup as group:
+        return {name: open_dataset(loc.child(name)) for name in group.labels}
+
+
+class _LabelsGroup(SourceError):
+    """An OME ``labels/`` group: no array itself, the names of label images."""
+
+    def __init__(self, loc: Location, labels: list[str]) -> None:
+        super().__init__(f"{loc}: an OME labels group listing {', '.join(labels)}; open one of them")
+        self.labels = labels
+
+
+def _group_error(loc: Location, attrs: dict, version: int) -> SourceError:
+    """What a zarr group without OME multiscales is, as the error :func:`open_dataset` raises."""
+    labels = ome_labels(attrs)
+    if labels:
+        return _LabelsGroup(loc, labels)
+    found = ", ".join(sorted(attrs)) or "none"
+    return SourceError(
+        f"{loc}: a zarr v{version} group that is neither an OME multiscale image nor a labels group "
+        f"(attributes: {found})"
+    )

@@ -1,11 +1,13 @@
-"""Which format a folder holds, judged from the names of its files alone.
+"""Which format a folder holds, judged from the names of its files and at most one small file.
 
 This is the cheap test the server's listing runs on every child folder; the
-full metadata reader looks inside the files.
+full metadata reader looks inside the files.  It stays free of numpy and
+tensorstore, which the server does not load until it builds a state.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Iterable
 
 # Marker file -> format, in the order a folder is judged (first match wins).
@@ -28,3 +30,52 @@ def format_from_names(names: Iterable[str]) -> str | None:
         if marker in present or marker + ".gz" in present:
             return fmt
     return None
+
+
+def ome_attrs(attrs: dict) -> tuple[dict, str | None]:
+    """The OME block of group attributes (0.5 nests it under ``ome``) and its version."""
+    ome = attrs.get("ome")
+    if isinstance(ome, dict):
+        return ome, ome.get("version")
+    ms = attrs.get("multiscales")
+    version = ms[0].get("version") if isinstance(ms, list) and ms and isinstance(ms[0], dict) else None
+    return attrs, version
+
+
+def is_ome(attrs: dict) -> bool:
+    """Whether group attributes describe an OME multiscale image."""
+    ome, _ = ome_attrs(attrs)
+    return isinstance(ome.get("multiscales"), list) and bool(ome["multiscales"])
+
+
+def ome_labels(attrs: dict) -> list[str]:
+    """The label images an OME ``labels/`` group's attributes list; empty for any other group."""
+    names = ome_attrs(attrs)[0].get("labels")
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def group_metadata_file(names: Iterable[str]) -> str | None:
+    """For a zarr folder, the one file that tells whether it can be viewed: ``zarr.json`` (a v3
+    array or group) or a v2 group's ``.zattrs``.  None when the names alone decide."""
+    present = set(names)
+    fmt = format_from_names(present)
+    if fmt == "zarr3":
+        return "zarr.json"
+    if fmt == "zarr2" and not {".zarray", ".zarray.gz"} & present:
+        return ".zattrs"
+    return None
+
+
+def is_viewable_zarr(metadata: bytes | None) -> bool:
+    """Whether the file :func:`group_metadata_file` named shows a zarr array, an OME multiscale
+    image or an OME ``labels/`` group.  Any other zarr group is a folder, not a dataset."""
+    try:
+        meta = json.loads(metadata) if metadata is not None else None
+    except ValueError:
+        return False
+    if not isinstance(meta, dict):
+        return False
+    if meta.get("node_type") == "array":
+        return True
+    attrs = meta.get("attributes") if "node_type" in meta else meta  # a v3 group, or v2 .zattrs
+    return isinstance(attrs, dict) and (is_ome(attrs) or bool(ome_labels(attrs)))

@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
+from .formats import ome_attrs, ome_labels
 from .location import Location, SourceError
 from .model import Axis, Dataset
 from .units import ome_unit
 from .zarr_meta import array_level
-
-
-def ome_attrs(attrs: dict) -> tuple[dict, str | None]:
-    """The OME block of group attributes (0.5 nests it under ``ome``) and its version."""
-    ome = attrs.get("ome")
-    if isinstance(ome, dict):
-        return ome, ome.get("version")
-    ms = attrs.get("multiscales")
-    version = ms[0].get("version") if isinstance(ms, list) and ms and isinstance(ms[0], dict) else None
-    return attrs, version
-
-
-def is_ome(attrs: dict) -> bool:
-    ome, _ = ome_attrs(attrs)
-    return isinstance(ome.get("multiscales"), list) and bool(ome["multiscales"])
 
 
 def _compose(transforms: list | None, rank: int) -> tuple[list[float], list[float]]:
@@ -115,10 +101,7 @@ def read_ome(loc: Location, attrs: dict, zarr_version: int) -> Dataset:
 def _label_names(loc: Location, zarr_version: int) -> list[str]:
     """Names listed by the image's ``labels/`` group, if it has one."""
     if zarr_version == 3:
-        meta = loc.read_json("labels/zarr.json") or {}
-        attrs = meta.get("attributes") or {}
-        attrs = attrs.get("ome", attrs)
+        attrs = (loc.read_json("labels/zarr.json") or {}).get("attributes") or {}
     else:
         attrs = loc.read_json("labels/.zattrs") or {}
-    names = attrs.get("labels")
-    return [str(n) for n in names] if isinstance(names, list) else []
+    return ome_labels(attrs)
