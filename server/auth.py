@@ -269,12 +269,11 @@ def _data_segments(request: web.Request) -> list[str] | None:
 @web.middleware
 async def middleware(request: web.Request, handler) -> web.StreamResponse:
     authority = request.app[AUTHORITY]
-    if not authority.open:
-        segments = _data_segments(request)
-        if segments is not None:
-            found = mount_of(authority.mounts, segments)
-            if found is not None:
-                await authority.require(request, found[0], "/".join(found[1]))
+    segments = _data_segments(request)
+    if segments is not None:
+        found = mount_of(authority.mounts, segments)
+        if found is not None:
+            await authority.require(request, found[0], "/".join(found[1]))
     return await handler(request)
 
 
@@ -361,9 +360,10 @@ def _is_loopback(host: str) -> bool:
 
 def setup(app: web.Application, config: ServerConfig) -> None:
     """Install the authority, its middleware and the login endpoints on ``app``."""
-    app[AUTHORITY] = Authority(config)
+    app[AUTHORITY] = authority = Authority(config)
     app.on_cleanup.append(_stop_password_pool)
-    app.middlewares.append(middleware)
+    if not authority.open:  # only when needed: every middleware layer costs every request
+        app.middlewares.append(middleware)
     app.router.add_get("/-/login", login_page)
     app.router.add_post("/-/login", login_submit)
     app.router.add_get("/-/logout", logout)
