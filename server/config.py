@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,27 @@ class UpstreamConfig:
     retries: int = 2  # extra attempts for idempotent requests on connection errors, 502/503/504
     metadata_ttl: float = 10.0  # seconds a metadata file or listing is served without asking upstream
     chunk_cache_bytes: int = 0  # memory for whole chunk files; 0 turns the chunk cache off
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """TLS for an https upstream: the system CAs or ca_file, and the client certificate if any.
+
+        The config loader builds it once too, so a bad certificate, key or CA
+        bundle stops start-up instead of failing every request with a 500.
+        """
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.client_cert:
+            # Without a password callback OpenSSL asks for an encrypted key's pass phrase on
+            # the terminal, which would block a server; refuse such a key instead.
+            ctx.load_cert_chain(self.client_cert, self.client_key, password=_encrypted_key)
+        return ctx
+
+
+class EncryptedKeyError(ValueError):
+    """The client key needs a pass phrase, which a server cannot type."""
+
+
+def _encrypted_key() -> bytes:
+    raise EncryptedKeyError("the key is encrypted")
 
 
 @dataclass

@@ -8,6 +8,7 @@ and mounted read-only.  Every error names the key and says what is wrong.
 from __future__ import annotations
 
 import os
+import ssl
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -21,6 +22,7 @@ from .config import (
     ACCESS_MODES,
     AuthConfig,
     ConfigError,
+    EncryptedKeyError,
     MountConfig,
     ServerConfig,
     UpstreamConfig,
@@ -227,9 +229,40 @@ def _upstream(t: _Table) -> UpstreamConfig:
         value = getattr(up, key)
         if value and not Path(value).is_file():
             raise ConfigError(f"{t.key(key)}: {value} is not a file")
+    _check_tls(t, up)
     if not 0 <= up.retries <= 10:
         raise ConfigError(f"{t.key('retries')}: expected 0 to 10, got {up.retries}")
     return up
+
+
+def _check_tls(t: _Table, up: UpstreamConfig) -> None:
+    """Load the CA bundle and client certificate now: a bad one would otherwise fail every request."""
+    if up.ca_file:
+        try:
+            ssl.create_default_context(cafile=up.ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ConfigError(f"{t.key('ca_file')}: cannot load it as PEM CA certificates ({_ssl_reason(exc)})") from None
+    if not up.client_cert:
+        return
+    key = "client_key" if up.client_key else "client_cert"
+    try:
+        up.ssl_context()
+    except EncryptedKeyError:
+        raise ConfigError(
+            f"{t.key(key)}: the private key is encrypted and a server cannot type its pass phrase; "
+            "decrypt it (openssl pkey -in KEY -out PLAIN.key) and keep the file readable only by ngserve"
+        ) from None
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{t.key(key)}: cannot load the client certificate and key ({_ssl_reason(exc)}): "
+            "both must be PEM, the key unencrypted and matching the certificate"
+        ) from None
+
+
+def _ssl_reason(exc: OSError) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return exc.reason or "not PEM"  # its text is "[SSL] PEM lib (_ssl.c:NNNN)": no help to anyone
+    return exc.strerror or "unreadable"
 
 
 def _user(t: _Table) -> UserConfig:

@@ -125,10 +125,7 @@ class RemoteStorage(Storage):
     def _ssl(self) -> ssl.SSLContext | bool:
         if not self.origin.startswith("https:"):
             return False
-        ctx = ssl.create_default_context(cafile=self.config.ca_file)
-        if self.config.client_cert:
-            ctx.load_cert_chain(self.config.client_cert, self.config.client_key)
-        return ctx
+        return self.config.ssl_context()
 
     def session(self) -> aiohttp.ClientSession:
         """The pooled session, made on first use inside the worker's event loop."""
@@ -182,10 +179,26 @@ class RemoteStorage(Storage):
             except asyncio.TimeoutError:
                 log.warning("%s: %s /%s timed out", self.label, method, path)
                 raise _fail(504, "upstream timed out") from None
+            except aiohttp.ClientConnectorCertificateError as exc:
+                # We do not trust the upstream's certificate: retrying cannot help, and
+                # "unreachable" sent operators looking at the network instead of ca_file.
+                log.error("%s: the upstream's TLS certificate is not trusted (%s); set ca_file to its CA bundle",
+                          self.label, getattr(exc.certificate_error, "verify_message", None) or "verify failed")
+                raise _fail(502, "upstream TLS certificate not trusted") from None
+            except aiohttp.ClientSSLError as exc:
+                log.error("%s: TLS handshake with the upstream failed: %s", self.label, type(exc).__name__)
+                raise _fail(502, "upstream TLS handshake failed") from None
             except aiohttp.ClientError as exc:
                 log.warning("%s: %s /%s failed: %s", self.label, method, path, type(exc).__name__)
                 if attempt + 1 < attempts:
                     continue
+                if self.origin.startswith("https:") and isinstance(exc, aiohttp.ServerDisconnectedError):
+                    # A TLS 1.3 server that wants a client certificate (an X.509 dCache door) finishes
+                    # the handshake and then just hangs up when we have none or it distrusts ours;
+                    # aiohttp sees only a disconnect, so name the likely cause rather than "unreachable".
+                    log.error("%s: the upstream closed the TLS connection before answering; "
+                              "if it requires a client certificate, check client_cert and client_key", self.label)
+                    raise _fail(502, "upstream closed the TLS connection (client certificate refused?)") from None
                 raise _fail(502, "upstream unreachable") from None
             if resp.status in RETRY_STATUSES and attempt + 1 < attempts:
                 resp.release()
