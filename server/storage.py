@@ -92,7 +92,9 @@ class LocalStorage(Storage):
 
     # -- path handling ---------------------------------------------------------
     def _full(self, path: str) -> str:
-        return os.path.join(str(self.root), *path.split("/")) if path else str(self.root)
+        # Plain concatenation (os.path.join cost ~1.5 us a request): ``path`` is made of
+        # segments split_path checked, so none is empty, absolute or "..".
+        return self._prefix + path.replace("/", os.sep) if path else self._prefix[:-1]
 
     def _inside(self, full: str) -> bool:
         real = os.path.realpath(full)
