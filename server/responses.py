@@ -38,6 +38,19 @@ class FileMeta(NamedTuple):
     encoding: str | None = None  # e.g. "gzip" for a precompressed sibling
 
 
+def accepts_gzip(request: web.BaseRequest) -> bool:
+    """Whether the client takes gzip: listed in Accept-Encoding and not refused with q=0."""
+    for item in request.headers.get("Accept-Encoding", "").split(","):
+        coding, _, params = item.partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            name, _, value = params.strip().partition("=")
+            try:
+                return name.strip().lower() != "q" or float(value) > 0
+            except ValueError:
+                return True  # a malformed weight is ignored, as if absent
+    return False
+
+
 def content_type(name: str) -> str:
     """Metadata is JSON; everything else is opaque bytes.
 

@@ -22,7 +22,7 @@ from volumes import format_from_names, group_metadata_file, is_viewable_zarr
 
 from .lru import ByteBudgetLRU
 from .paths import is_visible
-from .responses import FileMeta, file_response
+from .responses import FileMeta, accepts_gzip, file_response
 
 
 @dataclass(frozen=True)
@@ -195,12 +195,14 @@ class LocalStorage(Storage):
             name=name,
             size=st.st_size,
             mtime=st.st_mtime,
-            etag=f'"{st.st_mtime_ns:x}-{st.st_size:x}{"-gz" if encoding else ""}"',
+            # The inode too: a same-size rewrite within one mtime tick (coarse-mtime
+            # filesystems, NFS) by an atomic writer (rename) still changes the validator.
+            etag=f'"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}{"-gz" if encoding else ""}"',
             encoding=encoding,
         )
         if st.st_size <= self.SMALL_FILE:
             data = self._cached_bytes(full, st)
-            if encoding and "gzip" not in request.headers.get("Accept-Encoding", ""):
+            if encoding and not accepts_gzip(request):
                 # Rare: a client that cannot inflate. Send the plain bytes instead.
                 data = gzip.decompress(data)
                 meta = FileMeta(name, len(data), st.st_mtime, meta.etag[:-1] + '-plain"')

@@ -21,6 +21,8 @@ from aiohttp import web
 from ngstate import NGSERVE_VIEWER_PATH as VIEWER_PATH
 from ngstate import encode_fragment
 
+from .responses import accepts_gzip
+
 _MIME = {
     ".html": "text/html; charset=utf-8",
     ".js": "application/javascript",
@@ -69,7 +71,7 @@ async def _static(request: web.Request) -> web.Response:
     # Bundle names carry a content hash; index.html does not and must revalidate.
     cache = "no-cache" if name == "index.html" else "public, max-age=31536000, immutable"
     headers = {"Content-Type": _MIME[ext], "Cache-Control": cache, "Vary": "Accept-Encoding"}
-    if "gzip" in request.headers.get("Accept-Encoding", ""):
+    if accepts_gzip(request):
         headers["Content-Encoding"] = "gzip"
         return web.Response(body=packed, headers=headers)
     return web.Response(body=plain, headers=headers)

@@ -322,3 +322,21 @@ async def test_encoded_share_prefix_is_not_found(aiohttp_server, root):
     server = await aiohttp_server(make_app(root))
     status, answer = await raw_get(server.host, server.port, "/%2D/t/sometoken/img.zarr/.zarray")
     assert status == 404, answer
+
+
+async def test_gzip_refused_with_q0_gets_plain_bytes(client):
+    r = await client.get("/packed", headers={"Accept-Encoding": "gzip;q=0, identity"}, auto_decompress=False)
+    assert "Content-Encoding" not in r.headers
+    assert await r.read() == b'{"packed": true}'
+
+
+async def test_same_size_rewrite_in_one_mtime_tick_changes_the_etag(client, root):
+    path = root / "img.zarr" / "0" / "0"
+    st = path.stat()
+    etag = (await client.get("/img.zarr/0/0")).headers["ETag"]
+    replacement = path.with_name("0.tmp")
+    replacement.write_bytes(bytes(reversed(path.read_bytes())))
+    os.utime(replacement, ns=(st.st_atime_ns, st.st_mtime_ns))
+    os.replace(replacement, path)  # an atomic writer: same size, same mtime, new inode
+    r = await client.get("/img.zarr/0/0", headers={"If-None-Match": etag})
+    assert r.status == 200 and r.headers["ETag"] != etag
