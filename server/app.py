@@ -21,6 +21,7 @@ from .tokens import mint
 
 log = logging.getLogger("ngserve")
 
+MAX_DETECTED_FOLDERS = 256  # listings detect datasets among at most this many child folders
 CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
 PATH_PREFIX = "ngserve.path_prefix"  # request key: what precedes the data path in the URL (/-/t/<token>)
@@ -105,10 +106,12 @@ async def _listing(
         readable = [n for n in request.app[MOUNTS] if n and n not in names and await authority.may_read(request, n)]
         entries = sorted(entries + [Entry(n, True) for n in readable], key=lambda e: e.name)
     formats = {}
-    for e in entries:
-        if e.is_dir:
-            owner, inner = resolve(request, [*split_path(url_path), e.name])
-            formats[e.name] = await owner.dataset_format("/".join(inner))
+    # Datasets sit among a few folders; a folder of thousands of subfolders is chunk
+    # data, where detecting each would cost a scan apiece for no link.
+    folders = [e for e in entries if e.is_dir]
+    for e in folders if len(folders) <= MAX_DETECTED_FOLDERS else []:
+        owner, inner = resolve(request, [*split_path(url_path), e.name])
+        formats[e.name] = await owner.dataset_format("/".join(inner))
     self_format = await storage.dataset_format(rel) if rel and storage is not None else None
     # Browsing by share link (/-/t/<token>/...): the viewer links must carry the token too.
     prefix = request.get(PATH_PREFIX, "")

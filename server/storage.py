@@ -139,6 +139,10 @@ class LocalStorage(Storage):
         return Entry(path.rsplit("/", 1)[-1], is_dir, 0 if is_dir else st.st_size)
 
     async def list_dir(self, path: str) -> list[Entry] | None:
+        # A folder of chunks can hold many thousands of entries: scan it off the loop.
+        return await asyncio.get_running_loop().run_in_executor(None, self._scan, path)
+
+    def _scan(self, path: str) -> list[Entry] | None:
         full = self._full(path)
         if self._stat(full) is None or not os.path.isdir(full):
             return None

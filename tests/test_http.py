@@ -340,3 +340,18 @@ async def test_same_size_rewrite_in_one_mtime_tick_changes_the_etag(client, root
     os.replace(replacement, path)  # an atomic writer: same size, same mtime, new inode
     r = await client.get("/img.zarr/0/0", headers={"If-None-Match": etag})
     assert r.status == 200 and r.headers["ETag"] != etag
+
+
+async def test_listing_of_a_chunk_folder_lists_all_and_detects_nothing(client, root):
+    from server.app import MAX_DETECTED_FOLDERS
+
+    level = root / "many"
+    for i in range(MAX_DETECTED_FOLDERS + 1):
+        (level / str(i)).mkdir(parents=True)
+    (level / "0" / ".zarray").write_text('{"zarr_format": 2}')  # would be a dataset
+    page = await (await client.get("/many/")).text()
+    assert page.count('<tr><td><a href="') == MAX_DETECTED_FOLDERS + 2  # every folder, and ../
+    assert "/-/open/" not in page
+    del_one = level / str(MAX_DETECTED_FOLDERS)
+    del_one.rmdir()
+    assert 'href="/-/open/many/0"' in await (await client.get("/many/")).text()
