@@ -11,11 +11,10 @@ from aiohttp import web
 from yarl import URL
 
 from . import auth, states, viewer
-from .config import MountConfig, ServerConfig, is_remote
 from .access_log import redact
+from .config import MountConfig, ServerConfig, is_remote
 from .listing import render_listing
 from .paths import split_path
-
 from .storage import Entry, LocalStorage, Storage
 from .tokens import mint
 
@@ -34,13 +33,13 @@ ALLOW_HEADERS = (
 )
 
 
-def make_storage(source: str, mount: MountConfig | None = None) -> Storage:
-    """The backend for a mount's ``source``: a local folder, or a WebDAV/HTTP(S) URL."""
-    if is_remote(source):
+def make_storage(mount: MountConfig) -> Storage:
+    """The backend for a mount's source: a local folder, or a WebDAV/HTTP(S) URL."""
+    if is_remote(mount.source):
         from .remote import RemoteStorage
 
-        return RemoteStorage(source, mount.upstream if mount else None, label=f"mount {mount.name!r}" if mount else "")
-    return LocalStorage(source)
+        return RemoteStorage(mount.source, mount.upstream, label=f"mount {mount.name!r}")
+    return LocalStorage(mount.source)
 
 
 # -- cross-cutting behaviour ---------------------------------------------------------
@@ -249,7 +248,7 @@ def create_app(config: ServerConfig) -> web.Application:
     """Build the application for ``config`` (already validated)."""
     app = web.Application(middlewares=[_preflight_and_errors])
     app[CONFIG] = config
-    app[MOUNTS] = {m.name: make_storage(m.source, m) for m in config.mounts}
+    app[MOUNTS] = {m.name: make_storage(m) for m in config.mounts}
     auth.setup(app, config)
     app.on_response_prepare.append(_add_cors)
     app.on_cleanup.append(_close_storages)

@@ -69,6 +69,17 @@ def _etag_matches(header: str, etag: str) -> bool:
     return any(t.strip().removeprefix("W/") == want for t in header.split(","))
 
 
+def _header_date(request: web.BaseRequest, name: str) -> float | None:
+    """The HTTP date in header ``name`` as Unix seconds; None when absent or invalid (ignored)."""
+    value = request.headers.get(name)
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
 def _precondition_failed(request: web.BaseRequest, meta: FileMeta) -> bool:
     """If-Match (strong comparison), else If-Unmodified-Since: RFC 9110 13.2.2 steps 1-2.
 
@@ -82,28 +93,16 @@ def _precondition_failed(request: web.BaseRequest, meta: FileMeta) -> bool:
         if im.strip() == "*":
             return False  # the file exists
         return not any(t.strip() == meta.etag for t in im.split(","))  # a W/ tag never matches
-    ius = request.headers.get("If-Unmodified-Since")
-    if ius:
-        try:
-            since = email.utils.parsedate_to_datetime(ius).timestamp()
-        except (TypeError, ValueError, IndexError):
-            return False  # an invalid date is ignored
-        return int(meta.mtime) > since
-    return False
+    since = _header_date(request, "If-Unmodified-Since")
+    return since is not None and int(meta.mtime) > since
 
 
 def _not_modified(request: web.BaseRequest, meta: FileMeta) -> bool:
     inm = request.headers.get("If-None-Match")
     if inm is not None:  # takes precedence over If-Modified-Since (RFC 9110 13.2.2)
         return _etag_matches(inm, meta.etag)
-    ims = request.headers.get("If-Modified-Since")
-    if ims:
-        try:
-            since = email.utils.parsedate_to_datetime(ims).timestamp()
-        except (TypeError, ValueError, IndexError):
-            return False
-        return int(meta.mtime) <= since
-    return False
+    since = _header_date(request, "If-Modified-Since")
+    return since is not None and int(meta.mtime) <= since
 
 
 @functools.lru_cache(maxsize=4096)

@@ -87,7 +87,8 @@ class LocalStorage(Storage):
         # Small files by path, with the (mtime, size, inode) they were read at: the
         # stat on every request is the invalidation.
         self._cache: ByteBudgetLRU[tuple[tuple, bytes]] = ByteBudgetLRU(cache_bytes, lambda item: len(item[1]))
-        self._formats: dict[str, tuple[int, str | None]] = {}
+        # Dataset format by folder, with the folder's mtime it was judged at.
+        self._formats: ByteBudgetLRU[tuple[int, str | None]] = ByteBudgetLRU(16 << 20, lambda _: 256)
         self._prefix = str(self.root) + os.sep
 
     # -- path handling ---------------------------------------------------------
@@ -144,7 +145,8 @@ class LocalStorage(Storage):
 
     def _scan(self, path: str) -> list[Entry] | None:
         full = self._full(path)
-        if self._stat(full) is None or not os.path.isdir(full):
+        st = self._stat(full)
+        if st is None or not stat.S_ISDIR(st.st_mode):
             return None
         entries = []
         try:
@@ -176,7 +178,7 @@ class LocalStorage(Storage):
         if hit is not None and hit[0] == st.st_mtime_ns:
             return hit[1]
         fmt = await super().dataset_format(path)
-        self._formats[path] = (st.st_mtime_ns, fmt)
+        self._formats.put(path, (st.st_mtime_ns, fmt))
         return fmt
 
     async def read_small(self, path: str, limit: int = 1 << 20) -> bytes | None:
