@@ -98,6 +98,11 @@ def _mtime(header: str | None) -> float:
         return time.time()
 
 
+def _cached(resp: aiohttp.ClientResponse, data: bytes, checked: float) -> _Cached:
+    """A cache entry for an upstream 200 answer with body ``data``."""
+    return _Cached(data, _quoted_etag(resp.headers.get("ETag"), data), _mtime(resp.headers.get("Last-Modified")), checked)
+
+
 class RemoteStorage(Storage):
     """A mount backed by a WebDAV or plain HTTP(S) upstream, through one pooled client session."""
 
@@ -119,7 +124,7 @@ class RemoteStorage(Storage):
         self._chunks = ByteBudgetLRU(self.config.chunk_cache_bytes, _cost) if self.config.chunk_cache_bytes else None
         self._listings: ByteBudgetLRU[tuple[float, list[Entry] | None]] = ByteBudgetLRU(LISTING_BUDGET, _listing_cost)
         self._inflight: dict[str, asyncio.Future] = {}
-        self.upstream_requests = 0  # for /-/health-style introspection and benchmarks
+        self.upstream_requests = 0  # requests sent upstream, retries included (tests count them)
 
     # -- the client session ------------------------------------------------------------
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -274,7 +279,7 @@ class RemoteStorage(Storage):
                 item = _Cached(None, None, 0.0, now)
             elif resp.status == 200:
                 data = await self._read_body(resp)
-                item = _Cached(data, _quoted_etag(resp.headers.get("ETag"), data), _mtime(resp.headers.get("Last-Modified")), now)
+                item = _cached(resp, data, now)
             else:
                 raise self._refuse(resp, path)
         cache.put(path, item)
@@ -350,8 +355,7 @@ class RemoteStorage(Storage):
         if length is not None and length <= WHOLE_BODY:
             body = await self._read_body(resp)
             if self._chunks is not None and resp.status == 200:
-                item = _Cached(body, _quoted_etag(resp.headers.get("ETag"), body), _mtime(resp.headers.get("Last-Modified")), time.monotonic())
-                self._chunks.put(path, item)
+                self._chunks.put(path, _cached(resp, body, time.monotonic()))
             return web.Response(status=resp.status, headers=out, body=body)
         answer = web.StreamResponse(status=resp.status, headers=out)
         if length is not None:
