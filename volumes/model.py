@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import math
-
 from .location import Location
 
 
@@ -39,10 +37,6 @@ class Level:
     factors: list[float]  # downsampling relative to level 0, per axis
     encoding: str | None = None  # precomputed encoding, zarr/n5 compressor
     spec: dict = field(default_factory=dict, repr=False)  # tensorstore spec
-
-    @property
-    def voxels(self) -> int:
-        return math.prod(self.shape)
 
 
 @dataclass

@@ -9,10 +9,8 @@ from .model import Axis, Dataset, Level
 from .units import parse_dimension_unit
 
 
-def array_level(
-    loc: Location, path: str, version: int, factors: list[float] | None = None
-) -> tuple[Level, dict, dict]:
-    """The :class:`Level` of the zarr array at ``path``, its user attributes and raw metadata."""
+def array_level(loc: Location, path: str, version: int) -> tuple[Level, dict, dict]:
+    """The :class:`Level` of the zarr array at ``path`` (factors all 1), its user attributes and raw metadata."""
     if version == 3:
         meta = loc.read_json(f"{path}/zarr.json" if path else "zarr.json")
         if meta is None or meta.get("node_type") != "array":
@@ -39,7 +37,7 @@ def array_level(
         shape=shape,
         chunks=[int(c) for c in chunks],
         dtype=dtype,
-        factors=factors or [1.0] * len(shape),
+        factors=[1.0] * len(shape),
         encoding=encoding,
         spec={"driver": driver, "kvstore": loc.kvstore(path)},
     )
