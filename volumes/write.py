@@ -26,11 +26,14 @@ def _write_json(path: Path, obj: dict) -> None:
 
 
 def _pyramid(data: np.ndarray, levels: int, factors: Sequence[int], method: str) -> list[np.ndarray]:
-    """``levels`` arrays, each downsampled by ``factors`` from the previous one."""
-    out, current = [data], ts.array(data)
+    """``levels`` arrays, each downsampled by ``factors`` from the previous one.
+
+    Each level is downsampled from the one just read, not through a chain of downsample views
+    (which would recompute every finer level from ``data`` again).
+    """
+    out = [data]
     for _ in range(1, levels):
-        current = ts.downsample(current, list(factors), method=method)
-        out.append(current.read().result())
+        out.append(ts.downsample(ts.array(out[-1]), list(factors), method=method).read().result())
     return out
 
 
