@@ -116,17 +116,14 @@ def _write_indices(staging, data: AnnotationTable, records: Records, levels, lim
     minishard_encoding = "raw" if compression == "raw" else "gzip"
 
     def write(key: str, keys_of, encode: Encoder, words: np.ndarray, hash: str, data_encoding: str, key_bits=64, names=None):
-        with tqdm(total=4 * int(words.sum()), unit="B", unit_scale=True, desc=f"writing {key}", leave=False,
-                  disable=_bar_off(show)) as bar:
-            def on_progress(w: int) -> None:
-                bar.update(4 * int(w))
-
+        # The index writers report how many values (cells, segments, annotations) each batch wrote.
+        with tqdm(total=len(words), unit=" values", desc=f"writing {key}", leave=False, disable=_bar_off(show)) as bar:
             if not sharded:
-                write_unsharded(staging / key, names(), encode, words, on_progress)
+                write_unsharded(staging / key, names(), encode, words, bar.update)
                 return None
             spec = choose_sharding(len(words), 4 * int(words.sum()), hash=hash, key_bits=key_bits,
                                    minishard_index_encoding=minishard_encoding, data_encoding=data_encoding)
-            write_sharded(staging / key, keys_of(), encode, spec, words, on_progress)
+            write_sharded(staging / key, keys_of(), encode, spec, words, bar.update)
             return spec.to_json()
 
     def with_sharding(entry: dict, sharding: dict | None) -> dict:
