@@ -78,5 +78,7 @@ def run(args: argparse.Namespace) -> int:
         )
     except annotations.AnnotationInputError as exc:
         raise UsageError(str(exc)) from None
+    except OSError as exc:  # the input is read under AnnotationInputError: this is the output
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
     print(f"ngserve annotate: wrote {out}")
     return 0
