@@ -127,10 +127,11 @@ class Location:
         return self.is_http or Path(self.root).exists()
 
     def local_names(self) -> list[str]:
-        """A few names inside a local root, for error messages; empty for URLs."""
+        """A few names inside a local root, for error messages ("…" last when there are more); empty for URLs."""
         if self.is_http or not Path(self.root).is_dir():
             return []
-        return sorted(os.listdir(self.root))[:8]
+        names = sorted(os.listdir(self.root))
+        return names[:8] + (["…"] if len(names) > 8 else [])
 
     def kvstore(self, rel: str = "") -> dict:
         """The tensorstore kvstore spec of the folder ``rel`` below this root."""
