@@ -160,15 +160,14 @@ def _factors(root: dict, level_attrs: list[tuple[str, dict]], rank: int) -> list
     if isinstance(listed, list) and len(listed) == len(level_attrs) and isinstance(listed[0], list):
         return [[float(f) for f in fs] for fs in listed]
     out = []
-    base = _cosem(level_attrs[0][1], rank)
+    base = _cosem(level_attrs[0][1], rank) or _cosem(_group_dataset(root, 0), rank)
     for i, (_, a) in enumerate(level_attrs):
         if "downsamplingFactors" in a:
             out.append([float(f) for f in a["downsamplingFactors"]])
             continue
         c = _cosem(a, rank) or _cosem(_group_dataset(root, i), rank)
-        b = base or _cosem(_group_dataset(root, 0), rank)
-        if c and b:
-            out.append([x / y for x, y in zip(c[0], b[0])])
+        if c and base:
+            out.append([x / y for x, y in zip(c[0], base[0])])
         else:
             shape0 = level_attrs[0][1]["dimensions"]
             out.append([s0 / s for s0, s in zip(shape0, a["dimensions"])])
