@@ -14,7 +14,7 @@ import numpy as np
 from .geometry import Shapes
 from .index_writer import Encoder
 from .properties import PropertySpec, record_dtype
-from .ragged import gather_pieces, interleave_pieces, offsets_from_lengths, ragged_arange
+from .ragged import gather_pieces, interleave_pieces, offsets_from_lengths, ragged_arange, run_offsets
 
 
 @dataclass
@@ -129,5 +129,5 @@ def group_by_segment(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarra
     segments, owner = values[order], owner[order]
     distinct = np.r_[True, (segments[1:] != segments[:-1]) | (owner[1:] != owner[:-1])] if len(order) else np.zeros(0, bool)
     segments, owner = segments[distinct], owner[distinct]
-    starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]]) if len(segments) else np.zeros(0, np.int64)
-    return segments[starts], owner, np.append(starts, len(owner)).astype(np.int64)
+    offsets = run_offsets(segments)
+    return segments[offsets[:-1]], owner, offsets

@@ -30,6 +30,14 @@ def offsets_from_lengths(lengths: np.ndarray) -> np.ndarray:
     return out
 
 
+def run_offsets(sorted_values: np.ndarray) -> np.ndarray:
+    """Runs of equal values in a sorted array, as offsets: run ``i`` is ``[o[i], o[i + 1])``."""
+    n = len(sorted_values)
+    if n == 0:
+        return np.zeros(1, dtype=np.int64)
+    return np.r_[0, np.flatnonzero(sorted_values[1:] != sorted_values[:-1]) + 1, n].astype(np.int64)
+
+
 def gather_pieces(sources: list[np.ndarray], which: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """Concatenate ``sources[which[i]][starts[i] : starts[i] + lengths[i]]`` over all pieces ``i``.
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from .geometry import Shapes, intersected_cells
 from .hashing import compressed_morton_code, morton_bits
+from .ragged import run_offsets
 
 # Morton keys are uint64 and the Python reader interleaves at most 32 bits per dimension; past
 # this many bits the finest level takes everything left (only stacks of coincident annotations
@@ -94,13 +95,11 @@ def _group_by_cell(ann, cells, linear, grid, chunk, rng) -> SpatialLevel:
     # a prefix of it when it wants fewer annotations.
     shuffle = rng.permutation(len(ann))
     order = shuffle[np.argsort(linear[shuffle], kind="stable")]
-    linear_sorted = linear[order]
-    starts = np.flatnonzero(np.r_[True, linear_sorted[1:] != linear_sorted[:-1]]) if len(order) else np.zeros(0, int)
-    offsets = np.append(starts, len(order)).astype(np.int64)
+    offsets = run_offsets(linear[order])
     return SpatialLevel(
         grid_shape=tuple(int(g) for g in grid),
         chunk_size=chunk,
-        cell_positions=cells[order[starts]],
+        cell_positions=cells[order[offsets[:-1]]],
         members=ann[order],
         member_offsets=offsets,
     )

@@ -17,6 +17,7 @@ import pandas as pd
 from .errors import AnnotationInputError, plain, row_of
 from .geometry import ANNOTATION_TYPES, TWO_VECTOR_TYPES, Shapes
 from .properties import PropertySpec, as_property_spec, layout_order, resolve_property
+from .ragged import offsets_from_lengths, run_offsets
 
 TABLE_FORMATS = {
     ".csv": "csv",
@@ -188,9 +189,7 @@ def relationship_lists(series: pd.Series, name: str) -> tuple[np.ndarray, np.nda
         rows = exploded.index.to_numpy()[present]
         counts = np.bincount(rows, minlength=len(series)).astype(np.int64)
         values = to_uint64(exploded.to_numpy()[present], f"relationship {name!r}", rows)
-    offsets = np.zeros(len(series) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    return values, offsets
+    return values, offsets_from_lengths(counts)
 
 
 def dimensions_json(names: list[str], scale: Sequence[float] | None, units: str | Sequence[str]) -> dict[str, list]:
@@ -254,14 +253,13 @@ def load_annotations(
     if type == "polyline":
         raw_ids = to_uint64(frame[id_column].to_numpy(), f"id column {id_column!r}")
         order = np.argsort(raw_ids, kind="stable")  # stable: vertices keep their row order
-        starts = np.flatnonzero(np.r_[True, raw_ids[order][1:] != raw_ids[order][:-1]])
-        counts = np.diff(np.append(starts, len(order)))
+        vertex_offsets = run_offsets(raw_ids[order])
+        starts, counts = vertex_offsets[:-1], np.diff(vertex_offsets)
         if (counts < 2).any():
             raise AnnotationInputError(
                 f"polyline id {raw_ids[order][starts[counts < 2][0]]} has one vertex; a polyline needs at least two"
             )
         coords = coords[order]
-        vertex_offsets = np.append(starts, len(order)).astype(np.int64)
         rows = order[starts]  # properties and relationships come from each polyline's first row
         ids = raw_ids[rows]
     elif id_column is not None:
