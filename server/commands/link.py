@@ -149,6 +149,8 @@ class _Signer:
         in ``?token=``, because Neuroglancer's zarr and n5 sources drop a query.
         An http source is read through that very URL, so the state proves it works.
         """
+        from tqdm import tqdm
+
         from volumes import Location
 
         from ..auth import token_path
@@ -160,8 +162,8 @@ class _Signer:
             public = loc.root if loc.is_http else self.placer.public_url(loc)
             scope = self.scope(public)
             if scope is None:
-                print(f"note: {public} is not on the server whose secret was given; it gets no token",
-                      file=sys.stderr)
+                tqdm.write(f"note: {public} is not on the server whose secret was given; it gets no token",
+                           file=sys.stderr)  # above a --batch progress bar, as _render's notes
                 read.append(source)
                 urls.append(None)
                 continue
