@@ -139,4 +139,4 @@ class Location:
         if self.is_http:
             base = self.root + "/" + self.query_suffix  # tensorstore appends the query to each request
             return {"driver": "http", "base_url": base, "path": (rel + "/") if rel else ""}
-        return {"driver": "file", "path": (os.path.join(self.root, rel) if rel else self.root) + "/"}
+        return {"driver": "file", "path": self.url_of(rel) + "/"}
