@@ -7,7 +7,7 @@ class AnnotationInputError(ValueError):
 
 def plain(value):
     """A numpy scalar as the Python value, so messages read ``-6`` rather than ``np.int64(-6)``."""
-    return value.item() if hasattr(value, "item") and not isinstance(value, (list, tuple)) else value
+    return value.item() if hasattr(value, "item") else value
 
 
 def row_of(mask) -> int:

@@ -44,7 +44,7 @@ class PropertySpec:
         if self.description:
             out["description"] = self.description
         if self.enum_labels is not None:
-            out["enum_values"] = [v.item() if hasattr(v, "item") else v for v in self.enum_values]
+            out["enum_values"] = [plain(v) for v in self.enum_values]
             out["enum_labels"] = list(self.enum_labels)
         return out
 
@@ -97,8 +97,6 @@ def _smallest_integer_type(low: int, high: int) -> str | None:
         if info.min <= low and high <= info.max:
             return name
     return None
-
-
 
 
 def _parse_colours(column: str, strings: np.ndarray, type_: str) -> np.ndarray:
