@@ -19,9 +19,6 @@ MARKERS: tuple[tuple[str, str], ...] = (
     ("info", "precomputed"),
 )
 
-# Neuroglancer's data-source scheme for each format.
-NG_SCHEME = {"zarr3": "zarr3", "zarr2": "zarr2", "n5": "n5", "precomputed": "precomputed"}
-
 
 def format_from_names(names: Iterable[str]) -> str | None:
     """``"zarr3"``, ``"zarr2"``, ``"n5"``, ``"precomputed"`` or None."""
