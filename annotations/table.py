@@ -115,8 +115,6 @@ def as_frame(table, columns: list[str]) -> pd.DataFrame:
     raise AnnotationInputError(f"cannot read a table from {type(table).__name__}; give a path, DataFrame or arrays")
 
 
-
-
 def coordinates(frame: pd.DataFrame, columns: list[str], divisors: Sequence[float] | None = None) -> np.ndarray:
     """Coordinate columns as float32 ``(N, k)``, each divided by its divisor (physical → voxels).
 
@@ -154,9 +152,7 @@ def to_uint64(values: np.ndarray, what: str, rows: np.ndarray | None = None) -> 
         if bad.any():
             raise AnnotationInputError(f"{what}, row {row(bad)}: {series.iloc[int(bad.argmax())]!r} is not a uint64 integer")
         values = numbers.to_numpy()
-    if values.dtype.kind == "u":
-        return values.astype(np.uint64)
-    if values.dtype.kind == "b":
+    if values.dtype.kind in "ub":
         return values.astype(np.uint64)
     if values.dtype.kind == "i":
         bad = values < 0
