@@ -8,13 +8,12 @@ import os
 from urllib.parse import quote
 
 from aiohttp import web
-from yarl import URL
-
 from . import auth, states, viewer
 from .access_log import redact
 from .config import MountConfig, ServerConfig, is_remote
 from .listing import render_listing
-from .paths import split_path
+from .paths import Target, token_path
+from .routing import TARGET, decode, serves
 from .storage import Entry, LocalStorage, Storage
 from .tokens import mint
 
@@ -23,7 +22,6 @@ log = logging.getLogger("ngserve")
 MAX_DETECTED_FOLDERS = 256  # listings detect datasets among at most this many child folders
 CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
-PATH_PREFIX = "ngserve.path_prefix"  # request key: what precedes the data path in the URL (/-/t/<token>)
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
 LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, well within this
@@ -69,6 +67,7 @@ async def _preflight_and_errors(request: web.Request, handler) -> web.StreamResp
             },
         )
     try:
+        decode(request)  # the one decoding of the path, before any check or handler sees it
         return await handler(request)
     except web.HTTPException as exc:
         if exc.text is None or exc.text == f"{exc.status}: {exc.reason}":
@@ -92,10 +91,10 @@ def resolve(request: web.Request, segments: list[str]) -> tuple[Storage, list[st
     return mounts[found[0]], found[1]
 
 
-async def _listing(
-    request: web.Request, storage: Storage | None, rel: str, url_path: str, at_top: bool
-) -> web.Response:
+async def _listing(request: web.Request, storage: Storage | None, rel: str, url_path: str) -> web.Response:
     """The listing page; ``storage`` is None for a root made only of named mounts."""
+    segments = request[TARGET].segments
+    at_top = not segments
     entries = await storage.list_dir(rel) if storage is not None else []
     if entries is None:
         raise web.HTTPNotFound()
@@ -109,35 +108,35 @@ async def _listing(
     # data, where detecting each would cost a scan apiece for no link.
     folders = [e for e in entries if e.is_dir]
     for e in folders if len(folders) <= MAX_DETECTED_FOLDERS else []:
-        owner, inner = resolve(request, [*split_path(url_path), e.name])
+        owner, inner = resolve(request, [*segments, e.name])
         formats[e.name] = await owner.dataset_format("/".join(inner))
     self_format = await storage.dataset_format(rel) if rel and storage is not None else None
     # Browsing by share link (/-/t/<token>/...): the viewer links must carry the token too.
-    prefix = request.get(PATH_PREFIX, "")
-    open_query = "?token=" + prefix[len(auth.TOKEN_PATH) :] if prefix else ""
+    token = request[TARGET].token
+    open_query = "?token=" + token if token else ""
     text = render_listing(url_path, entries, formats, self_format, open_query)
     return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
+@serves("data", "share")
 async def handle_data(request: web.Request) -> web.StreamResponse:
-    raw = request.rel_url.raw_path
-    segments = split_path(raw)
-    if segments is None or (segments and segments[0] == "-"):
-        raise web.HTTPNotFound()  # hostile or reserved: say nothing more
+    """``/<path>``, and ``/-/t/<token>/<path>``: the data at ``<path>`` (the auth middleware has judged it)."""
+    target: Target = request[TARGET]
+    segments = target.segments
     if not segments and "" not in request.app[MOUNTS]:
-        return await _listing(request, None, "", "/", at_top=True)
+        return await _listing(request, None, "", "/")
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     url_path = "/" + "/".join(segments) + ("/" if segments else "")
 
     def to_folder() -> str:  # keeps a /-/t/<token> prefix
         # Built only when redirecting: quote() on every chunk request cost ~2 us of ~80.
-        return request.get(PATH_PREFIX, "") + quote(url_path) + _query(request)
+        return target.prefix + quote(url_path) + _query(request)
 
-    if raw.endswith("/") or not inner:
-        if not raw.endswith("/"):
+    if target.raw.endswith("/") or not inner:
+        if not target.raw.endswith("/"):
             raise web.HTTPMovedPermanently(to_folder())
-        return await _listing(request, storage, rel, url_path, at_top=not segments)
+        return await _listing(request, storage, rel, url_path)
     try:
         return await storage.serve_file(request, rel)
     except web.HTTPNotFound:
@@ -145,20 +144,6 @@ async def handle_data(request: web.Request) -> web.StreamResponse:
         if entry is not None and entry.is_dir:
             raise web.HTTPMovedPermanently(to_folder()) from None
         raise
-
-
-async def handle_token_path(request: web.Request) -> web.StreamResponse:
-    """``/-/t/<token>/<path>``: the data at ``<path>``, read with the token in the path.
-
-    The auth middleware has checked the token against ``<path>`` already.
-    """
-    found = auth.split_token_path(request.rel_url.raw_path)
-    if found is None:  # the router matched a decoded form (e.g. /%2D/t/...): not a share path
-        raise web.HTTPNotFound()
-    token, raw = found
-    inner = request.clone(rel_url=URL.build(path=raw, query_string=request.rel_url.raw_query_string, encoded=True))
-    inner[PATH_PREFIX] = auth.token_path(token, "").rstrip("/")
-    return await handle_data(inner)
 
 
 def _query(request: web.Request) -> str:
@@ -172,10 +157,11 @@ def public_base(request: web.Request) -> str:
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
 
 
+@serves("open")
 async def handle_open(request: web.Request) -> web.Response:
     """Redirect to the built-in viewer showing the dataset at the given path, as ngstate builds it."""
-    segments = split_path(request.match_info["path"])
-    if not segments or segments[0] == "-":
+    segments = request[TARGET].segments
+    if not segments:
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/open/data/image.ome.zarr\n")
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
@@ -189,14 +175,14 @@ async def handle_open(request: web.Request) -> web.Response:
     # goes along by itself (same origin); a token that came in the query must stay
     # in the source URL, as the /-/t/<token>/ prefix every file below it keeps.
     token = request.query.get("token")
-    url = public_base(request) + (auth.token_path(token, path) if token else "/" + path)
+    url = public_base(request) + (token_path(token, path) if token else "/" + path)
     # The builder reads the dataset through this very server, local mounts included, so it
     # sees exactly what a client may read (no symlink out of the root, no hidden file) and
     # remote mounts with their upstream credentials.
     host, port = request.transport.get_extra_info("sockname")[:2]
     host = f"[{host}]" if ":" in host else host
     internal = _loopback_token(request, segments, rel)
-    loopback = f"http://{host}:{port}" + (auth.TOKEN_PATH + internal if internal else "")
+    loopback = f"http://{host}:{port}" + (token_path(internal, "").rstrip("/") if internal else "")
     source = loopback + "/" + path
     from volumes import SourceError, first_line
 
@@ -256,6 +242,6 @@ def create_app(config: ServerConfig) -> web.Application:
     viewer.add_routes(app)
     states.add_routes(app)
     app.router.add_get("/-/open/{path:.*}", handle_open)
-    app.router.add_get("/-/t/{token}/{path:.*}", handle_token_path)
+    app.router.add_get("/-/t/{token}/{path:.*}", handle_data)
     app.router.add_get("/{tail:.*}", handle_data)
     return app

@@ -39,30 +39,16 @@ from multidict import CIMultiDict
 
 from .config import MountConfig, ServerConfig
 from .passwords import dummy_hash, verify_password
-from .paths import split_path
+from .routing import TARGET
 from .tokens import SESSION, Claims, TokenError, mint_session, verify
 
 PRINCIPAL = "ngserve.principal"  # request key: who is asking, for the access log
 SESSION_COOKIE = "ngserve_session"
 TOKEN_COOKIE = "ngserve_token"
-TOKEN_PATH = "/-/t/"  # /-/t/<token>/<data path>: a share link's capability prefix
 _BASIC_MEMORY = 300.0  # seconds a verified basic-auth password is remembered (scrypt is slow on purpose)
 # scrypt runs on its own few threads: a flood of wrong passwords then queues there
 # instead of filling the default executor that file reads and short links use.
 PASSWORD_THREADS = 2
-
-
-def split_token_path(raw_path: str) -> tuple[str, str] | None:
-    """``/-/t/<token>/a/b`` -> (token, ``/a/b``); None for any other path."""
-    if not raw_path.startswith(TOKEN_PATH):
-        return None
-    token, sep, rest = raw_path[len(TOKEN_PATH):].partition("/")
-    return (token, "/" + rest) if token and sep else None
-
-
-def token_path(token: str, raw_path: str) -> str:
-    """The share-link form of a (percent-encoded) data path: ``/-/t/<token>/<path>``."""
-    return TOKEN_PATH + token + "/" + raw_path.lstrip("/")
 
 
 def mount_of(names, segments: list[str]) -> tuple[str, list[str]] | None:
@@ -123,8 +109,7 @@ class Authority:
             ident.user = request.headers.get("X-Forwarded-User") or request.headers.get("X-Forwarded-Email")
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
-        in_path = split_token_path(request.rel_url.raw_path)
-        raw_tokens = [request.query.get("token"), request.cookies.get(TOKEN_COOKIE), in_path and in_path[0]]
+        raw_tokens = [request.query.get("token"), request.cookies.get(TOKEN_COOKIE), request[TARGET].token]
         if scheme.lower() == "bearer":
             raw_tokens.append(value.strip())
         elif scheme.lower() == "basic" and not ident.user:
@@ -253,27 +238,14 @@ def _verify(password: str, stored: str | None) -> bool:
     return verify_password(password, stored)
 
 
-def _data_segments(request: web.Request) -> list[str] | None:
-    """The data path a request reads (also through /-/open/), or None for the server's own pages."""
-    raw = request.rel_url.raw_path
-    in_path = split_token_path(raw)
-    if in_path is not None:
-        raw = in_path[1]
-    elif raw.startswith("/-/open/"):
-        raw = raw[len("/-/open") :]
-    elif raw == "/-" or raw.startswith("/-/"):
-        return None
-    return split_path(raw)
-
-
 @web.middleware
 async def middleware(request: web.Request, handler) -> web.StreamResponse:
-    authority = request.app[AUTHORITY]
-    segments = _data_segments(request)
-    if segments is not None:
-        found = mount_of(authority.mounts, segments)
+    """Authorize exactly the data segments the handler will serve (see :mod:`server.routing`)."""
+    target = request[TARGET]
+    if target.kind != "server":
+        found = mount_of(request.app[AUTHORITY].mounts, target.segments)
         if found is not None:
-            await authority.require(request, found[0], "/".join(found[1]))
+            await request.app[AUTHORITY].require(request, found[0], "/".join(found[1]))
     return await handler(request)
 
 

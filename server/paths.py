@@ -7,6 +7,7 @@ nothing, not even that it was noticed.
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from urllib.parse import unquote
 
 # Zarr v2 keeps its metadata in dotfiles; every other dotfile stays private.
@@ -38,3 +39,61 @@ def split_path(raw_path: str) -> list[str] | None:
             return None
         segments.append(seg)
     return segments
+
+
+TOKEN_PATH = "/-/t/"  # /-/t/<token>/<data path>: a share link's capability prefix
+OPEN_PATH = "/-/open/"  # /-/open/<data path>: a viewer for the dataset there
+
+
+def token_path(token: str, raw_path: str) -> str:
+    """The share-link form of a (percent-encoded) data path: ``/-/t/<token>/<path>``."""
+    return TOKEN_PATH + token + "/" + raw_path.lstrip("/")
+
+
+class Target(NamedTuple):
+    """What a request path names, decoded once.
+
+    ``kind`` is ``"data"`` (``/<path>``), ``"share"`` (``/-/t/<token>/<path>``),
+    ``"open"`` (``/-/open/<path>``) or ``"server"`` (any other ``/-/`` page, which
+    names no data).  ``segments`` are the checked data segments and ``raw`` their
+    still-encoded form (``/a/b/``, trailing slash kept); the auth middleware
+    judges exactly the segments the handler then serves.
+    """
+
+    kind: str
+    segments: list[str]
+    raw: str
+    token: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        """What precedes the data path in URLs for this request (``/-/t/<token>``), else ''."""
+        return TOKEN_PATH + self.token if self.token else ""
+
+
+SERVER_PAGE = Target("server", [], "")
+
+
+def parse_target(raw_path: str) -> Target | None:
+    """Parse a raw (percent-encoded) request path; None means 404.
+
+    Server pages are recognised by their literal ``/-/`` prefix only: the router
+    also matches decoded forms (``/%2D/open/…``), which name a data path whose
+    first segment is ``-``, reserved and refused here.
+    """
+    token = None
+    if raw_path.startswith(TOKEN_PATH):
+        token, sep, rest = raw_path[len(TOKEN_PATH) :].partition("/")
+        if not token or not sep:
+            return None
+        kind, raw = "share", "/" + rest
+    elif raw_path.startswith(OPEN_PATH):
+        kind, raw = "open", raw_path[len(OPEN_PATH) - 1 :]
+    elif raw_path == "/-" or raw_path.startswith("/-/"):
+        return SERVER_PAGE
+    else:
+        kind, raw = "data", raw_path
+    segments = split_path(raw)
+    if segments is None or (segments and segments[0] == "-"):
+        return None
+    return Target(kind, segments, raw, token)

@@ -153,7 +153,7 @@ class _Signer:
 
         from volumes import Location
 
-        from ..auth import token_path
+        from ..paths import token_path
         from ..tokens import mint
 
         read, urls = [], []
