@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from urllib.parse import quote
 
 from aiohttp import web
 from . import auth, states, viewer
+from .builds import BuildPool
 from .access_log import redact
 from .config import MountConfig, ServerConfig, is_remote
 from .listing import render_listing
@@ -22,6 +22,7 @@ log = logging.getLogger("ngserve")
 MAX_DETECTED_FOLDERS = 256  # listings detect datasets among at most this many child folders
 CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
+BUILDS = web.AppKey("builds", BuildPool)  # /-/open state builds
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
 LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, well within this
@@ -187,8 +188,8 @@ async def handle_open(request: web.Request) -> web.Response:
     from volumes import SourceError, first_line
 
     try:
-        # The builder blocks, and its reads come back to this loop: run it off the loop.
-        state = await asyncio.get_running_loop().run_in_executor(None, _open_state, source, url)
+        # The builder blocks, and its reads come back to this loop: its own bounded pool.
+        state = await request.app[BUILDS].run(_open_state, source, url)
     except (SourceError, ValueError) as exc:
         # Messages name the URLs read: say /NAME/... as the caller does, not our loopback address
         # and token; redact() still hides any token the message quotes in another form.
@@ -226,6 +227,7 @@ async def handle_health(request: web.Request) -> web.Response:
 
 
 async def _close_storages(app: web.Application) -> None:
+    app[BUILDS].shutdown()
     for storage in app[MOUNTS].values():
         await storage.close()
 
@@ -235,6 +237,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(middlewares=[_preflight_and_errors])
     app[CONFIG] = config
     app[MOUNTS] = {m.name: make_storage(m) for m in config.mounts}
+    app[BUILDS] = BuildPool()
     auth.setup(app, config)
     app.on_response_prepare.append(_add_cors)
     app.on_cleanup.append(_close_storages)

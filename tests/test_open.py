@@ -141,3 +141,58 @@ def test_demo_labels_link_opens_the_labels(tmp_path, start_server):
     (layer,) = ngstate.parse_url(headers["Location"])["layers"]
     assert layer["type"] == "segmentation" and layer["name"] == "cells"
     assert layer["source"] == f"zarr2://{srv.url}/demo.ome.zarr/labels/cells/"
+
+
+def test_concurrent_opens_never_wedge_the_server(tmp_path, start_server):
+    """Four times the default executor's threads of /-/open at once, on data whose chunks the
+    server streams through that executor: each open answers (302, or 503 when the queue is
+    full), and afterwards large files, listings and opens are served as before.  (Before the
+    builder had its own bounded pool, nine such opens hung every large read for good.)"""
+    import concurrent.futures
+    import tensorstore as ts
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 255, (256, 256, 256), dtype=np.uint8)
+    for i in range(3):  # raw 2 MiB chunks: past the small-file cache, read on the executor
+        ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(tmp_path / f"v{i}.zarr")},
+                 "metadata": {"shape": list(data.shape), "chunks": [128, 128, 128], "dtype": "|u1",
+                              "compressor": None}}, create=True).result().write(data).result()
+    srv = start_server("serve", str(tmp_path), "--quiet")
+    n = 4 * min(32, (os.cpu_count() or 1) + 4)
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        answers = list(pool.map(lambda i: get(f"{srv.url}/-/open/v{i % 3}.zarr"), range(n)))
+    statuses = [a[0] for a in answers]
+    assert set(statuses) <= {302, 503}, statuses
+    assert 302 in statuses and 503 in statuses, statuses  # some built, the rest were turned away at once
+    assert all(h.get("Retry-After") for s, h, _ in answers if s == 503)
+    with urllib.request.urlopen(f"{srv.url}/v0.zarr/0.0.0", timeout=30) as r:
+        assert r.read() == data[:128, :128, :128].tobytes()
+    assert get(f"{srv.url}/v1.zarr/")[0] == 200
+    assert get(f"{srv.url}/-/open/v2.zarr")[0] == 302
+
+
+async def test_build_pool_caps_queues_and_times_out():
+    """Unit behaviour of the /-/open pool: the cap answers 503, the deadline 504, and an
+    overrunning build keeps its slot until its thread really ends."""
+    import asyncio
+    import threading
+
+    from aiohttp import web
+    from server.builds import BuildPool
+
+    release = threading.Event()
+    pool = BuildPool(threads=1, queue=1, timeout=0.2)
+    with pytest.raises(web.HTTPGatewayTimeout):
+        await pool.run(release.wait)
+    assert pool.pending == 1  # still running: still counted
+    queued = asyncio.ensure_future(pool.run(lambda: 7))
+    await asyncio.sleep(0.05)
+    with pytest.raises(web.HTTPServiceUnavailable) as refused:
+        await pool.run(lambda: 8)
+    assert refused.value.headers["Retry-After"]
+    release.set()
+    assert await queued == 7
+    await asyncio.sleep(0.05)
+    assert pool.pending == 0
+    assert await pool.run(lambda: 9) == 9
+    pool.shutdown()
