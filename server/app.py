@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from urllib.parse import quote
 
 from aiohttp import web
+
 from . import auth, states, viewer
 from .builds import BuildPool
 from .access_log import redact
@@ -19,6 +21,7 @@ from .tokens import mint
 
 log = logging.getLogger("ngserve")
 
+BIG_LISTING = 2000  # listings with more entries are rendered off the event loop
 MAX_DETECTED_FOLDERS = 256  # listings detect datasets among at most this many child folders
 CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
@@ -115,7 +118,11 @@ async def _listing(request: web.Request, storage: Storage | None, rel: str, url_
     # Browsing by share link (/-/t/<token>/...): the viewer links must carry the token too.
     token = request[TARGET].token
     open_query = "?token=" + token if token else ""
-    text = render_listing(url_path, entries, formats, self_format, open_query)
+    args = (url_path, entries, formats, self_format, open_query)
+    if len(entries) > BIG_LISTING:  # ~1.5 us an entry: a chunk folder's page would stall every client
+        text = await asyncio.get_running_loop().run_in_executor(None, render_listing, *args)
+    else:
+        text = render_listing(*args)
     return web.Response(text=text, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 

@@ -355,3 +355,29 @@ async def test_listing_of_a_chunk_folder_lists_all_and_detects_nothing(client, r
     del_one = level / str(MAX_DETECTED_FOLDERS)
     del_one.rmdir()
     assert 'href="/-/open/many/0"' in await (await client.get("/many/")).text()
+
+
+async def test_a_big_listing_is_rendered_off_the_event_loop(client, root, monkeypatch):
+    """A chunk folder of many thousand files takes ~1.5 us an entry to render: not on the loop."""
+    import threading
+
+    import server.app
+    from server.app import BIG_LISTING
+
+    level = root / "chunks"
+    level.mkdir()
+    for i in range(BIG_LISTING + 1):
+        (level / f"0.0.{i}").touch()
+    threads = []
+    real = server.app.render_listing
+
+    def recording(*args):
+        threads.append(threading.current_thread())
+        return real(*args)
+
+    monkeypatch.setattr(server.app, "render_listing", recording)
+    page = await (await client.get("/chunks/")).text()
+    assert page.count('<tr><td><a href="') == BIG_LISTING + 2
+    assert threads and threads[0] is not threading.main_thread()
+    await client.get("/")  # a small one stays on the loop, where it is cheaper than a thread hop
+    assert threads[1] is threading.main_thread()
