@@ -274,6 +274,24 @@ async def test_symlink_inside_root_is_served(client):
     assert r.status == 200
 
 
+async def test_symlink_to_a_dotfile_is_neither_served_nor_listed(client, root):
+    """The dotfile rule judges where a link leads, not only its own name."""
+    os.symlink(root / ".secret", root / "peek.txt")
+    os.symlink(root / ".git", root / "gitdir")
+    os.symlink(".git/config", root / "relative.txt")
+    os.symlink(root / "img.zarr" / ".zarray", root / "meta.json")  # an allowed dotfile stays allowed
+    for path in ["/peek.txt", "/gitdir/config", "/gitdir/", "/relative.txt"]:
+        r = await client.get(path)
+        assert r.status == 404, path
+        assert "token" not in await r.text()
+    page = await (await client.get("/")).text()
+    for name in ["peek.txt", "gitdir", "relative.txt"]:
+        assert name not in page, name
+    assert 'href="meta.json"' in page
+    r = await client.get("/meta.json")
+    assert r.status == 200 and await r.text() == '{"zarr_format": 2}'
+
+
 async def test_reserved_space(client):
     assert (await client.get("/-/nothing-here")).status == 404
     r = await client.get("/-/health")
