@@ -23,6 +23,7 @@ log = logging.getLogger("ngserve")
 MAX_DETECTED_FOLDERS = 256  # listings detect datasets among at most this many child folders
 CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
+HTML_HEADERS = web.AppKey("html_headers", dict)  # what every HTML page carries: who may frame it
 PATH_PREFIX = "ngserve.path_prefix"  # request key: what precedes the data path in the URL (/-/t/<token>)
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
@@ -54,6 +55,24 @@ async def _add_cors(request: web.BaseRequest, response: web.StreamResponse) -> N
             response.headers["Access-Control-Allow-Origin"] = origin
         response.headers.add("Vary", "Origin")
     response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    # Every answer, so no browser ever sniffs data or an error into a script or a page.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.headers.get("Content-Type", "").startswith("text/html"):
+        response.headers.update(request.app[HTML_HEADERS])
+
+
+def frame_headers(ancestors: list[str]) -> dict[str, str]:
+    """CSP ``frame-ancestors`` for the configured sources, and X-Frame-Options where it can say the same.
+
+    X-Frame-Options knows only SAMEORIGIN and DENY; for any other list browsers go by
+    the CSP alone (which overrides X-Frame-Options wherever both are understood).
+    """
+    headers = {"Content-Security-Policy": "frame-ancestors " + (" ".join(ancestors) or "'none'")}
+    if ancestors == ["'self'"]:
+        headers["X-Frame-Options"] = "SAMEORIGIN"
+    elif ancestors in ([], ["'none'"]):
+        headers["X-Frame-Options"] = "DENY"
+    return headers
 
 
 @web.middleware
@@ -248,6 +267,7 @@ def create_app(config: ServerConfig) -> web.Application:
     """Build the application for ``config`` (already validated)."""
     app = web.Application(middlewares=[_preflight_and_errors])
     app[CONFIG] = config
+    app[HTML_HEADERS] = frame_headers(config.frame_ancestors)
     app[MOUNTS] = {m.name: make_storage(m) for m in config.mounts}
     auth.setup(app, config)
     app.on_response_prepare.append(_add_cors)

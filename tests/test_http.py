@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib.resources
 import json
 import os
 from pathlib import Path
@@ -211,6 +212,51 @@ async def test_dataset_detection_follows_changes(client, root):
     assert 'href="/-/open/later"' in await (await client.get("/")).text()
     (root / "later" / "attributes.json").unlink()
     assert 'href="/-/open/later"' not in await (await client.get("/")).text()
+
+
+@pytest.mark.parametrize("method, path, kind", [
+    ("GET", "/", "html"),                         # a listing
+    ("GET", "/img.zarr/", "html"),
+    ("GET", "/-/login", "html"),
+    ("GET", "/-/viewer/v/ngserve/", "html"),      # the viewer's index.html
+    ("GET", "/-/viewer/v/ngserve/" + next(
+        f.name for f in importlib.resources.files("neuroglancer.static").joinpath("client").iterdir()
+        if f.name.endswith(".css")), "other"),
+    ("GET", "/-/health", "other"),
+    ("GET", "/img.zarr/.zarray", "other"),        # data
+    ("GET", "/big.bin", "other"),                 # streamed data
+    ("GET", "/nothing-here", "other"),            # an error
+    ("GET", "/img.zarr", "other"),                # a redirect
+    ("POST", "/-/api/states", "other"),           # state JSON
+    ("GET", "/-/api/states/nosuchid", "other"),
+])
+async def test_nosniff_everywhere_and_frame_rules_on_html(client, method, path, kind):
+    body = json.dumps({"layers": []}).encode() if method == "POST" else None
+    r = await client.request(method, path, data=body, allow_redirects=False)
+    assert r.status < 500
+    assert r.headers["X-Content-Type-Options"] == "nosniff", path
+    if kind == "html":
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert r.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+        assert r.headers["X-Frame-Options"] == "SAMEORIGIN"
+    else:
+        assert "X-Frame-Options" not in r.headers and "Content-Security-Policy" not in r.headers
+    if method == "POST":
+        r = await client.get(f"/-/api/states/{(await r.json())['id']}")
+        assert r.status == 200 and r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("ancestors, csp, xfo", [
+    (["*"], "frame-ancestors *", None),
+    (["'self'", "https://jupyter.example.org"], "frame-ancestors 'self' https://jupyter.example.org", None),
+    (["'none'"], "frame-ancestors 'none'", "DENY"),
+])
+async def test_frame_ancestors_are_configurable(aiohttp_client, root, ancestors, csp, xfo):
+    client = await aiohttp_client(make_app(root, frame_ancestors=ancestors))
+    for path in ["/", "/-/viewer/v/ngserve/"]:
+        r = await client.get(path)
+        assert r.headers["Content-Security-Policy"] == csp
+        assert r.headers.get("X-Frame-Options") == xfo
 
 
 # -- listings ------------------------------------------------------------------------------
