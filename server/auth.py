@@ -112,6 +112,7 @@ class Authority:
         self.users = {u.name: u.password_hash for u in config.users}
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies]
         self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Future] = {}  # verifications under way, by the same key
         self.password_pool = concurrent.futures.ThreadPoolExecutor(PASSWORD_THREADS, "ngserve-password")
         self.user_failures = FailureBackoff(threshold=USER_FAILURES)
         self.address_failures = FailureBackoff(threshold=ADDRESS_FAILURES)
@@ -199,6 +200,14 @@ class Authority:
         until = self._verified.get(key)
         if until is not None and until > time.monotonic():
             return True  # a remembered success is no guess: an attack on this name does not stop it
+        # The same credentials at once (a client's parallel chunk requests) share one
+        # verification and count as one attempt.
+        pending = self._pending.get(key) or self._start_check(key, user, password, stored, address)
+        return await asyncio.shield(pending)  # one request going away does not cancel the others' answer
+
+    def _start_check(
+        self, key: bytes, user: str, password: str, stored: str | None, address: str | None
+    ) -> asyncio.Future:
         counters = [(self.user_failures, user)] + ([(self.address_failures, address)] if address else [])
         for backoff, k in counters:
             backoff.check(k)
@@ -206,14 +215,21 @@ class Authority:
         # pass the check above while the first ones are still being verified.
         for backoff, k in counters:
             backoff.failed(k)
-        ok = await asyncio.get_running_loop().run_in_executor(self.password_pool, _verify, password, stored)
-        if ok:
+        future = asyncio.get_running_loop().run_in_executor(self.password_pool, _verify, password, stored)
+        self._pending[key] = future
+
+        def done(f: asyncio.Future) -> None:
+            del self._pending[key]
+            if f.cancelled() or f.exception() is not None or not f.result():
+                return
             for backoff, k in counters:
                 backoff.succeeded(k)
             self._verified[key] = time.monotonic() + _BASIC_MEMORY
             while len(self._verified) > 1024:
                 self._verified.popitem(last=False)
-        return ok
+
+        future.add_done_callback(done)
+        return future
 
     # -- what they may read ------------------------------------------------------------
     def allows(self, ident: Identity, mount: str, path: str) -> bool:

@@ -6,6 +6,7 @@ addresses (127.0.0.2, ...) to stand for other machines.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import threading
 
@@ -144,6 +145,20 @@ async def test_basic_auth_backs_off_per_user_from_any_address(site):
     assert len(site.checks) == checks  # refused without running scrypt
     # Another user at the same address is not held up by alice's name being guessed.
     assert (await fetch("127.0.0.1", "GET", url, headers=basic("bob", PASSWORDS["bob"])))[0] == 200
+
+
+async def test_parallel_requests_with_the_right_password_are_one_attempt(site):
+    """A client's first burst of chunk reads, all with the same basic credentials, before
+    any was verified: one scrypt run, no backoff, every read answered."""
+    connector = aiohttp.TCPConnector(local_addr=("127.0.0.8", 0))
+    async with aiohttp.ClientSession(connector=connector, headers=basic("alice", PASSWORDS["alice"])) as session:
+        async def read() -> int:
+            async with session.get(site.base + "/lab/a.bin") as r:
+                await r.read()
+                return r.status
+
+        assert await asyncio.gather(*(read() for _ in range(3 * auth.USER_FAILURES))) == [200] * 3 * auth.USER_FAILURES
+    assert len(site.checks) == 1
 
 
 async def test_basic_auth_backs_off_per_address_across_names(site):
