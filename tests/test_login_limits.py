@@ -13,12 +13,10 @@ import threading
 import aiohttp
 import pytest
 
-from server import auth
+from server import auth, create_app
 from server.config import AuthConfig, MountConfig, ServerConfig, UserConfig
 from server.passwords import hash_password, verify_password
 from server.throttle import FailureBackoff, RateLimiter, Throttled
-
-from server import create_app
 
 SECRET = b"test-secret-0123456789abcdef-0123456789"
 PASSWORDS = {"alice": "alice-password-1", "bob": "bob-password-22"}
