@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -94,19 +95,39 @@ def _fetch_state(url: str) -> dict:
     return obj
 
 
+SHORTEN_RETRIES = 5  # answers 429 (ngserve rate-limits short links per client) before giving up
+SHORTEN_MAX_WAIT = 120.0  # seconds: a longer Retry-After is reported, not slept through
+
+
 def shorten(state: dict, server: str) -> str:
-    """Store ``state`` on the ngserve at ``server``; the short URL it answers."""
-    req = urllib.request.Request(
-        server.rstrip("/") + "/-/api/states",
-        data=json.dumps(state).encode(),
-        headers={"Content-Type": "application/json"},
-        method="POST",
-    )
+    """Store ``state`` on the ngserve at ``server``; the short URL it answers.
+
+    A 429 is waited out as its Retry-After asks (a few times), so a batch of links
+    keeps going at the rate the server allows.
+    """
+    body = json.dumps(state).encode()
+    attempt = 0
+    while True:
+        attempt += 1
+        req = urllib.request.Request(
+            server.rstrip("/") + "/-/api/states", data=body, headers={"Content-Type": "application/json"}, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
+                return json.loads(resp.read())["url"]
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(300).decode(errors="replace").strip()
+            wait = _retry_after(exc.headers.get("Retry-After")) if exc.code == 429 else None
+            if wait is None or wait > SHORTEN_MAX_WAIT or attempt > SHORTEN_RETRIES:
+                raise ValueError(f"{server} refused the state: HTTP {exc.code} {detail}") from None
+            time.sleep(wait)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"cannot store the state on {server}: {exc}") from None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After given in seconds (ngserve's form), else None."""
     try:
-        with urllib.request.urlopen(req, timeout=TIMEOUT) as resp:
-            return json.loads(resp.read())["url"]
-    except urllib.error.HTTPError as exc:
-        detail = exc.read(300).decode(errors="replace").strip()
-        raise ValueError(f"{server} refused the state: HTTP {exc.code} {detail}") from None
-    except (OSError, ValueError, KeyError) as exc:
-        raise ValueError(f"cannot store the state on {server}: {exc}") from None
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None

@@ -26,6 +26,7 @@ MAX_DETECTED_FOLDERS = 256  # listings detect datasets among at most this many c
 CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
 BUILDS = web.AppKey("builds", BuildPool)  # /-/open state builds
+HTML_HEADERS = web.AppKey("html_headers", dict)  # what every HTML page carries: who may frame it
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
 LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, well within this
@@ -56,6 +57,24 @@ async def _add_cors(request: web.BaseRequest, response: web.StreamResponse) -> N
             response.headers["Access-Control-Allow-Origin"] = origin
         response.headers.add("Vary", "Origin")
     response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
+    # Every answer, so no browser ever sniffs data or an error into a script or a page.
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    if response.headers.get("Content-Type", "").startswith("text/html"):
+        response.headers.update(request.app[HTML_HEADERS])
+
+
+def frame_headers(ancestors: list[str]) -> dict[str, str]:
+    """CSP ``frame-ancestors`` for the configured sources, and X-Frame-Options where it can say the same.
+
+    X-Frame-Options knows only SAMEORIGIN and DENY; for any other list browsers go by
+    the CSP alone (which overrides X-Frame-Options wherever both are understood).
+    """
+    headers = {"Content-Security-Policy": "frame-ancestors " + (" ".join(ancestors) or "'none'")}
+    if ancestors == ["'self'"]:
+        headers["X-Frame-Options"] = "SAMEORIGIN"
+    elif ancestors in ([], ["'none'"]):
+        headers["X-Frame-Options"] = "DENY"
+    return headers
 
 
 @web.middleware
@@ -243,6 +262,7 @@ def create_app(config: ServerConfig) -> web.Application:
     """Build the application for ``config`` (already validated)."""
     app = web.Application(middlewares=[_preflight_and_errors])
     app[CONFIG] = config
+    app[HTML_HEADERS] = frame_headers(config.frame_ancestors)
     app[MOUNTS] = {m.name: make_storage(m) for m in config.mounts}
     app[BUILDS] = BuildPool()
     auth.setup(app, config)

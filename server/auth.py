@@ -40,6 +40,7 @@ from multidict import CIMultiDict
 from .config import MountConfig, ServerConfig
 from .passwords import dummy_hash, verify_password
 from .routing import TARGET
+from .throttle import FailureBackoff, Throttled, too_many_requests
 from .tokens import SESSION, Claims, TokenError, mint_session, verify
 
 PRINCIPAL = "ngserve.principal"  # request key: who is asking, for the access log
@@ -49,6 +50,10 @@ _BASIC_MEMORY = 300.0  # seconds a verified basic-auth password is remembered (s
 # scrypt runs on its own few threads: a flood of wrong passwords then queues there
 # instead of filling the default executor that file reads and short links use.
 PASSWORD_THREADS = 2
+# Failed passwords before a user name, or a client address, backs off (see FailureBackoff).
+# An address gets more: a NAT or a campus proxy carries many people's typos.
+USER_FAILURES = 5
+ADDRESS_FAILURES = 10
 
 
 def mount_of(names, segments: list[str]) -> tuple[str, list[str]] | None:
@@ -93,7 +98,11 @@ class Authority:
         self.users = {u.name: u.password_hash for u in config.users}
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies]
         self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._pending: dict[bytes, asyncio.Future] = {}  # verifications under way, by the same key
         self.password_pool = concurrent.futures.ThreadPoolExecutor(PASSWORD_THREADS, "ngserve-password")
+        self.user_failures = FailureBackoff(threshold=USER_FAILURES)
+        self.address_failures = FailureBackoff(threshold=ADDRESS_FAILURES)
+        self.public_url = config.public_url
 
     @property
     def open(self) -> bool:
@@ -113,7 +122,10 @@ class Authority:
         if scheme.lower() == "bearer":
             raw_tokens.append(value.strip())
         elif scheme.lower() == "basic" and not ident.user:
-            ident.user = await self._basic(value.strip())
+            try:
+                ident.user = await self._basic(value.strip(), self.client_address(request))
+            except Throttled as exc:
+                raise too_many_requests(exc, "too many failed sign-ins for this user or address") from None
             if ident.user is None:
                 ident.problem = "wrong user name or password"
         session = request.cookies.get(SESSION_COOKIE)
@@ -147,28 +159,62 @@ class Authority:
             return False
         return any(addr in net for net in self.proxies)
 
-    async def _basic(self, value: str) -> str | None:
+    def client_address(self, request: web.Request) -> str | None:
+        """The address whose failed passwords count together; none for a trusted proxy,
+        which speaks for many clients (its users still back off by name)."""
+        return None if self._from_trusted_proxy(request) else request.remote
+
+    async def _basic(self, value: str, address: str | None) -> str | None:
         try:
             user, sep, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
         except (ValueError, UnicodeDecodeError):
             return None
         if not sep:
             return None
-        return user if await self.check_password(user, password) else None
+        return user if await self.check_password(user, password, address) else None
 
-    async def check_password(self, user: str, password: str) -> bool:
-        """Verify on the password pool (scrypt is slow); remember successes briefly so chunk reads stay fast."""
+    async def check_password(self, user: str, password: str, address: str | None = None) -> bool:
+        """Verify on the password pool (scrypt is slow); remember successes briefly so chunk reads stay fast.
+
+        Raises :class:`Throttled`, without running scrypt, while the user name or the
+        client ``address`` backs off after repeated failures.  Unknown names count like
+        known ones, so a 429 does not reveal which names exist.
+        """
         stored = self.users.get(user)
         key = hashlib.sha256(f"{user}\0{password}\0{stored}".encode()).digest()
         until = self._verified.get(key)
         if until is not None and until > time.monotonic():
-            return True
-        ok = await asyncio.get_running_loop().run_in_executor(self.password_pool, _verify, password, stored)
-        if ok:
+            return True  # a remembered success is no guess: an attack on this name does not stop it
+        # The same credentials at once (a client's parallel chunk requests) share one
+        # verification and count as one attempt.
+        pending = self._pending.get(key) or self._start_check(key, user, password, stored, address)
+        return await asyncio.shield(pending)  # one request going away does not cancel the others' answer
+
+    def _start_check(
+        self, key: bytes, user: str, password: str, stored: str | None, address: str | None
+    ) -> asyncio.Future:
+        counters = [(self.user_failures, user)] + ([(self.address_failures, address)] if address else [])
+        for backoff, k in counters:
+            backoff.check(k)
+        # Counted as failed before scrypt runs, so a burst of parallel guesses cannot all
+        # pass the check above while the first ones are still being verified.
+        for backoff, k in counters:
+            backoff.failed(k)
+        future = asyncio.get_running_loop().run_in_executor(self.password_pool, _verify, password, stored)
+        self._pending[key] = future
+
+        def done(f: asyncio.Future) -> None:
+            del self._pending[key]
+            if f.cancelled() or f.exception() is not None or not f.result():
+                return
+            for backoff, k in counters:
+                backoff.succeeded(k)
             self._verified[key] = time.monotonic() + _BASIC_MEMORY
             while len(self._verified) > 1024:
                 self._verified.popitem(last=False)
-        return ok
+
+        future.add_done_callback(done)
+        return future
 
     # -- what they may read ------------------------------------------------------------
     def allows(self, ident: Identity, mount: str, path: str) -> bool:
@@ -277,12 +323,48 @@ async def login_page(request: web.Request) -> web.Response:
     return _form(_safe_next(request.query.get("next")))
 
 
+def _same_origin(request: web.Request, public_url: str | None) -> bool:
+    """Whether a POST comes from a page of this server (login CSRF: a foreign page must not
+    sign a visitor in as the attacker, whose views and short links they would then use).
+
+    Browsers send Sec-Fetch-Site and Origin on every POST (an older one at least a
+    Referer), and a page cannot forge them.  A POST with none of them is not from a
+    browser (curl, a script); it carries no visitor's cookies to abuse, so it may sign in.
+    """
+    site = request.headers.get("Sec-Fetch-Site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin") or request.headers.get("Referer")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False  # "null" (a sandboxed or privacy-stripped page) included
+    # Our own origin: how browsers reach us (public_url), or the Host they asked for,
+    # which is right behind a TLS proxy that keeps Host even when public_url is unset.
+    if parts.netloc.lower() == request.host.lower():
+        return True
+    ours = urlsplit(public_url) if public_url else None
+    return ours is not None and (parts.scheme, parts.netloc.lower()) == (ours.scheme, ours.netloc.lower())
+
+
 async def login_submit(request: web.Request) -> web.Response:
     authority = request.app[AUTHORITY]
+    if not _same_origin(request, authority.public_url):
+        raise web.HTTPForbidden(text="403 sign-in refused: the form was posted from another site; use this server's /-/login\n")
     form = await request.post()
     user, password = str(form.get("user", "")), str(form.get("password", ""))
     next_url = _safe_next(str(form.get("next", "")))
-    if authority.secret is None or not await authority.check_password(user, password):
+    try:
+        ok = authority.secret is not None and await authority.check_password(
+            user, password, authority.client_address(request)
+        )
+    except Throttled as exc:
+        request[PRINCIPAL] = "login-throttled"
+        page = _form(next_url, f"Too many failed sign-ins: try again in {exc.seconds} s.", status=429)
+        page.headers["Retry-After"] = str(exc.seconds)
+        return page
+    if not ok:
         request[PRINCIPAL] = f"login-failed:{user}" if user in authority.users else "login-failed"
         return _form(next_url, "Wrong user name or password.", status=401)
     request[PRINCIPAL] = f"user:{user}"

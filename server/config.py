@@ -113,6 +113,12 @@ class ServerConfig:
     access_log: bool = True
     auth: AuthConfig = field(default_factory=AuthConfig)
     users: list[UserConfig] = field(default_factory=list)
+    # Who may frame our HTML pages (listings, login, viewer): CSP frame-ancestors sources.
+    frame_ancestors: list[str] = field(default_factory=lambda: ["'self'"])
+    # Short links: per client address, a token bucket; and a budget for the whole store.
+    states_per_minute: float = 30.0
+    states_burst: int = 10
+    states_max_bytes: int = 1 << 30
 
     def validate(self) -> None:
         if not self.mounts:
@@ -139,6 +145,11 @@ class ServerConfig:
                     f"mount {m.name!r} has access='users' but there are no [[users]] and no "
                     "[auth] trusted_proxies: nobody could sign in"
                 )
+        self.frame_ancestors = [frame_ancestor(v) for v in self.frame_ancestors]
+        if "'none'" in self.frame_ancestors and len(self.frame_ancestors) > 1:
+            raise ConfigError("frame_ancestors: 'none' cannot be combined with other sources")
+        if self.states_per_minute <= 0 or self.states_burst < 1:
+            raise ConfigError("states_per_minute must be positive and states_burst at least 1")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range 0-65535")
         if self.workers < 1:
@@ -150,6 +161,24 @@ class ServerConfig:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ConfigError(f"auth.trusted_proxies: {proxy!r} is not an IP address or network") from None
+
+
+_FRAME_KEYWORDS = {"self": "'self'", "'self'": "'self'", "none": "'none'", "'none'": "'none'", "*": "*"}
+_FRAME_SOURCE = re.compile(r"^(?:[a-zA-Z][a-zA-Z0-9+.-]*:(?://)?)?[^\s;,'\"]+$")
+
+
+def frame_ancestor(value: str) -> str:
+    """One CSP ``frame-ancestors`` source: ``self``, ``none``, ``*`` or an origin like
+    ``https://jupyter.example.org`` (``https://*.example.org`` too), as the header spells it."""
+    keyword = _FRAME_KEYWORDS.get(value.strip().lower())
+    if keyword:
+        return keyword
+    if not _FRAME_SOURCE.match(value):
+        raise ConfigError(
+            f"frame_ancestors: {value!r} is not a frame source: use self, none, * or an origin "
+            "such as https://jupyter.example.org"
+        )
+    return value
 
 
 def parse_mount(text: str) -> MountConfig:

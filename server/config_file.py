@@ -42,6 +42,7 @@ CLI_KEYS = {
     "mount": "mounts",
     "workers": "server.workers",
     "cors_origin": "server.cors_origins",
+    "frame_ancestor": "server.frame_ancestors",
     "public_url": "server.public_url",
     "data_dir": "server.data_dir",
     "open": "server.open",
@@ -152,6 +153,10 @@ def load_config(path: str | os.PathLike) -> ServerConfig:
     data_dir = server.path("data_dir")
     config.data_dir = Path(data_dir) if data_dir else None
     config.cors_origins = server.get("cors_origins", list, config.cors_origins, _str_list)
+    config.frame_ancestors = server.get("frame_ancestors", list, config.frame_ancestors, _str_list)
+    config.states_per_minute = server.get("states_per_minute", (int, float), config.states_per_minute)
+    config.states_burst = server.get("states_burst", int, config.states_burst)
+    config.states_max_bytes = server.get("states_max_bytes", (str, int), config.states_max_bytes, parse_size)
     config.open_browser = server.get("open", bool, False)
     config.access_log = server.get("access_log", bool, True)
     server.finish()

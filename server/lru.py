@@ -39,3 +39,9 @@ class ByteBudgetLRU(Generic[V]):
         while self.used > self.budget:
             _, dropped = self._items.popitem(last=False)
             self.used -= self._cost(dropped)
+
+    def pop(self, key: str) -> None:
+        """Forget ``key`` (no error when absent)."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= self._cost(old)

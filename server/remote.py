@@ -330,7 +330,7 @@ class RemoteStorage(Storage):
     async def _relay(
         self, request: web.Request, resp: aiohttp.ClientResponse, path: str, name: str
     ) -> web.StreamResponse:
-        out = {"Content-Type": content_type(name), "Accept-Ranges": "bytes", "X-Content-Type-Options": "nosniff"}
+        out = {"Content-Type": content_type(name), "Accept-Ranges": "bytes"}
         for h in ("ETag", "Last-Modified", "Content-Range"):
             if h in resp.headers:
                 out[h] = resp.headers[h]

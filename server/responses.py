@@ -117,7 +117,6 @@ def base_headers(meta: FileMeta) -> dict[str, str]:
         "Accept-Ranges": "bytes",
         "ETag": meta.etag,
         "Last-Modified": _http_date(int(meta.mtime)),
-        "X-Content-Type-Options": "nosniff",
     }
     if meta.encoding:
         headers["Content-Encoding"] = meta.encoding

@@ -9,6 +9,9 @@ and every worker process opens it on its own (WAL mode allows that).
 A stored state can hold share tokens in its source URLs, so shared caches must
 not keep it, and when any mount is protected only a signed-in user or a token
 holder may store one (else the server is an open paste bin under its name).
+Storing is also rate-limited per client address (a token bucket; 429 with
+Retry-After), and the store as a whole has a size budget (507 when full).
+Reading is never limited.
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ from pathlib import Path
 from aiohttp import web
 
 from . import auth
+from .throttle import RateLimiter, Throttled, too_many_requests
 
 MAX_BYTES = 5 * 1024 * 1024
 DB_NAME = "states.sqlite3"
 DB_PATH = web.AppKey("states_db", Path)
+LIMITER = web.AppKey("states_limiter", RateLimiter)
 _ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -44,10 +49,26 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _store(path: Path, state_id: str, body: str) -> None:
-    with _connect(path) as conn:
-        conn.execute("INSERT OR IGNORE INTO states VALUES (?, ?, julianday('now'))", (state_id, body))
-    conn.close()
+def _store(path: Path, state_id: str, body: str, max_bytes: int) -> bool:
+    """Store a state; False when the store has no room left for it (a known state always has)."""
+    conn = _connect(path)
+    try:
+        conn.execute("BEGIN IMMEDIATE")  # the budget check and the insert as one step, across workers
+        if conn.execute("SELECT 1 FROM states WHERE id = ?", (state_id,)).fetchone() is None:
+            if _used_bytes(conn) + len(body.encode()) > max_bytes:
+                conn.rollback()
+                return False
+            conn.execute("INSERT INTO states VALUES (?, ?, julianday('now'))", (state_id, body))
+        conn.commit()
+        return True
+    finally:
+        conn.close()
+
+
+def _used_bytes(conn: sqlite3.Connection) -> int:
+    """The database's size in use, WAL included; a few PRAGMAs, not a scan of the table."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return pages * conn.execute("PRAGMA page_size").fetchone()[0]
 
 
 def _load(path: Path, state_id: str) -> str | None:
@@ -86,10 +107,14 @@ async def _read_limited(request: web.Request) -> bytes:
 
 
 async def post_state(request: web.Request) -> web.Response:
-    from .app import public_base
+    from .app import CONFIG, public_base
     from .viewer import VIEWER_PATH
 
     await request.app[auth.AUTHORITY].require_identity(request, "sign in or send a share token to store a short link")
+    try:
+        request.app[LIMITER].take(request.remote or "")
+    except Throttled as exc:
+        raise too_many_requests(exc, "too many short links stored from this address") from None
     data = await _read_limited(request)
     try:
         state = json.loads(data)
@@ -99,7 +124,13 @@ async def post_state(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="expected a Neuroglancer state: a JSON object with \"layers\"\n")
     body = json.dumps(state, separators=(",", ":"))
     sid = state_id(body)
-    await asyncio.get_running_loop().run_in_executor(None, _store, request.app[DB_PATH], sid, body)
+    budget = request.app[CONFIG].states_max_bytes
+    if not await asyncio.get_running_loop().run_in_executor(None, _store, request.app[DB_PATH], sid, body, budget):
+        # 507 Insufficient Storage says exactly this; unlike 429/503 it does not suggest that
+        # waiting helps: the store stays full until its operator raises the budget or prunes it.
+        raise web.HTTPInsufficientStorage(
+            text="507 the short-link store is full (server.states_max_bytes); ask the operator to raise or prune it\n"
+        )
     base = public_base(request)
     state_url = f"{base}/-/api/states/{sid}"
     return web.json_response(
@@ -127,6 +158,7 @@ def add_routes(app: web.Application) -> None:
     folder = Path(app[CONFIG].data_dir or default_data_dir()).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     app[DB_PATH] = folder / DB_NAME
+    app[LIMITER] = RateLimiter(app[CONFIG].states_per_minute, app[CONFIG].states_burst)
     _connect(app[DB_PATH]).close()
     app.router.add_post("/-/api/states", post_state)
     app.router.add_get("/-/api/states/{id}", get_state)

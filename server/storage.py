@@ -75,7 +75,8 @@ class LocalStorage(Storage):
 
     Small files are answered from memory after one ``stat`` on the event loop,
     with no thread hop; larger files are read in the default executor and
-    streamed.  Symlinks are followed only while they stay inside the root.
+    streamed.  Symlinks are followed only while they stay inside the root and
+    their targets obey the dotfile rule.
     """
 
     SMALL_FILE = 1 << 20
@@ -98,8 +99,16 @@ class LocalStorage(Storage):
         return self._prefix + path.replace("/", os.sep) if path else self._prefix[:-1]
 
     def _inside(self, full: str) -> bool:
+        """Whether ``full``, symlinks resolved, is the root or a visible path below it.
+
+        Only paths through a symlink get here (see :meth:`_stat`), so this is where
+        the dotfile rule meets symlink targets: a link to ``.secret`` or into
+        ``.git/`` hides what it points at, as the name itself would.
+        """
         real = os.path.realpath(full)
-        return real == str(self.root) or real.startswith(self._prefix)
+        if real == str(self.root):
+            return True
+        return real.startswith(self._prefix) and all(map(is_visible, real[len(self._prefix) :].split(os.sep)))
 
     def _stat(self, full: str) -> os.stat_result | None:
         # Hot path (every request).  The root is already resolved and the segments
@@ -124,7 +133,7 @@ class LocalStorage(Storage):
                     return st
             except (OSError, ValueError):
                 return None  # absent (or not a folder on the way): the slow path agrees
-        if not self._inside(full):  # a symlink that leaves the root is "not there"
+        if not self._inside(full):  # a symlink that leaves the root, or reaches a dotfile, is "not there"
             return None
         try:
             return os.stat(full)

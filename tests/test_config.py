@@ -96,6 +96,16 @@ def test_cli_flags_win_over_the_file(tmp_path, monkeypatch):
     assert (c.port, c.workers) == (8123, 3)  # unset flags leave the file's values
 
 
+def test_frame_ancestors_from_file_and_flag(tmp_path):
+    path = write(tmp_path, '[server]\nframe_ancestors = ["self", "https://jupyter.example.org"]\n'
+                           'states_max_bytes = "2MiB"\nstates_per_minute = 6\n[[mounts]]\nname = "a"\nsource = "data"\n')
+    c = config_from_args(serve_args("--config", str(path)), None)
+    assert c.frame_ancestors == ["'self'", "https://jupyter.example.org"]
+    assert (c.states_max_bytes, c.states_per_minute, c.states_burst) == (2 << 20, 6, 10)
+    c = config_from_args(serve_args("--config", str(path), "--frame-ancestor", "*"), None)
+    assert c.frame_ancestors == ["*"]
+
+
 def test_every_serve_flag_has_a_config_key():
     serve = build_parser()._subparsers._group_actions[0].choices["serve"]
     dests = {a.dest for a in serve._actions if a.dest != "help"}
@@ -121,6 +131,10 @@ def test_every_serve_flag_has_a_config_key():
         ('[auth]\nsecret_file = "secret"\n[[mounts]]\nname = "a"\nsource = "data"\naccess = "users"\n',
          "nobody could sign in"),
         ("[server\n", "not valid TOML"),
+        ('[server]\nframe_ancestors = ["https://a.example; script-src *"]\n[[mounts]]\nname = "a"\nsource = "data"\n',
+         "frame_ancestors: 'https://a.example; script-src *' is not a frame source"),
+        ('[server]\nstates_max_bytes = "lots"\n', "server.states_max_bytes: 'lots' is not a size"),
+        ('[server]\nstates_burst = 0\n[[mounts]]\nname = "a"\nsource = "data"\n', "states_burst at least 1"),
     ],
 )
 def test_invalid_config_names_key_and_problem(tmp_path, text, message):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import importlib.resources
 import json
 import os
 from pathlib import Path
@@ -213,6 +214,51 @@ async def test_dataset_detection_follows_changes(client, root):
     assert 'href="/-/open/later"' not in await (await client.get("/")).text()
 
 
+@pytest.mark.parametrize("method, path, kind", [
+    ("GET", "/", "html"),                         # a listing
+    ("GET", "/img.zarr/", "html"),
+    ("GET", "/-/login", "html"),
+    ("GET", "/-/viewer/v/ngserve/", "html"),      # the viewer's index.html
+    ("GET", "/-/viewer/v/ngserve/" + next(
+        f.name for f in importlib.resources.files("neuroglancer.static").joinpath("client").iterdir()
+        if f.name.endswith(".css")), "other"),
+    ("GET", "/-/health", "other"),
+    ("GET", "/img.zarr/.zarray", "other"),        # data
+    ("GET", "/big.bin", "other"),                 # streamed data
+    ("GET", "/nothing-here", "other"),            # an error
+    ("GET", "/img.zarr", "other"),                # a redirect
+    ("POST", "/-/api/states", "other"),           # state JSON
+    ("GET", "/-/api/states/nosuchid", "other"),
+])
+async def test_nosniff_everywhere_and_frame_rules_on_html(client, method, path, kind):
+    body = json.dumps({"layers": []}).encode() if method == "POST" else None
+    r = await client.request(method, path, data=body, allow_redirects=False)
+    assert r.status < 500
+    assert r.headers["X-Content-Type-Options"] == "nosniff", path
+    if kind == "html":
+        assert r.headers["Content-Type"].startswith("text/html")
+        assert r.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+        assert r.headers["X-Frame-Options"] == "SAMEORIGIN"
+    else:
+        assert "X-Frame-Options" not in r.headers and "Content-Security-Policy" not in r.headers
+    if method == "POST":
+        r = await client.get(f"/-/api/states/{(await r.json())['id']}")
+        assert r.status == 200 and r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+@pytest.mark.parametrize("ancestors, csp, xfo", [
+    (["*"], "frame-ancestors *", None),
+    (["'self'", "https://jupyter.example.org"], "frame-ancestors 'self' https://jupyter.example.org", None),
+    (["'none'"], "frame-ancestors 'none'", "DENY"),
+])
+async def test_frame_ancestors_are_configurable(aiohttp_client, root, ancestors, csp, xfo):
+    client = await aiohttp_client(make_app(root, frame_ancestors=ancestors))
+    for path in ["/", "/-/viewer/v/ngserve/"]:
+        r = await client.get(path)
+        assert r.headers["Content-Security-Policy"] == csp
+        assert r.headers.get("X-Frame-Options") == xfo
+
+
 # -- listings ------------------------------------------------------------------------------
 async def test_listing(client):
     r = await client.get("/", headers={"Accept": "text/html"})
@@ -272,6 +318,24 @@ async def test_traversal_and_hidden_answer_404(aiohttp_server, root, path):
 async def test_symlink_inside_root_is_served(client):
     r = await client.get("/alias.zarr/.zarray")
     assert r.status == 200
+
+
+async def test_symlink_to_a_dotfile_is_neither_served_nor_listed(client, root):
+    """The dotfile rule judges where a link leads, not only its own name."""
+    os.symlink(root / ".secret", root / "peek.txt")
+    os.symlink(root / ".git", root / "gitdir")
+    os.symlink(".git/config", root / "relative.txt")
+    os.symlink(root / "img.zarr" / ".zarray", root / "meta.json")  # an allowed dotfile stays allowed
+    for path in ["/peek.txt", "/gitdir/config", "/gitdir/", "/relative.txt"]:
+        r = await client.get(path)
+        assert r.status == 404, path
+        assert "token" not in await r.text()
+    page = await (await client.get("/")).text()
+    for name in ["peek.txt", "gitdir", "relative.txt"]:
+        assert name not in page, name
+    assert 'href="meta.json"' in page
+    r = await client.get("/meta.json")
+    assert r.status == 200 and await r.text() == '{"zarr_format": 2}'
 
 
 async def test_reserved_space(client):

@@ -122,3 +122,63 @@ def test_cli_link_short(start_server, tmp_path, data_dir):
     assert short.startswith(f"{srv.url}/-/viewer/v/ngserve/#!{srv.url}/-/api/states/")
     state = ngstate.parse_url(short)
     assert state["layers"][0]["source"] == f"zarr2://{srv.url}/img.ome.zarr/"
+
+
+def serve_with(start_server, tmp_path, data_dir, server_keys: str):
+    """A server whose config file sets ``server_keys`` in [server]."""
+    (tmp_path / "root").mkdir(exist_ok=True)
+    conf = tmp_path / "ngserve.toml"
+    conf.write_text(f'[server]\n{server_keys}\n[[mounts]]\nname = ""\nsource = "root"\n')
+    return start_server("serve", "--config", str(conf), "--data-dir", str(data_dir))
+
+
+def numbered(i: int, padding: int = 0) -> bytes:
+    return json.dumps({**STATE, "n": i, "padding": "x" * padding}).encode()
+
+
+def post_with_headers(url: str, body: bytes):
+    req = urllib.request.Request(url + "/-/api/states", data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+
+def test_a_burst_over_the_rate_gets_429_with_retry_after_and_reads_stay_open(start_server, tmp_path, data_dir):
+    srv = serve_with(start_server, tmp_path, data_dir, "states_per_minute = 1\nstates_burst = 3")
+    ids = [post(srv.url, numbered(i))[1]["id"] for i in range(3)]
+    status, headers, text = post_with_headers(srv.url, numbered(3))
+    assert status == 429 and 1 <= int(headers["Retry-After"]) <= 60
+    assert text.count("\n") == 1 and "too many short links" in text
+    for _ in range(10):  # reading is not limited
+        for sid in ids:
+            assert get(f"{srv.url}/-/api/states/{sid}")[0] == 200
+
+
+def test_the_store_refuses_new_states_once_its_budget_is_spent(start_server, tmp_path, data_dir):
+    srv = serve_with(start_server, tmp_path, data_dir,
+                     'states_max_bytes = "64KiB"\nstates_per_minute = 6000\nstates_burst = 100')
+    stored = []
+    for i in range(20):
+        status, headers, text = post_with_headers(srv.url, numbered(i, padding=10_000))
+        if status != 201:
+            break
+        stored.append(json.loads(text)["id"])
+    assert 2 <= len(stored) < 20
+    assert status == 507 and text.count("\n") == 1 and "states_max_bytes" in text
+    status, answer = post(srv.url, numbered(0, padding=10_000))  # a state already stored takes no room
+    assert status == 201 and answer["id"] == stored[0]
+    assert all(get(f"{srv.url}/-/api/states/{sid}")[0] == 200 for sid in stored)
+    assert (data_dir / "states.sqlite3").stat().st_size < 256 << 10
+
+
+def test_shorten_waits_out_a_429(start_server, tmp_path, data_dir):
+    srv = serve_with(start_server, tmp_path, data_dir, "states_per_minute = 60\nstates_burst = 1")
+    first = ngstate.shorten(json.loads(numbered(1)), srv.url)
+    second = ngstate.shorten(json.loads(numbered(2)), srv.url)  # over the burst: answered 429, then retried
+    assert first != second
+    srv.settle()
+    assert srv.requested(r'"POST /-/api/states HTTP[^"]*" 429')
+    assert ngstate.parse_url(second)["n"] == 2

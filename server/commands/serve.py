@@ -27,6 +27,9 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, help="worker processes sharing the port (default 1)")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN",
                    help="allowed CORS origin (repeatable; default: any)")
+    p.add_argument("--frame-ancestor", action="append", metavar="ORIGIN",
+                   help="a site that may embed the viewer and listings in a frame (repeatable; "
+                        "default: this server only; * for any)")
     p.add_argument("--public-url", help="base URL clients use to reach this server, when behind a proxy")
     p.add_argument("--data-dir", help="folder for the server's own state, e.g. short links (default ~/.local/share/ngserve)")
     p.add_argument("--open", action="store_true", default=None, help="open the landing page in a browser")
@@ -60,6 +63,8 @@ def config_from_args(args: argparse.Namespace, root: str | None) -> ServerConfig
             setattr(config, attr, getattr(args, dest))
     if args.cors_origin:
         config.cors_origins = args.cors_origin
+    if getattr(args, "frame_ancestor", None):
+        config.frame_ancestors = args.frame_ancestor
     if getattr(args, "data_dir", None) is not None:
         config.data_dir = Path(args.data_dir)
     if args.open:
