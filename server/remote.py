@@ -95,18 +95,15 @@ def _parse_multistatus(body: bytes, own: str) -> tuple[Entry | None, list[Entry]
     Runs in a worker thread.  The body is fed to the parser in pieces: one
     ``fromstring`` of a 50 MB answer is a single C call that holds the GIL
     for seconds, which would stall the event loop just as if it ran there.
-    Each finished ``response`` is dropped from the tree, so memory stays at
-    the entries.  Raises ``ET.ParseError`` on a body that is not XML.
+    Each ``response`` is emptied once read, so memory stays near the entries.
+    Raises ``ET.ParseError`` on a body that is not XML.
     """
-    parser = ET.XMLPullParser(events=("start", "end"))
-    root = None
+    parser = ET.XMLPullParser(events=("end",))
     me, children = None, []
     for start in range(0, len(body), PARSE_PIECE):
         parser.feed(body[start : start + PARSE_PIECE])
-        for event, elem in parser.read_events():
-            if root is None:
-                root = elem
-            if event != "end" or elem.tag != f"{_DAV}response":
+        for _, elem in parser.read_events():
+            if elem.tag != f"{_DAV}response":
                 continue
             href = unquote(urlsplit((elem.findtext(f"{_DAV}href") or "").strip()).path).rstrip("/")
             is_dir = elem.find(f".//{_DAV}resourcetype/{_DAV}collection") is not None
@@ -117,7 +114,7 @@ def _parse_multistatus(body: bytes, own: str) -> tuple[Entry | None, list[Entry]
                 me = entry
             elif href and is_visible(entry.name):
                 children.append(entry)
-            root.clear()  # the finished responses: nothing below needs them again
+            elem.clear()
     parser.close()
     children.sort(key=lambda e: e.name)
     return me, children

@@ -16,7 +16,6 @@ to the source.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hmac
 import ipaddress
@@ -33,6 +32,7 @@ import tensorstore as ts
 from aiohttp import web
 
 from conftest import ServerProcess
+from threaded_app import ThreadedApp
 
 TOKEN = "macaroon-MDAxY2xvY2F0aW9uIG5nc2VydmUK-right"
 WRONG_TOKEN = "macaroon-MDAxY2xvY2F0aW9uIG5nc2VydmUK-wrong"
@@ -52,22 +52,11 @@ class Upstream:
         self.root, self.token = root.resolve(), token
         self.requests: list[tuple[str, str, str | None, int, str | None]] = []
         self.lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner: web.AppRunner | None = None
-        port = asyncio.run_coroutine_threadsafe(self._start(ssl_context), self.loop).result(30)
-        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-
-    async def _start(self, ssl_context) -> int:
         app = web.Application()
         app.on_response_prepare.append(self._record)
         app.router.add_route("*", "/{path:.*}", self._file)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
-        await site.start()
-        return self.runner.addresses[0][1]
+        self.server = ThreadedApp(app, ssl_context)
+        self.url = self.server.url
 
     async def _record(self, request: web.Request, response: web.StreamResponse) -> None:
         # on_response_prepare, not a middleware: FileResponse settles 200 vs 206 only as it is prepared.
@@ -100,11 +89,7 @@ class Upstream:
             self.requests.clear()
 
     def stop(self) -> None:
-        if self.runner is not None:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
+        self.server.stop()
 
 
 # -- data -------------------------------------------------------------------------------
