@@ -107,8 +107,9 @@ def _parse_multistatus(body: bytes, own: str) -> tuple[Entry | None, list[Entry]
                 continue
             href = unquote(urlsplit((elem.findtext(f"{_DAV}href") or "").strip()).path).rstrip("/")
             is_dir = elem.find(f".//{_DAV}resourcetype/{_DAV}collection") is not None
-            size_text = elem.findtext(f".//{_DAV}getcontentlength") or "0"
-            size = int(size_text) if size_text.strip().isdigit() else 0
+            size_text = (elem.findtext(f".//{_DAV}getcontentlength") or "0").strip()
+            # ASCII digits, and not thousands of them: int() refuses both with ValueError.
+            size = int(size_text) if size_text.isascii() and size_text.isdigit() and len(size_text) < 20 else 0
             entry = Entry(href.rsplit("/", 1)[-1], is_dir, 0 if is_dir else size)
             if href == own:
                 me = entry
@@ -215,8 +216,9 @@ class RemoteStorage(Storage):
     ) -> aiohttp.ClientResponse:
         """Send an idempotent request, retrying connection failures and 502/503/504 with backoff.
 
-        The headers must arrive within connect + read timeout: aiohttp's
-        per-read timeout alone never fires on an upstream that trickles bytes.
+        Redirects are followed by :meth:`_follow`.  The headers must arrive within
+        connect + read timeout (each hop): aiohttp's per-read timeout alone never
+        fires on an upstream that trickles bytes.
         A timeout is not retried, so the client hears 504 within the
         configured timeout; a 4xx is an answer, never retried.
         """
@@ -294,8 +296,8 @@ class RemoteStorage(Storage):
 
     def _may_follow(self, url: URL) -> bool:
         """Whether to follow a redirect to ``url``: our origin, or a listed host without going from https to http."""
-        if url.scheme not in ("http", "https") or not url.host:
-            return False
+        if url.scheme not in ("http", "https") or not url.host or url.user is not None or url.password is not None:
+            return False  # credentials in the URL would clash with ours
         if _origin_of(url) == self._origin:
             return True
         if self._origin[0] == "https" and url.scheme != "https":

@@ -88,7 +88,7 @@ class ManyListing:
         self.asked: list[float] = []  # time.monotonic() of each PROPFIND
         self.sent = threading.Event()
 
-    async def __call__(self, request: web.Request) -> web.StreamResponse:
+    async def answer(self, request: web.Request) -> web.StreamResponse:
         self.asked.append(time.monotonic())
         resp = web.StreamResponse(status=207, headers={"Content-Type": "application/xml"})
         resp.content_length = len(self.body)
@@ -129,13 +129,17 @@ def make_door(pool_url: str) -> tuple[ThreadedApp, Recorder, ManyListing]:
     r.add_get("/meta/big.zarr/.zarray", fixed(b" " * OVER))
     r.add_get("/meta/chunked.zarr/.zarray", chunked_metadata)
     r.add_route("PROPFIND", "/huge/", fixed(huge, 207))
-    r.add_route("PROPFIND", "/many/", many)
+    r.add_route("PROPFIND", "/many/", many.answer)
     r.add_get("/same/chunk.bin", redirect("/data/chunk.bin"))  # relative: the same origin
     r.add_get("/data/chunk.bin", fixed(CHUNK))
     r.add_route("PROPFIND", "/old/", redirect("/new/", 301))
     r.add_route("PROPFIND", "/new/", fixed(multistatus("/new/", ["a.bin", "b.bin"]), 207))
     r.add_get("/pool/chunk.bin", redirect(f"{pool_url}/chunk.bin"))
+    r.add_get("/userinfo/chunk.bin", redirect(f"http://someone:pw@{pool_url[len('http://'):]}/chunk.bin"))
     r.add_get("/loop/chunk.bin", redirect("/loop/chunk.bin", 307))
+    # Sizes of 5000 digits (over Python's int() limit) and a superscript two (a digit to str.isdigit).
+    odd = multistatus("/odd/", ["a.bin", "b.bin"]).replace(b"1234", b"9" * 5000, 1).replace(b"1234", "²".encode(), 1)
+    r.add_route("PROPFIND", "/odd/", fixed(odd, 207))
     return ThreadedApp(app), rec, many
 
 
@@ -224,6 +228,12 @@ def test_huge_listing_is_parsed_off_the_event_loop(deployment):
     assert answered[-1] < min(listing["answered"], *many.asked[1:])
 
 
+def test_odd_sizes_in_a_listing_are_read_as_zero(deployment):
+    srv, *_ = deployment
+    status, _, body = get(srv.url + "/door/odd/")
+    assert status == 200 and b'href="a.bin"' in body and b'href="b.bin"' in body
+
+
 # -- redirects ------------------------------------------------------------------------------
 def test_redirects_within_the_origin_are_followed(deployment):
     srv, door, _, _ = deployment
@@ -236,11 +246,15 @@ def test_redirects_within_the_origin_are_followed(deployment):
     assert status == 200 and b'href="a.bin"' in body and b'href="b.bin"' in body
 
 
-@pytest.mark.parametrize("mount", ["door", "doorport"])  # nothing listed; the door's port, not the pool's
-def test_redirect_to_an_unlisted_origin_is_502_and_never_followed(deployment, mount):
+@pytest.mark.parametrize("mount, path", [
+    ("door", "pool"),  # nothing listed
+    ("doorport", "pool"),  # the door's port listed, not the pool's
+    ("pooled", "userinfo"),  # the pool's host is listed, but the URL carries other credentials
+])
+def test_redirect_to_an_unlisted_origin_is_502_and_never_followed(deployment, mount, path):
     srv, _, pool, _ = deployment
     pool.clear()
-    status, _, body = get(f"{srv.url}/{mount}/pool/chunk.bin")
+    status, _, body = get(f"{srv.url}/{mount}/{path}/chunk.bin")
     assert status == 502 and body == b"502 upstream redirected to a host not in redirect_hosts\n"
     assert pool.requests == []  # not even a connection: no token, no client certificate
 
