@@ -541,7 +541,10 @@ class RemoteStorage(Storage):
                         self.label, path, self.config.listing_max_bytes)
             raise _fail(502, "upstream listing is larger than listing_max_bytes")
         try:
-            me, children = await asyncio.get_running_loop().run_in_executor(None, _parse_multistatus, body, own)
+            if len(body) <= PARSE_PIECE:  # a stat's or a small folder's: cheaper here than a thread hop
+                me, children = _parse_multistatus(body, own)
+            else:
+                me, children = await asyncio.get_running_loop().run_in_executor(None, _parse_multistatus, body, own)
         except ET.ParseError:
             raise _fail(502, "upstream sent an unreadable listing") from None
         if me is None or (depth == 1 and not me.is_dir):
