@@ -7,6 +7,7 @@ import re
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -48,12 +49,17 @@ class UpstreamConfig:
     client_key: str | None = None
     ca_file: str | None = None  # extra CA bundle for the upstream's TLS certificate
     connect_timeout: float = 10.0
-    # Seconds for the answer's headers (after connecting), for a body we buffer (<= 1 MiB),
-    # and between reads of a streamed one: each bounds a wait, so a trickle cannot hang a client.
+    # Seconds for the answer's headers (after connecting), and then for each gap between
+    # pieces of a body: a slow but steady upstream is no fault, a stalled one is.
     read_timeout: float = 30.0
     retries: int = 2  # extra attempts for idempotent requests on connection errors, 502/503/504
     metadata_ttl: float = 10.0  # seconds a metadata file or listing is served without asking upstream
     chunk_cache_bytes: int = 0  # memory for whole chunk files; 0 turns the chunk cache off
+    metadata_max_bytes: int = 16 << 20  # a larger metadata file is refused (502), never buffered
+    listing_max_bytes: int = 64 << 20  # a larger PROPFIND answer is refused (502)
+    # Hosts ("name" for any port, "name:port" for one) besides the source's own origin that the
+    # upstream may redirect us to (dCache doors send reads to pool nodes); nothing else is followed.
+    redirect_hosts: list[str] = field(default_factory=list)
 
     def ssl_context(self) -> ssl.SSLContext:
         """TLS for an https upstream: the system CAs or ca_file, and the client certificate if any.
@@ -212,6 +218,18 @@ def parse_duration(text: str | int | float) -> float:
 
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"b": 1, "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30, "kb": 10**3, "mb": 10**6, "gb": 10**9}
+
+
+def parse_host(text: str) -> tuple[str, int | None]:
+    """``(host, port)`` from ``"pool1.example.org"`` (port None: any) or ``"pool1.example.org:2880"``."""
+    try:
+        parts = urlsplit("//" + text)
+        port = parts.port
+    except ValueError:
+        parts, port = None, None
+    if parts is None or not parts.hostname or parts.path or parts.query or parts.fragment or "@" in text:
+        raise ValueError(f"{text!r} is not a host name: write e.g. pool1.example.org or pool1.example.org:2880")
+    return parts.hostname, port
 
 
 def parse_size(text: str | int) -> int:

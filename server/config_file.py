@@ -29,6 +29,7 @@ from .config import (
     UserConfig,
     is_remote,
     parse_duration,
+    parse_host,
     parse_size,
     source_problem,
 )
@@ -132,6 +133,20 @@ def _str_list(value: list) -> list[str]:
     return list(value)
 
 
+def _positive_size(value: str | int) -> int:
+    size = parse_size(value)
+    if size <= 0:
+        raise ValueError(f"{value!r} is not a positive size: use e.g. 16MiB")
+    return size
+
+
+def _host_list(value: list) -> list[str]:
+    hosts = _str_list(value)
+    for host in hosts:
+        parse_host(host)  # raises with the reason
+    return hosts
+
+
 def load_config(path: str | os.PathLike) -> ServerConfig:
     """Read and check the config file at ``path`` (not yet merged with CLI flags)."""
     path = Path(path)
@@ -222,6 +237,9 @@ def _upstream(t: _Table) -> UpstreamConfig:
         retries=t.get("retries", int, 2),
         metadata_ttl=t.get("metadata_ttl", (str, int, float), 10.0, positive),
         chunk_cache_bytes=t.get("chunk_cache_bytes", (str, int), 0, parse_size),
+        metadata_max_bytes=t.get("metadata_max_bytes", (str, int), 16 << 20, _positive_size),
+        listing_max_bytes=t.get("listing_max_bytes", (str, int), 64 << 20, _positive_size),
+        redirect_hosts=t.get("redirect_hosts", list, [], _host_list),
     )
     t.finish()
     if (up.username is None) != (up.password is None):

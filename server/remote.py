@@ -18,6 +18,13 @@ through :func:`server.responses.file_response` like local files.  A miss on
 any path is remembered as long, so the app's folder check after a 404 is free.
 A plain-HTTP mount without credentials is read like a public S3/GCS bucket,
 whose 403 for a missing key means 404 (Neuroglancer then sees a missing chunk).
+
+Nothing an upstream sends is buffered without a bound: a metadata file over
+``metadata_max_bytes`` and a PROPFIND answer over ``listing_max_bytes`` are
+refused with 502, and listings are parsed in a worker thread.  Redirects are
+followed by us, not aiohttp, and only to the source's own origin or a host in
+``redirect_hosts``: the session sends our credentials, and its TLS context our
+client certificate, to every host it talks to, so it must never talk to another.
 """
 
 from __future__ import annotations
@@ -35,10 +42,11 @@ from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from volumes import MARKERS
 
-from .config import UpstreamConfig
+from .config import UpstreamConfig, parse_host
 from .lru import ByteBudgetLRU
 from .paths import is_visible
 from .responses import METADATA_NAMES, FileMeta, content_type, file_response
@@ -47,11 +55,15 @@ from .storage import Entry, Storage
 log = logging.getLogger("ngserve.remote")
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
+MAX_REDIRECTS = 5  # hops followed for one request; a loop ends in 502
 BACKOFF = 0.2  # seconds before the first retry; doubles each time
 # Bodies up to this size are read whole before we answer, so a truncated
 # upstream body becomes a clean 502; larger ones stream piece by piece.
 WHOLE_BODY = 1 << 20
 STREAM_PIECE = 1 << 18
+PARSE_PIECE = 1 << 16  # a listing is fed to the XML parser this much at a time (see _parse_multistatus)
+SMALL_REDIRECT_BODY = 1 << 16  # a redirect's body up to this size is read, so its connection is reused
 METADATA_BUDGET = 64 << 20
 LISTING_BUDGET = 16 << 20
 _ABSENT_COST = 256  # bytes charged for remembering that a file is missing
@@ -70,14 +82,51 @@ class _Cached:
     etag: str | None
     mtime: float
     checked: float  # time.monotonic() when the upstream last confirmed it
+    oversize: bool = False  # the file exists but is over metadata_max_bytes (data is None)
 
 
 def _cost(item: _Cached) -> int:
     return _ABSENT_COST if item.data is None else len(item.data)
 
 
+def _parse_multistatus(body: bytes, own: str) -> tuple[Entry | None, list[Entry]]:
+    """The entry whose href is ``own`` and the visible others, sorted, from a PROPFIND answer.
+
+    Runs in a worker thread.  The body is fed to the parser in pieces: one
+    ``fromstring`` of a 50 MB answer is a single C call that holds the GIL
+    for seconds, which would stall the event loop just as if it ran there.
+    Each ``response`` is emptied once read, so memory stays near the entries.
+    Raises ``ET.ParseError`` on a body that is not XML.
+    """
+    parser = ET.XMLPullParser(events=("end",))
+    me, children = None, []
+    for start in range(0, len(body), PARSE_PIECE):
+        parser.feed(body[start : start + PARSE_PIECE])
+        for _, elem in parser.read_events():
+            if elem.tag != f"{_DAV}response":
+                continue
+            href = unquote(urlsplit((elem.findtext(f"{_DAV}href") or "").strip()).path).rstrip("/")
+            is_dir = elem.find(f".//{_DAV}resourcetype/{_DAV}collection") is not None
+            size_text = (elem.findtext(f".//{_DAV}getcontentlength") or "0").strip()
+            # ASCII digits, and not thousands of them: int() refuses both with ValueError.
+            size = int(size_text) if size_text.isascii() and size_text.isdigit() and len(size_text) < 20 else 0
+            entry = Entry(href.rsplit("/", 1)[-1], is_dir, 0 if is_dir else size)
+            if href == own:
+                me = entry
+            elif href and is_visible(entry.name):
+                children.append(entry)
+            elem.clear()
+    parser.close()
+    children.sort(key=lambda e: e.name)
+    return me, children
+
+
 def _listing_cost(hit: tuple[float, list[Entry] | None]) -> int:
     return _ABSENT_COST + sum(64 + len(e.name) for e in hit[1] or ())
+
+
+def _origin_of(url: URL) -> tuple[str, str, int | None]:
+    return url.scheme, (url.host or "").lower(), url.port
 
 
 def _fail(status: int, reason: str) -> web.HTTPException:
@@ -124,6 +173,8 @@ class RemoteStorage(Storage):
         self._chunks = ByteBudgetLRU(self.config.chunk_cache_bytes, _cost) if self.config.chunk_cache_bytes else None
         self._listings: ByteBudgetLRU[tuple[float, list[Entry] | None]] = ByteBudgetLRU(LISTING_BUDGET, _listing_cost)
         self._inflight: dict[str, asyncio.Future] = {}
+        self._origin = _origin_of(URL(self.origin))
+        self._redirect_hosts = {parse_host(h) for h in c.redirect_hosts}
         self.upstream_requests = 0  # requests sent upstream, retries included (tests count them)
 
     # -- the client session ------------------------------------------------------------
@@ -165,8 +216,9 @@ class RemoteStorage(Storage):
     ) -> aiohttp.ClientResponse:
         """Send an idempotent request, retrying connection failures and 502/503/504 with backoff.
 
-        The headers must arrive within connect + read timeout: aiohttp's
-        per-read timeout alone never fires on an upstream that trickles bytes.
+        Redirects are followed by :meth:`_follow`.  The headers must arrive within
+        connect + read timeout (each hop): aiohttp's per-read timeout alone never
+        fires on an upstream that trickles bytes.
         A timeout is not retried, so the client hears 504 within the
         configured timeout; a 4xx is an answer, never retried.
         """
@@ -175,12 +227,8 @@ class RemoteStorage(Storage):
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(BACKOFF * 2 ** (attempt - 1))
-            self.upstream_requests += 1
             try:
-                resp = await asyncio.wait_for(
-                    self.session().request(method, url, headers=headers, data=body),
-                    self.config.connect_timeout + self.config.read_timeout,
-                )
+                resp = await self._follow(method, URL(url, encoded=True), headers, body, path)
             except asyncio.TimeoutError:
                 log.warning("%s: %s /%s timed out", self.label, method, path)
                 raise _fail(504, "upstream timed out") from None
@@ -211,6 +259,52 @@ class RemoteStorage(Storage):
             return resp
         raise AssertionError("unreachable")
 
+    async def _follow(
+        self, method: str, url: URL, headers: dict[str, str], body: bytes | None, path: str
+    ) -> aiohttp.ClientResponse:
+        """Send one request, following at most MAX_REDIRECTS redirects to allowed hosts only.
+
+        aiohttp would follow any redirect (dropping Authorization on another
+        host, but not the client certificate), so we follow them ourselves and
+        never connect to a host that is neither the source's origin nor listed.
+        """
+        for _ in range(MAX_REDIRECTS + 1):
+            self.upstream_requests += 1
+            resp = await asyncio.wait_for(
+                self.session().request(method, url, headers=headers, data=body, allow_redirects=False),
+                self.config.connect_timeout + self.config.read_timeout,
+            )
+            location = resp.headers.get("Location")
+            if resp.status not in REDIRECT_STATUSES or not location:
+                return resp
+            if resp.content_length is not None and resp.content_length <= SMALL_REDIRECT_BODY:
+                await resp.read()
+            resp.release()
+            try:
+                url = resp.url.join(URL(location))
+            except ValueError:
+                raise _fail(502, "upstream sent an unreadable redirect") from None
+            if not self._may_follow(url):
+                log.warning("%s: upstream redirected /%s to %s, which is neither the source's origin nor in "
+                            "redirect_hosts; add it there if it is trusted", self.label, path,
+                            f"{url.scheme}://{url.host}:{url.port}")
+                raise _fail(502, "upstream redirected to a host not in redirect_hosts")
+            if resp.status == 303 and method != "HEAD":
+                method, body = "GET", None
+        log.warning("%s: upstream redirected /%s more than %d times", self.label, path, MAX_REDIRECTS)
+        raise _fail(502, "upstream redirected too many times")
+
+    def _may_follow(self, url: URL) -> bool:
+        """Whether to follow a redirect to ``url``: our origin, or a listed host without going from https to http."""
+        if url.scheme not in ("http", "https") or not url.host or url.user is not None or url.password is not None:
+            return False  # credentials in the URL would clash with ours
+        if _origin_of(url) == self._origin:
+            return True
+        if self._origin[0] == "https" and url.scheme != "https":
+            return False  # credentials in clear text
+        host = url.host.lower()
+        return (host, None) in self._redirect_hosts or (host, url.port) in self._redirect_hosts
+
     def _is_missing(self, status: int) -> bool:
         return status in (404, 410) or (status == 403 and self.anonymous_bucket)
 
@@ -230,14 +324,28 @@ class RemoteStorage(Storage):
         log.warning("%s: upstream answered %d for /%s", self.label, status, path)
         return _fail(502, f"upstream answered {status}")
 
-    async def _read_body(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The whole body, within the read timeout (a trickle of bytes must not hold the client forever)."""
+    async def _read_body(self, resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
+        """The whole body, or None (and the connection closed) once it is over ``cap`` bytes.
+
+        The session's read timeout bounds each gap between pieces, not the
+        whole body: a large file on a slow but steady link is no fault.
+        """
+        if resp.content_length is not None and resp.content_length > cap:
+            resp.close()
+            return None
+        pieces, size = [], 0
         try:
-            return await asyncio.wait_for(resp.read(), self.config.read_timeout)
+            async for piece in resp.content.iter_any():
+                size += len(piece)
+                if size > cap:  # no Content-Length, or a body longer than it said
+                    resp.close()
+                    return None
+                pieces.append(piece)
         except asyncio.TimeoutError:
             raise _fail(504, "upstream timed out") from None
         except aiohttp.ClientError:
             raise _fail(502, "upstream sent a truncated answer") from None
+        return b"".join(pieces)
 
     # -- small files: metadata, cached -------------------------------------------------
     async def _fetch_cached(self, cache: ByteBudgetLRU[_Cached], path: str) -> _Cached:
@@ -278,8 +386,13 @@ class RemoteStorage(Storage):
             if self._is_missing(resp.status):
                 item = _Cached(None, None, 0.0, now)
             elif resp.status == 200:
-                data = await self._read_body(resp)
-                item = _cached(resp, data, now)
+                data = await self._read_body(resp, self.config.metadata_max_bytes)
+                if data is None:
+                    log.warning("%s: /%s is larger than metadata_max_bytes (%d); refusing it",
+                                self.label, path, self.config.metadata_max_bytes)
+                    item = _Cached(None, None, 0.0, now, oversize=True)
+                else:
+                    item = _cached(resp, data, now)
             else:
                 raise self._refuse(resp, path)
         cache.put(path, item)
@@ -290,6 +403,9 @@ class RemoteStorage(Storage):
         return item.data if item.data is not None and len(item.data) <= limit else None
 
     async def _answer_cached(self, request: web.Request, path: str, item: _Cached) -> web.StreamResponse:
+        if item.oversize:
+            # Streaming it instead would mean a second request, and a file no viewer could parse.
+            raise _fail(502, "upstream metadata file is larger than metadata_max_bytes")
         if item.data is None:
             raise web.HTTPNotFound()
         meta = FileMeta(name=path.rsplit("/", 1)[-1], size=len(item.data), mtime=item.mtime, etag=item.etag or "")
@@ -353,7 +469,9 @@ class RemoteStorage(Storage):
                 out["Content-Length"] = str(length)
             return web.Response(status=resp.status, headers=out)
         if length is not None and length <= WHOLE_BODY:
-            body = await self._read_body(resp)
+            body = await self._read_body(resp, WHOLE_BODY)
+            if body is None:
+                raise _fail(502, "upstream sent more than its Content-Length")
             if self._chunks is not None and resp.status == 200:
                 self._chunks.put(path, _cached(resp, body, time.monotonic()))
             return web.Response(status=resp.status, headers=out, body=body)
@@ -381,13 +499,13 @@ class RemoteStorage(Storage):
         if hit is not None and time.monotonic() - hit[0] < self.config.metadata_ttl:
             return hit[1]
         entries = await self._propfind(path, depth=1)
-        result = None if entries is None else [e for e in entries[1] if is_visible(e.name)]
+        result = None if entries is None else entries[1]
         self._listings.put(path, (time.monotonic(), result))
         return result
 
     async def stat(self, path: str) -> Entry | None:
         known = self._meta.get(path)
-        if known is not None and known.data is None and self._fresh(known):
+        if known is not None and known.data is None and not known.oversize and self._fresh(known):
             return None  # the upstream said 404 for it moments ago: neither a file nor a folder
         if not self.dav:
             resp = await self._request("HEAD", path, {"Accept-Encoding": "identity"})
@@ -416,26 +534,19 @@ class RemoteStorage(Storage):
                 return None
             if resp.status != 207:
                 raise self._refuse(resp, path)
-            text = await self._read_body(resp)
+            own = resp.url.path.rstrip("/")  # (decoded) hrefs name the URL that answered, after any redirect
+            body = await self._read_body(resp, self.config.listing_max_bytes)
+        if body is None:
+            log.warning("%s: the listing of /%s is larger than listing_max_bytes (%d); refusing it",
+                        self.label, path, self.config.listing_max_bytes)
+            raise _fail(502, "upstream listing is larger than listing_max_bytes")
         try:
-            root = ET.fromstring(text)
+            if len(body) <= PARSE_PIECE:  # a stat's or a small folder's: cheaper here than a thread hop
+                me, children = _parse_multistatus(body, own)
+            else:
+                me, children = await asyncio.get_running_loop().run_in_executor(None, _parse_multistatus, body, own)
         except ET.ParseError:
             raise _fail(502, "upstream sent an unreadable listing") from None
-        own = unquote(urlsplit(self._url(path)).path).rstrip("/")
-        me, children = None, []
-        for r in root.iter(f"{_DAV}response"):
-            href = unquote(urlsplit((r.findtext(f"{_DAV}href") or "").strip()).path).rstrip("/")
-            is_dir = r.find(f".//{_DAV}resourcetype/{_DAV}collection") is not None
-            size_text = r.findtext(f".//{_DAV}getcontentlength") or "0"
-            size = int(size_text) if size_text.strip().isdigit() else 0
-            entry = Entry(href.rsplit("/", 1)[-1], is_dir, 0 if is_dir else size)
-            if href == own:
-                me = entry
-            elif href:
-                children.append(entry)
-        if me is None:
+        if me is None or (depth == 1 and not me.is_dir):
             return None
-        if depth == 1 and not me.is_dir:
-            return None
-        children.sort(key=lambda e: e.name)
         return me, children

@@ -54,6 +54,8 @@ users = ["alice"]
 bearer_env = "TEST_MACAROON"
 read_timeout = "45s"
 chunk_cache_bytes = "256MiB"
+metadata_max_bytes = "8MiB"
+redirect_hosts = ["pool1.example.org", "POOL2.example.org:2880"]
 
 [[users]]
 name = "alice"
@@ -77,6 +79,9 @@ def test_full_config_is_read(tmp_path, monkeypatch):
     assert dcache.access == "users" and dcache.users == ["alice"]
     assert dcache.upstream.bearer == "MDAxY2xvY2F0aW9uIE9wdGlvbmFs"
     assert dcache.upstream.read_timeout == 45 and dcache.upstream.chunk_cache_bytes == 256 << 20
+    assert dcache.upstream.metadata_max_bytes == 8 << 20 and dcache.upstream.listing_max_bytes == 64 << 20
+    assert dcache.upstream.redirect_hosts == ["pool1.example.org", "POOL2.example.org:2880"]
+    assert local.upstream.metadata_max_bytes == 16 << 20 and local.upstream.redirect_hosts == []
     assert "MDAxY2xvY2F0aW9uIE9wdGlvbmFs" not in repr(c) and "sss" not in repr(c)
     c.validate()
 
@@ -135,6 +140,16 @@ def test_every_serve_flag_has_a_config_key():
          "frame_ancestors: 'https://a.example; script-src *' is not a frame source"),
         ('[server]\nstates_max_bytes = "lots"\n', "server.states_max_bytes: 'lots' is not a size"),
         ('[server]\nstates_burst = 0\n[[mounts]]\nname = "a"\nsource = "data"\n', "states_burst at least 1"),
+        ('[[mounts]]\nname = "a"\nsource = "https://h/"\n[mounts.upstream]\nredirect_hosts = ["https://pool1/"]\n',
+         "mounts[0].upstream.redirect_hosts: 'https://pool1/' is not a host name: write e.g. pool1.example.org"),
+        ('[[mounts]]\nname = "a"\nsource = "https://h/"\n[mounts.upstream]\nredirect_hosts = ["pool1:x"]\n',
+         "mounts[0].upstream.redirect_hosts: 'pool1:x' is not a host name"),
+        ('[[mounts]]\nname = "a"\nsource = "https://h/"\n[mounts.upstream]\nredirect_hosts = "pool1"\n',
+         "mounts[0].upstream.redirect_hosts: expected list"),
+        ('[[mounts]]\nname = "a"\nsource = "https://h/"\n[mounts.upstream]\nmetadata_max_bytes = 0\n',
+         "mounts[0].upstream.metadata_max_bytes: 0 is not a positive size"),
+        ('[[mounts]]\nname = "a"\nsource = "https://h/"\n[mounts.upstream]\nlisting_max_bytes = "lots"\n',
+         "mounts[0].upstream.listing_max_bytes: 'lots' is not a size"),
     ],
 )
 def test_invalid_config_names_key_and_problem(tmp_path, text, message):

@@ -7,7 +7,8 @@ mount can be told in ``[mounts.upstream]``:
   static-file upstream that honours Range;
 - an X.509 client certificate (``client_cert`` / ``client_key`` / ``ca_file``)
   against an HTTPS upstream with ``ssl.CERT_REQUIRED``, using a throwaway CA
-  made here with ``cryptography``;
+  made here with ``cryptography``, and an X.509 door that redirects reads to a
+  pool (``redirect_hosts``): the certificate goes to a listed pool only;
 - the chunk cache (``chunk_cache_bytes``), by counting the upstream's requests.
 
 tensorstore reads through ``ngserve serve --config`` and must see arrays equal
@@ -16,7 +17,6 @@ to the source.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hmac
 import ipaddress
@@ -33,6 +33,7 @@ import tensorstore as ts
 from aiohttp import web
 
 from conftest import ServerProcess
+from threaded_app import ThreadedApp
 
 TOKEN = "macaroon-MDAxY2xvY2F0aW9uIG5nc2VydmUK-right"
 WRONG_TOKEN = "macaroon-MDAxY2xvY2F0aW9uIG5nc2VydmUK-wrong"
@@ -43,31 +44,23 @@ class Upstream:
     """A static-file aiohttp server on 127.0.0.1, in a thread with its own event loop.
 
     With ``token`` it answers 401 unless ``Authorization: Bearer <token>``; with
-    ``ssl_context`` it speaks HTTPS.  aiohttp's FileResponse gives Range, ETag
-    and the conditional headers.  ``requests`` records (method, path, Range,
-    status, client certificate CN) for every request that got past TLS.
+    ``ssl_context`` it speaks HTTPS; with ``redirect_to`` (an origin) it answers
+    every GET/HEAD with a 302 to the same path there, as a dCache door sends
+    reads to a pool.  aiohttp's FileResponse gives Range, ETag and the
+    conditional headers.  ``requests`` records (method, path, Range, status,
+    client certificate CN) for every request that got past TLS.
     """
 
-    def __init__(self, root: Path, token: str | None = None, ssl_context: ssl.SSLContext | None = None) -> None:
-        self.root, self.token = root.resolve(), token
+    def __init__(self, root: Path, token: str | None = None, ssl_context: ssl.SSLContext | None = None,
+                 redirect_to: str | None = None) -> None:
+        self.root, self.token, self.redirect_to = root.resolve(), token, redirect_to
         self.requests: list[tuple[str, str, str | None, int, str | None]] = []
         self.lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.runner: web.AppRunner | None = None
-        port = asyncio.run_coroutine_threadsafe(self._start(ssl_context), self.loop).result(30)
-        self.url = f"{'https' if ssl_context else 'http'}://127.0.0.1:{port}"
-
-    async def _start(self, ssl_context) -> int:
         app = web.Application()
         app.on_response_prepare.append(self._record)
         app.router.add_route("*", "/{path:.*}", self._file)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=ssl_context)
-        await site.start()
-        return self.runner.addresses[0][1]
+        self.server = ThreadedApp(app, ssl_context)
+        self.url = self.server.url
 
     async def _record(self, request: web.Request, response: web.StreamResponse) -> None:
         # on_response_prepare, not a middleware: FileResponse settles 200 vs 206 only as it is prepared.
@@ -85,6 +78,8 @@ class Upstream:
                 raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Bearer realm="upstream"'})
         if request.method not in ("GET", "HEAD"):
             raise web.HTTPMethodNotAllowed(request.method, ["GET", "HEAD"])
+        if self.redirect_to is not None:
+            raise web.HTTPFound(self.redirect_to + request.path)
         path = (self.root / request.match_info["path"]).resolve()
         if not path.is_relative_to(self.root) or not path.is_file():
             raise web.HTTPNotFound()
@@ -100,11 +95,7 @@ class Upstream:
             self.requests.clear()
 
     def stop(self) -> None:
-        if self.runner is not None:
-            asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(30)
-        self.loop.close()
+        self.server.stop()
 
 
 # -- data -------------------------------------------------------------------------------
@@ -340,15 +331,20 @@ def make_pki(folder: Path) -> dict[str, Path]:
     }
 
 
+def requiring_client_certificates(pki: dict[str, Path]) -> ssl.SSLContext:
+    """An upstream's TLS: our test CA's server certificate, and a client certificate from that CA required."""
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki["ca"]))
+    ctx.load_cert_chain(pki["server_cert"], pki["server_key"])
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    return ctx
+
+
 @pytest.fixture(scope="module")
 def x509_deployment(data_root, tmp_path_factory):
     root, datasets = data_root
     conf = tmp_path_factory.mktemp("x509-conf")
     pki = make_pki(conf)
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki["ca"]))
-    ctx.load_cert_chain(pki["server_cert"], pki["server_key"])
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    upstream = Upstream(root, ssl_context=ctx)
+    upstream = Upstream(root, ssl_context=requiring_client_certificates(pki))
     (conf / "ngserve.toml").write_text(f"""
 [[mounts]]
 name = "door"
@@ -442,6 +438,50 @@ def test_tls_refusals_are_502_with_a_short_reason(x509_deployment, mount, words,
     assert any(f"mount '{mount}'" in line and hint in line for line in srv.log[seen:]), srv.log[seen:]
     # The mount with the right certificate is unaffected.
     assert get(f"{srv.url}/door/img.zarr/.zarray")[0] == 200
+
+
+@pytest.fixture(scope="module")
+def x509_door_and_pool(data_root, tmp_path_factory):
+    """An X.509 door that redirects every read to a pool on another port, both requiring our certificate."""
+    root, datasets = data_root
+    conf = tmp_path_factory.mktemp("x509-pool-conf")
+    pki = make_pki(conf)
+    pool = Upstream(root, ssl_context=requiring_client_certificates(pki))
+    door = Upstream(root, ssl_context=requiring_client_certificates(pki), redirect_to=pool.url)
+    mount = ('[[mounts]]\nname = "{}"\nsource = "' + door.url + '/"\n[mounts.upstream]\n'
+             'client_cert = "client.pem"\nclient_key = "client.key"\nca_file = "ca.pem"\n')
+    (conf / "ngserve.toml").write_text(mount.format("listed") + 'redirect_hosts = ["127.0.0.1"]\n\n'
+                                       + mount.format("unlisted"))
+    srv = None
+    try:
+        srv = ServerProcess(["serve", "--config", str(conf / "ngserve.toml"), "--port", "0"])
+        yield srv, door, pool, datasets
+    finally:
+        if srv is not None:
+            srv.stop()
+        door.stop()
+        pool.stop()
+
+
+def test_redirect_to_a_listed_pool_reads_with_the_client_certificate(x509_door_and_pool):
+    srv, door, pool, datasets = x509_door_and_pool
+    door.clear()
+    pool.clear()
+    driver, data = datasets["seg.zarr3"]
+    np.testing.assert_array_equal(read_through(f"{srv.url}/listed/seg.zarr3/", driver), data)
+    sent, served = door.gets("/seg.zarr3/"), pool.gets("/seg.zarr3/")
+    assert sent and all(status == 302 for _, _, _, status, _ in sent), sent
+    assert len(served) == len(sent) and all(cn == "ngserve-door-client" for *_, cn in served), served
+    assert any(rng and status == 206 for _, _, rng, status, _ in served), served  # shard reads by Range
+
+
+def test_redirect_to_an_unlisted_pool_never_reaches_it(x509_door_and_pool):
+    srv, door, pool, _ = x509_door_and_pool
+    pool.clear()
+    status, _, body = get(f"{srv.url}/unlisted/seg.zarr3/zarr.json")
+    assert status == 502 and body == b"502 upstream redirected to a host not in redirect_hosts\n"
+    assert door.gets("/seg.zarr3/zarr.json")  # the door was asked and redirected
+    assert pool.gets("/", method=None) == []  # we never talked to the pool: no certificate went there
 
 
 @pytest.mark.parametrize("setting, key, words", [

@@ -15,6 +15,7 @@ from conftest import ServerProcess
 from webdav_server import WebDAVServer
 
 READ_TIMEOUT = 1.5
+METADATA_MAX = 64 << 10
 
 
 def _trickle_headers(listener: socket.socket) -> None:
@@ -40,6 +41,12 @@ def proxied(tmp_path_factory):
     root = tmp_path_factory.mktemp("davroot")
     (root / "chunk.bin").write_bytes(bytes(range(256)) * 64)
     (root / "big.bin").write_bytes(os.urandom(4 << 20))
+    # A metadata file that takes several read timeouts to trickle in, but is under the cap.
+    (root / "slow.zarr").mkdir()
+    (root / "slow.zarr" / ".zarray").write_bytes(b"{" + b" " * (24 << 10) + b"}")
+    # A group whose metadata is a few MiB over the cap.
+    (root / "huge.zarr").mkdir()
+    (root / "huge.zarr" / ".zattrs").write_bytes(b"{" + b" " * (METADATA_MAX + (3 << 20)) + b"}")
     dav = WebDAVServer(root)
     slow = socket.create_server(("127.0.0.1", 0))
     threading.Thread(target=_trickle_headers, args=(slow,), daemon=True).start()
@@ -55,6 +62,7 @@ source = "webdav+{dav.url}/"
 username = "{dav.user}"
 password_env = "DAV_PW"
 retries = 2
+metadata_max_bytes = "{METADATA_MAX // 1024}KiB"
 {timeouts}
 [[mounts]]
 name = "slow"
@@ -131,14 +139,38 @@ def test_upstream_slower_than_timeout_is_504_in_time(proxied):
     assert_recovers(srv, root)
 
 
-def test_upstream_trickling_a_body_is_504(proxied):
+def test_upstream_stalling_mid_body_is_504(proxied):
     srv, dav, root = proxied
-    # 4 KiB per READ_TIMEOUT / 2 seconds: every read gets bytes in time, the whole body never does.
-    dav.fault("trickle", pause=READ_TIMEOUT / 2)
+    # The first 4 KiB, then a pause twice the read timeout before the next.
+    dav.fault("trickle", pause=READ_TIMEOUT * 2)
     status, body, _ = get(srv.url + "/d/chunk.bin")
     assert status == 504 and body == b"504 upstream timed out\n"
     dav.fault("ok")
     assert_recovers(srv, root)
+
+
+def test_metadata_on_a_slow_but_steady_link_is_served(proxied):
+    """read_timeout bounds each gap between pieces, not the whole body: 4 KiB per READ_TIMEOUT / 3
+    seconds takes about twice the read timeout for this file, and that is no fault."""
+    srv, dav, root = proxied
+    dav.fault("trickle", pause=READ_TIMEOUT / 3)
+    status, body, _ = get(srv.url + "/d/slow.zarr/.zarray")
+    assert status == 200 and body == (root / "slow.zarr" / ".zarray").read_bytes()
+    dav.fault("ok")
+
+
+def test_metadata_over_the_cap_is_502_and_detection_goes_on(proxied):
+    srv, dav, root = proxied
+    dav.reset_stats()
+    for _ in range(2):
+        status, body, _ = get(srv.url + "/d/huge.zarr/.zattrs")
+        assert status == 502 and body == b"502 upstream metadata file is larger than metadata_max_bytes\n"
+    assert dav.stats()["counts"]["GET /huge.zarr/.zattrs"] == 1  # the refusal is remembered like a file
+    # Dataset detection reads the same file: it takes the group for a plain folder, the listing stands.
+    status, body, _ = get(srv.url + "/d/")
+    assert status == 200 and b'href="huge.zarr/"' in body
+    status, _, _ = get(srv.url + "/d/huge.zarr/")
+    assert status == 200
 
 
 def test_upstream_trickling_its_headers_is_504(proxied):
