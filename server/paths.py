@@ -50,25 +50,31 @@ def token_path(token: str, raw_path: str) -> str:
     return TOKEN_PATH + token + "/" + raw_path.lstrip("/")
 
 
+VIEWS = ("precomputed", "zarr", "n5")  # /-/<view>/<data path>: the dataset there, presented in that format
+
+
 class Target(NamedTuple):
     """What a request path names, decoded once.
 
     ``kind`` is ``"data"`` (``/<path>``), ``"share"`` (``/-/t/<token>/<path>``),
-    ``"open"`` (``/-/open/<path>``) or ``"server"`` (any other ``/-/`` page, which
-    names no data).  ``segments`` are the checked data segments and ``raw`` their
-    still-encoded form (``/a/b/``, trailing slash kept); the auth middleware
-    judges exactly the segments the handler then serves.
+    ``"open"`` (``/-/open/<path>``), ``"view"`` (``/-/<view>/<path>``, also
+    behind ``/-/t/<token>``) or ``"server"`` (any other ``/-/`` page, which
+    names no data).  ``segments`` are the checked data segments and ``raw``
+    their still-encoded form (``/a/b/``, trailing slash kept); the auth
+    middleware judges exactly the segments the handler then serves, so a view
+    of a path is authorized exactly like the path itself.
     """
 
     kind: str
     segments: list[str]
     raw: str
     token: str | None = None
+    view: str | None = None
 
     @property
     def prefix(self) -> str:
-        """What precedes the data path in URLs for this request (``/-/t/<token>``), else ''."""
-        return TOKEN_PATH + self.token if self.token else ""
+        """What precedes the data path in URLs for this request (``/-/t/<token>``, ``/-/zarr``), else ''."""
+        return (TOKEN_PATH + self.token if self.token else "") + (f"/-/{self.view}" if self.view else "")
 
 
 SERVER_PAGE = Target("server", [], "")
@@ -81,19 +87,24 @@ def parse_target(raw_path: str) -> Target | None:
     also matches decoded forms (``/%2D/open/…``), which name a data path whose
     first segment is ``-``, reserved and refused here.
     """
-    token = None
+    token = view = None
     if raw_path.startswith(TOKEN_PATH):
         token, sep, rest = raw_path[len(TOKEN_PATH) :].partition("/")
         if not token or not sep:
             return None
-        kind, raw = "share", "/" + rest
-    elif raw_path.startswith(OPEN_PATH):
-        kind, raw = "open", raw_path[len(OPEN_PATH) - 1 :]
-    elif raw_path == "/-" or raw_path.startswith("/-/"):
-        return SERVER_PAGE
+        raw_path = "/" + rest
+    if raw_path == "/-" or raw_path.startswith("/-/"):
+        name, sep, rest = raw_path[3:].partition("/")
+        if name in VIEWS and sep:
+            kind, view = "view", name
+        elif name == "open" and sep and token is None:
+            kind = "open"
+        else:
+            return SERVER_PAGE if token is None else None
+        raw = "/" + rest
     else:
-        kind, raw = "data", raw_path
+        kind, raw = ("share" if token else "data"), raw_path
     segments = split_path(raw)
     if segments is None or (segments and segments[0] == "-"):
         return None
-    return Target(kind, segments, raw, token)
+    return Target(kind, segments, raw, token, view)

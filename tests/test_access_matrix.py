@@ -20,6 +20,7 @@ import tensorstore as ts
 from server import MountConfig, ServerConfig, create_app
 from server.config import AuthConfig, UserConfig
 from server.passwords import hash_password
+from server.paths import VIEWS
 from server.tokens import mint
 
 SECRET = b"matrix-secret-0123456789abcdef"
@@ -108,6 +109,11 @@ ROUTES = {
     "share, encoded dash": lambda p, m: f"/%2D/t/{OTHER_SCOPE[m]}" + p + "/.zarray",
     "share, encoded t": lambda p, m: f"/-/%74/{OTHER_SCOPE[m]}" + p + "/.zarray",
     "health, encoded dash": lambda p, m: "/%2D/health" + p,
+    **{f"{v} view": (lambda v: lambda p, m: f"/-/{v}" + p + "/info")(v) for v in VIEWS},
+    **{f"{v} view, share (other scope)": (lambda v: lambda p, m: f"/-/t/{OTHER_SCOPE[m]}/-/{v}" + p + "/info")(v)
+       for v in VIEWS},
+    "view, encoded dash": lambda p, m: "/%2D/precomputed" + p + "/info",
+    "view, encoded letter": lambda p, m: "/-/%7Aarr" + p + "/.zattrs",
 }
 
 
