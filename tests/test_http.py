@@ -193,6 +193,16 @@ async def test_etag_and_last_modified(client, root):
     assert r.status == 200 and r.headers["ETag"] != etag and await r.read() == b"changed!"
 
 
+async def test_unparseable_dates_are_ignored(client):
+    """A date header that does not parse, or names no representable time, counts as absent (RFC 9110 13.1)."""
+    for value in ["Mon, 01 Jan 99999999999 00:00:00 GMT", "Mon, 01 Jan 2020 00:00:99999999999999999 GMT",
+                  "Mon, 32 Jan 2020 00:00:00 GMT", "Mon, 01 Jan 2020 00:00:00 +9999", "1 Jan " + "9" * 5000]:
+        for name in ["If-Modified-Since", "If-Unmodified-Since"]:
+            r = await client.get("/img.zarr/0/0", headers={name: value})
+            assert r.status == 200, (name, value[:40])
+            assert len(await r.read()) == 1024
+
+
 async def test_if_range_mismatch_sends_whole_file(client, root):
     r = await client.get("/big.bin", headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
     assert r.status == 200 and len(await r.read()) == BIG
