@@ -59,6 +59,24 @@ def _load(path: Path, state_id: str) -> str | None:
     return row[0] if row else None
 
 
+class StateError(ValueError):
+    """A POSTed body that is not a Neuroglancer state; the message is one line for the client."""
+
+
+def state_body(data: bytes) -> str:
+    """The compact JSON to store for a POSTed state, or :class:`StateError` saying what is wrong."""
+    try:
+        state = json.loads(data)
+        body = json.dumps(state, separators=(",", ":"))
+    except RecursionError:  # json's C parser and encoder recurse once per nesting level
+        raise StateError("the state is nested too deeply to be a Neuroglancer state") from None
+    except ValueError:  # UnicodeDecodeError included
+        raise StateError("the body is not JSON: send a Neuroglancer state object") from None
+    if not isinstance(state, dict) or not isinstance(state.get("layers"), (list, dict)):
+        raise StateError('expected a Neuroglancer state: a JSON object with "layers"')
+    return body
+
+
 def state_id(body: str) -> str:
     """A 16-character URL-safe id from the state's content."""
     return base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()[:12]).decode()
@@ -92,12 +110,9 @@ async def post_state(request: web.Request) -> web.Response:
     await request.app[auth.AUTHORITY].require_identity(request, "sign in or send a share token to store a short link")
     data = await _read_limited(request)
     try:
-        state = json.loads(data)
-    except ValueError:
-        raise web.HTTPBadRequest(text="the body is not JSON: send a Neuroglancer state object\n") from None
-    if not isinstance(state, dict) or not isinstance(state.get("layers"), (list, dict)):
-        raise web.HTTPBadRequest(text="expected a Neuroglancer state: a JSON object with \"layers\"\n")
-    body = json.dumps(state, separators=(",", ":"))
+        body = state_body(data)
+    except StateError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
     sid = state_id(body)
     await asyncio.get_running_loop().run_in_executor(None, _store, request.app[DB_PATH], sid, body)
     base = public_base(request)
