@@ -63,18 +63,27 @@ class StateError(ValueError):
     """A POSTed body that is not a Neuroglancer state; the message is one line for the client."""
 
 
+_TOO_DEEP = "the state is nested too deeply to be a Neuroglancer state"
+
+
 def state_body(data: bytes) -> str:
     """The compact JSON to store for a POSTed state, or :class:`StateError` saying what is wrong."""
     try:
         state = json.loads(data)
-        body = json.dumps(state, separators=(",", ":"))
-    except RecursionError:  # json's C parser and encoder recurse once per nesting level
-        raise StateError("the state is nested too deeply to be a Neuroglancer state") from None
+    except RecursionError:  # json's C parser recurses once per nesting level
+        raise StateError(_TOO_DEEP) from None
     except ValueError:  # UnicodeDecodeError included
         raise StateError("the body is not JSON: send a Neuroglancer state object") from None
     if not isinstance(state, dict) or not isinstance(state.get("layers"), (list, dict)):
         raise StateError('expected a Neuroglancer state: a JSON object with "layers"')
-    return body
+    try:
+        # allow_nan=False: Python reads NaN, Infinity and 1e999, but the viewer fetches the state
+        # with a strict JSON parser, so storing one would make a short link that never opens.
+        return json.dumps(state, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise StateError(_TOO_DEEP) from None
+    except ValueError:
+        raise StateError("the state holds NaN or Infinity (or a number as large), which is not JSON") from None
 
 
 def state_id(body: str) -> str:
