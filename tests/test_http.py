@@ -390,3 +390,11 @@ async def test_listing_of_a_chunk_folder_lists_all_and_detects_nothing(client, r
     del_one = level / str(MAX_DETECTED_FOLDERS)
     del_one.rmdir()
     assert 'href="/-/open/many/0"' in await (await client.get("/many/")).text()
+
+
+async def test_viewer_state_post_with_deep_json_is_400(client):
+    """The bundled client POSTs its state here; a hostile body nested past json's limit once gave 500."""
+    r = await client.post("/-/viewer/state/ngserve", data=b"[" * 100000 + b"]" * 100000)
+    assert r.status == 400 and (await r.text()).count("\n") == 1
+    r = await client.post("/-/viewer/state/ngserve", data=b'{"g": 3, "s": {}}')
+    assert r.status == 200 and await r.json() == {"g": "3"}
