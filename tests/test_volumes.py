@@ -213,3 +213,45 @@ def test_inspect_errors_are_one_line_exit_2(tmp_path):
     r = _cli("inspect", str(tmp_path))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "found only a.txt" in r.stderr and "Traceback" not in r.stderr
+
+
+def _zarr_array(path, data: np.ndarray, dtype: str) -> None:
+    import tensorstore as ts
+
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(path)}},
+                    create=True, dtype=dtype, shape=data.shape, chunk_layout=ts.ChunkLayout(chunk_shape=[8, 8, 8])).result()
+    store.write(data.astype(store.dtype.numpy_dtype)).result()
+
+
+@pytest.mark.parametrize("dtype", ["bool", "complex64", "complex128", "bfloat16", "float16", "int8"])
+def test_contrast_of_any_dtype_is_a_range_not_an_exception(tmp_path, dtype):
+    """np.percentile refuses bool and complex; inspect and link once crashed on such arrays."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(50, 10, (12, 20, 16))
+    data = {"bool": values > 50, "complex64": values * (0.6 + 0.8j), "complex128": values * (0.6 + 0.8j)}.get(dtype, values)
+    _zarr_array(tmp_path / "a.zarr", data, dtype)
+    lo, hi = contrast_range(open_dataset(tmp_path / "a.zarr"))
+    assert lo < hi
+    if dtype == "bool":
+        assert [lo, hi] == [0, 1]
+    else:  # complex: the magnitude's percentiles (|values * (0.6+0.8j)| == values)
+        assert lo == pytest.approx(np.percentile(values, 0.5), abs=1.0) and hi == pytest.approx(np.percentile(values, 99.5), abs=1.0)
+
+
+@pytest.mark.parametrize("dtype", ["bool", "complex64"])
+def test_inspect_and_link_on_bool_or_complex_arrays_do_not_crash(tmp_path, dtype):
+    data = np.arange(12 * 20 * 16).reshape(12, 20, 16) % 3 == 0
+    _zarr_array(tmp_path / "a.zarr", data if dtype == "bool" else data * (1 + 1j), dtype)
+    for args in (["inspect", str(tmp_path / "a.zarr")],
+                 ["link", str(tmp_path / "a.zarr"), "--json", "--served-at", f"{tmp_path}=http://127.0.0.1:1"]):
+        r = _cli(*args)
+        assert "Traceback" not in r.stderr, r.stderr
+        # 0: shown; 2: refused in one line, naming the source (the client cannot show every dtype)
+        assert r.returncode in (0, 2) and r.stderr.count("\n") <= 1, r.stderr
+
+
+def test_contrast_of_values_without_numbers_is_the_default_window():
+    from volumes.stats import _percentiles
+
+    for data in (np.array(["b", "a"]), np.array([b"x"]), np.zeros(3, [("a", "u1"), ("b", "f4")]), np.array([{}], object)):
+        assert _percentiles(data, 0.5, 99.5) == [0.0, 1.0]

@@ -90,12 +90,23 @@ def _grid_picks(counts: list[int], budget: int) -> list[list[int]]:
 
 def _percentiles(data: np.ndarray, low: float, high: float) -> list[float]:
     dtype = data.dtype
-    if dtype.kind == "f":
+    if dtype.kind == "b":
+        return [0, 1]  # a mask: two values, so its whole range is the only sensible window
+    if dtype.kind == "c":
+        data = np.abs(data)  # np.percentile takes only reals; a complex image is shown by its magnitude
+    elif dtype.kind not in "iuf":
+        try:  # ml_dtypes' bfloat16, float8_* and int4 are kind "V" and convert; strings and records do not
+            data = data.astype(np.float64) if dtype.kind == "V" else None
+        except (TypeError, ValueError):
+            data = None
+        if data is None:
+            return [0.0, 1.0]  # no numeric values: the viewer's own default window
+    if data.dtype.kind == "f":
         data = data[np.isfinite(data)]
     if data.size == 0:
         return [0.0, 1.0]
     lo, hi = np.percentile(data, [low, high])
-    if dtype.kind in "iub":
+    if dtype.kind in "iu":
         lo, hi = math.floor(lo), math.ceil(hi)
         if hi <= lo:
             hi = lo + 1
