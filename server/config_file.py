@@ -140,7 +140,11 @@ def load_config(path: str | os.PathLike) -> ServerConfig:
         raise ConfigError(f"--config {path}: cannot read it: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
-    base = path.resolve().parent
+    return config_from_toml(raw, path.resolve().parent)
+
+
+def config_from_toml(raw: dict, base: Path) -> ServerConfig:
+    """Check a parsed config file's tables; relative paths in it are relative to ``base``."""
     top = _Table(raw, "", base)
     config = ServerConfig()
 
