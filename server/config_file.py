@@ -135,9 +135,14 @@ def load_config(path: str | os.PathLike) -> ServerConfig:
     """Read and check the config file at ``path`` (not yet merged with CLI flags)."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        bad = exc.object[exc.start]
+        raise ConfigError(
+            f"--config {path}: not UTF-8 text (invalid byte {bad:#04x} at offset {exc.start}): save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
     return config_from_toml(raw, path.resolve().parent)

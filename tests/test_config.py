@@ -134,6 +134,14 @@ def test_invalid_config_names_key_and_problem(tmp_path, text, message):
     assert "hunter2" not in r.stderr
 
 
+def test_config_that_is_not_utf8_is_a_config_error(tmp_path):
+    """TOML is UTF-8; a Latin-1 file once escaped as a UnicodeDecodeError traceback (found by Hypothesis)."""
+    path = tmp_path / "ngserve.toml"
+    path.write_bytes('[server]\nhost = "m\u00fcnchen"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(invalid byte 0xfc at offset 18\): save it as UTF-8"):
+        load_config(path)
+
+
 def test_cli_mount_with_credentials_in_the_url_is_refused_like_the_file():
     r = subprocess.run([sys.executable, "-m", "server", "serve", "--mount", "d=https://u:pw-in-url-42@h.example/",
                         "--port", "0"], capture_output=True, text=True, timeout=60)
