@@ -88,12 +88,12 @@ class _Table:
         return value
 
     def path(self, name: str) -> str | None:
-        value = self.get(name, str)
+        value = self.get(name, str, check=_no_nul)
         return None if value is None else str((self.base / value).resolve())
 
     def secret(self, name: str) -> str | None:
         """A secret from ``<name>_env`` or ``<name>_file`` (never inline)."""
-        env, file = self.get(f"{name}_env", str), self.get(f"{name}_file", str)
+        env, file = self.get(f"{name}_env", str), self.get(f"{name}_file", str, check=_no_nul)
         if env and file:
             raise ConfigError(f"{self.key(name + '_env')}: give {name}_env or {name}_file, not both")
         if env:
@@ -123,6 +123,13 @@ class _Table:
                 )
             allowed = ", ".join(sorted(self.used))
             raise ConfigError(f"{self.key(name)}: unknown key (expected one of: {allowed})")
+
+
+def _no_nul(value: str) -> str:
+    # The OS cannot take a NUL in a file name; pathlib would raise a bare ValueError deep inside.
+    if "\x00" in value:
+        raise ValueError("a file name cannot contain a NUL character")
+    return value
 
 
 def _str_list(value: list) -> list[str]:

@@ -121,6 +121,9 @@ def test_every_serve_flag_has_a_config_key():
         ('[auth]\nsecret_file = "secret"\n[[mounts]]\nname = "a"\nsource = "data"\naccess = "users"\n',
          "nobody could sign in"),
         ("[server\n", "not valid TOML"),
+        # Once a bare "ValueError: embedded null byte" from pathlib (found by Hypothesis).
+        ('[auth]\nsecret_file = "a\\u0000b"\n', "auth.secret_file: a file name cannot contain a NUL character"),
+        ('[server]\ndata_dir = "a\\u0000b"\n', "server.data_dir: a file name cannot contain a NUL character"),
     ],
 )
 def test_invalid_config_names_key_and_problem(tmp_path, text, message):
