@@ -116,6 +116,10 @@ def test_every_serve_flag_has_a_config_key():
         ('[[mounts]]\nname = "a"\nsource = "missing"\n', "mounts[0].source:"),
         ('[[mounts]]\nname = "a"\nsource = "webdav+https://u:p@h/"\n', "credentials do not belong in the URL"),
         ('[auth]\nsession_ttl = "forever"\n', "auth.session_ttl: 'forever' is not a duration"),
+        # NaN and inf were taken: every sign-in then failed at int(now + ttl) (found by Hypothesis).
+        ('[auth]\nsession_ttl = nan\n', "auth.session_ttl: 'nan' is not a positive duration under 1000 years"),
+        ('[auth]\nsession_ttl = inf\n', "auth.session_ttl: 'inf' is not a positive duration under 1000 years"),
+        ('[auth]\nsession_ttl = "' + "9" * 400 + '"\n', "auth.session_ttl: '9999"),
         ('[[users]]\nname = "bob"\npassword_hash = "plaintext"\n', "users[0].password_hash: expected 'scrypt$"),
         ('[[mounts]]\nname = "a"\nsource = "data"\naccess = "users"\n', "has access='users' but auth has no secret"),
         ('[auth]\nsecret_file = "secret"\n[[mounts]]\nname = "a"\nsource = "data"\naccess = "users"\n',
@@ -135,6 +139,13 @@ def test_invalid_config_names_key_and_problem(tmp_path, text, message):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "hunter2" not in r.stderr
+
+
+def test_token_ttl_past_float_range_is_a_usage_error():
+    r = subprocess.run([sys.executable, "-m", "server", "token", "create", "--mount", "a", "--ttl", "9" * 400],
+                       capture_output=True, text=True, timeout=60,
+                       env={**__import__("os").environ, "NGSERVE_SECRET": "0123456789abcdef0123456789abcdef"})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a positive duration" in r.stderr, r.stderr
 
 
 def test_config_that_is_not_utf8_is_a_config_error(tmp_path):
