@@ -125,6 +125,14 @@ class _Table:
             raise ConfigError(f"{self.key(name)}: unknown key (expected one of: {allowed})")
 
 
+def _is(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``path.is_dir()`` or ``is_file()``, False where pathlib raises instead (a name too long)."""
+    try:
+        return test(path)
+    except OSError:
+        return False
+
+
 def _no_nul(value: str) -> str:
     # The OS cannot take a NUL in a file name; pathlib would raise a bare ValueError deep inside.
     if "\x00" in value:
@@ -205,7 +213,7 @@ def _mount(t: _Table) -> MountConfig:
         raise ConfigError(f"{t.key('source')}: {problem}")
     if not is_remote(source):
         folder = t.base / source
-        if not folder.is_dir():
+        if not _is(folder, Path.is_dir):
             raise ConfigError(f"{t.key('source')}: {folder} is not a folder")
         source = str(folder.resolve())
     access = t.get("access", str, "public")
@@ -243,7 +251,7 @@ def _upstream(t: _Table) -> UpstreamConfig:
         raise ConfigError(f"{t.key('client_key')}: a client key needs client_cert too")
     for key in ("client_cert", "client_key", "ca_file"):
         value = getattr(up, key)
-        if value and not Path(value).is_file():
+        if value and not _is(Path(value), Path.is_file):
             raise ConfigError(f"{t.key(key)}: {value} is not a file")
     _check_tls(t, up)
     if not 0 <= up.retries <= 10:

@@ -128,6 +128,10 @@ def test_every_serve_flag_has_a_config_key():
         # Once a bare "ValueError: embedded null byte" from pathlib (found by Hypothesis).
         ('[auth]\nsecret_file = "a\\u0000b"\n', "auth.secret_file: a file name cannot contain a NUL character"),
         ('[server]\ndata_dir = "a\\u0000b"\n', "server.data_dir: a file name cannot contain a NUL character"),
+        # pathlib's is_dir() raises for a name over 255 bytes rather than answer False.
+        ('[[mounts]]\nname = "a"\nsource = "' + "d" * 300 + '"\n', "mounts[0].source: "),
+        ('[[mounts]]\nname = "a"\nsource = "webdav+https://h/"\n[mounts.upstream]\nca_file = "' + "c" * 300 + '"\n',
+         "mounts[0].upstream.ca_file: "),
     ],
 )
 def test_invalid_config_names_key_and_problem(tmp_path, text, message):
