@@ -255,3 +255,14 @@ def test_contrast_of_values_without_numbers_is_the_default_window():
 
     for data in (np.array(["b", "a"]), np.array([b"x"]), np.zeros(3, [("a", "u1"), ("b", "f4")]), np.array([{}], object)):
         assert _percentiles(data, 0.5, 99.5) == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("dtype", ["uint64", "int64", "uint8", "int8"])
+def test_contrast_stays_within_the_dtype(dtype):
+    """float64 percentiles round 2**64 - 1024 up to 2**64; the window once went past uint64's top."""
+    from volumes.stats import _percentiles
+
+    info = np.iinfo(dtype)
+    for value in (info.max, max(int(info.min), int(info.max) - 1024), info.min):
+        lo, hi = _percentiles(np.array([value], dtype), 0.5, 99.5)
+        assert info.min <= lo < hi <= info.max

@@ -107,9 +107,11 @@ def _percentiles(data: np.ndarray, low: float, high: float) -> list[float]:
         return [0.0, 1.0]
     lo, hi = np.percentile(data, [low, high])
     if dtype.kind in "iu":
-        lo, hi = math.floor(lo), math.ceil(hi)
+        # Within the dtype: percentiles are float64, so near 2**64 they round past uint64's top.
+        info = np.iinfo(dtype)
+        lo, hi = max(math.floor(lo), int(info.min)), min(math.ceil(hi), int(info.max))
         if hi <= lo:
-            hi = lo + 1
+            lo, hi = (lo, lo + 1) if lo < info.max else (hi - 1, hi)
         return [int(lo), int(hi)]
     lo, hi = float(lo), float(hi)
     if hi <= lo:
