@@ -266,3 +266,13 @@ def test_contrast_stays_within_the_dtype(dtype):
     for value in (info.max, max(int(info.min), int(info.max) - 1024), info.min):
         lo, hi = _percentiles(np.array([value], dtype), 0.5, 99.5)
         assert info.min <= lo < hi <= info.max
+
+
+@pytest.mark.parametrize("values", [[-1.7e308, 1.7e308], [1.7e308] * 3, [-60000.0, 60000.0]], ids=["wide", "top", "f16"])
+def test_float_contrast_is_finite_at_the_ends_of_the_range(values):
+    """Interpolated percentiles overflowed to [inf, inf], which a state writes as Infinity: not JSON."""
+    from volumes.stats import _percentiles
+
+    for dtype in ("float64", "float16") if max(map(abs, values)) < 65504 else ("float64",):
+        lo, hi = _percentiles(np.array(values, dtype), 0.5, 99.5)
+        assert np.isfinite([lo, hi]).all() and lo < hi

@@ -102,10 +102,13 @@ def _percentiles(data: np.ndarray, low: float, high: float) -> list[float]:
         if data is None:
             return [0.0, 1.0]  # no numeric values: the viewer's own default window
     if data.dtype.kind == "f":
-        data = data[np.isfinite(data)]
+        data = data[np.isfinite(data)].astype(np.float64, copy=False)  # float16 arithmetic overflows at 65504
     if data.size == 0:
         return [0.0, 1.0]
-    lo, hi = np.percentile(data, [low, high])
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo, hi = np.percentile(data, [low, high])
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # interpolating across most of float64's range overflows
+        lo, hi = np.percentile(data, [low, high], method="nearest")
     if dtype.kind in "iu":
         # Within the dtype: percentiles are float64, so near 2**64 they round past uint64's top.
         info = np.iinfo(dtype)
@@ -115,5 +118,6 @@ def _percentiles(data: np.ndarray, low: float, high: float) -> list[float]:
         return [int(lo), int(hi)]
     lo, hi = float(lo), float(hi)
     if hi <= lo:
-        hi = lo + (abs(lo) or 1.0) * 1e-3
+        width = (abs(lo) or 1.0) * 1e-3
+        lo, hi = (lo, lo + width) if math.isfinite(lo + width) else (lo - width, hi)  # at float64's top
     return [lo, hi]
