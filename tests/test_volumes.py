@@ -276,3 +276,18 @@ def test_float_contrast_is_finite_at_the_ends_of_the_range(values):
     for dtype in ("float64", "float16") if max(map(abs, values)) < 65504 else ("float64",):
         lo, hi = _percentiles(np.array(values, dtype), 0.5, 99.5)
         assert np.isfinite([lo, hi]).all() and lo < hi
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "<q9", "garbage"])
+def test_inspect_on_a_zarr_dtype_numpy_does_not_know_is_not_a_traceback(tmp_path, dtype):
+    """np.dtype() raised TypeError on tensorstore's bfloat16 (before ml_dtypes was imported) or a broken name."""
+    (tmp_path / "a.zarr").mkdir()
+    (tmp_path / "a.zarr" / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [4, 4, 4], "chunks": [4, 4, 4], "dtype": dtype, "compressor": None,
+        "fill_value": 0, "order": "C", "filters": None}))
+    r = _cli("inspect", str(tmp_path / "a.zarr"))
+    assert "Traceback" not in r.stderr and r.returncode in (0, 2) and r.stderr.count("\n") <= 1, r.stderr
+    if dtype == "bfloat16":
+        assert r.returncode == 0 and json.loads(r.stdout)["levels"][0]["dtype"] == "bfloat16", r.stderr
+    else:
+        assert "a.zarr" in r.stderr
