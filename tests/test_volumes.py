@@ -291,3 +291,25 @@ def test_inspect_on_a_zarr_dtype_numpy_does_not_know_is_not_a_traceback(tmp_path
         assert r.returncode == 0 and json.loads(r.stdout)["levels"][0]["dtype"] == "bfloat16", r.stderr
     else:
         assert "a.zarr" in r.stderr
+
+
+@pytest.mark.parametrize("name, text", [
+    (".zarray", '{"shape": 5, "chunks": [1], "dtype": "<u1"}'),
+    (".zarray", '{"shape": [4], "chunks": null, "dtype": "<u1"}'),
+    (".zattrs", '{"multiscales": [5]}'),
+    (".zattrs", '{"multiscales": [{"datasets": [{"path": 5}]}]}'),
+    ("attributes.json", '{"dimensions": [4], "blockSize": [1], "dataType": "uint8", "resolution": 5}'),
+    ("attributes.json", '{"dimensions": [4], "blockSize": [1], "dataType": 5}'),
+    ("info", '{"@type": "neuroglancer_multiscale_volume", "scales": [5]}'),
+    ("info", '{"@type": "neuroglancer_annotations_v1", "dimensions": 5}'),
+    ("zarr.json", '{"zarr_format": 3, "node_type": "array", "shape": [4], "codecs": 5}'),
+])
+def test_metadata_of_the_wrong_shape_is_a_source_error(tmp_path, name, text):
+    """JSON of any shape reaches the readers; a number where a list belongs was a TypeError (a 500 on /-/open)."""
+    if name == ".zattrs":
+        (tmp_path / ".zgroup").write_text('{"zarr_format": 2}')
+    (tmp_path / name).write_text(text)
+    with pytest.raises(SourceError, match="metadata that does not fit its format"):
+        open_dataset(tmp_path)
+    r = _cli("inspect", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not fit" in r.stderr, r.stderr
