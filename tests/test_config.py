@@ -152,6 +152,14 @@ def test_token_ttl_past_float_range_is_a_usage_error():
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a positive duration" in r.stderr, r.stderr
 
 
+def test_config_errors_are_one_line_even_when_they_quote_a_line_break(tmp_path):
+    path = write(tmp_path, '[auth]\nsecret_env = "NGSERVE_TEST\\nUNSET"\n')
+    r = subprocess.run([sys.executable, "-m", "server", "serve", "--config", str(path), "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "environment variable NGSERVE_TEST\\nUNSET is not set" in r.stderr
+
+
 def test_config_that_is_not_utf8_is_a_config_error(tmp_path):
     """TOML is UTF-8; a Latin-1 file once escaped as a UnicodeDecodeError traceback (found by Hypothesis)."""
     path = tmp_path / "ngserve.toml"
