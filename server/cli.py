@@ -33,7 +33,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args) or 0
     except (UsageError, ConfigError) as exc:
-        print(f"ngserve {args.command}: error: {exc}", file=sys.stderr)
+        # One line, always: a message may quote a value from the user that holds a line break.
+        line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"ngserve {args.command}: error: {line}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -20,6 +20,16 @@ def open_dataset(source: str | os.PathLike | Location) -> Dataset:
     source is unreadable or holds no format we know.
     """
     loc = source if isinstance(source, Location) else Location(source)
+    try:
+        return _read(loc)
+    except (TypeError, KeyError, AttributeError, IndexError) as exc:
+        # Metadata is JSON of any shape, and the readers take its fields as the format
+        # specifies: a number where a list belongs, or a missing key, ends up here.
+        detail = f"no {exc.args[0]!r} key" if isinstance(exc, KeyError) else str(exc)
+        raise SourceError(f"{loc}: metadata that does not fit its format ({detail})") from None
+
+
+def _read(loc: Location) -> Dataset:
     if not loc.exists():
         raise SourceError(f"{loc}: no such file or folder")
     z3 = loc.read_json("zarr.json")

@@ -68,7 +68,7 @@ def is_viewable_zarr(metadata: bytes | None) -> bool:
     image or an OME ``labels/`` group.  Any other zarr group is a folder, not a dataset."""
     try:
         meta = json.loads(metadata) if metadata is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past json's limit, no metadata is
         return False
     if not isinstance(meta, dict):
         return False
