@@ -117,3 +117,19 @@ def test_bad_source_or_data_dir_fails_before_serving(tmp_path, args, words):
     result = ngserve("serve", str(tmp_path), *args)
     assert "serving on" not in result.stdout
     assert_one_line_error(result, *words)
+
+
+def test_malformed_requests_are_one_log_line_each(tmp_path, start_server):
+    """aiohttp logs a request its parser rejects with a traceback at ERROR; a hostile client could
+    flood the log that way.  The client gets its 400 and the log one line."""
+    import socket
+
+    srv = start_server("serve", str(tmp_path))
+    host, port = srv.url.removeprefix("http://").split(":")
+    for payload in (b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n"):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(payload)
+            assert s.recv(100).startswith(b"HTTP/1.0 400")
+    srv.settle()
+    assert len(srv.requested("bad request: ")) == 2
+    assert not [line for line in srv.log if "Traceback" in line or "ERROR" in line]
