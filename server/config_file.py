@@ -162,8 +162,13 @@ def _host_list(value: list) -> list[str]:
     return hosts
 
 
-def load_config(path: str | os.PathLike) -> ServerConfig:
-    """Read and check the config file at ``path`` (not yet merged with CLI flags)."""
+def load_config(path: str | os.PathLike, *, upstreams: bool = True) -> ServerConfig:
+    """Read and check the config file at ``path`` (not yet merged with CLI flags).
+
+    ``upstreams=False`` skips the mounts' ``[mounts.upstream]`` tables (credentials,
+    certificates): admin commands that only sign tokens need ``[auth]`` and the mount
+    names, and must not fail for want of the server's upstream secrets.
+    """
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -176,10 +181,10 @@ def load_config(path: str | os.PathLike) -> ServerConfig:
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
-    return config_from_toml(raw, path.resolve().parent)
+    return config_from_toml(raw, path.resolve().parent, upstreams=upstreams)
 
 
-def config_from_toml(raw: dict, base: Path) -> ServerConfig:
+def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True) -> ServerConfig:
     """Check a parsed config file's tables; relative paths in it are relative to ``base``."""
     top = _Table(raw, "", base)
     config = ServerConfig()
@@ -211,7 +216,7 @@ def config_from_toml(raw: dict, base: Path) -> ServerConfig:
     auth.finish()
 
     for i, item in enumerate(top.get("mounts", list, [])):
-        config.mounts.append(_mount(_Table(item, f"mounts[{i}]", base)))
+        config.mounts.append(_mount(_Table(item, f"mounts[{i}]", base), upstreams))
     for i, item in enumerate(top.get("users", list, [])):
         config.users.append(_user(_Table(item, f"users[{i}]", base)))
     names = [u.name for u in config.users]
@@ -221,7 +226,7 @@ def config_from_toml(raw: dict, base: Path) -> ServerConfig:
     return config
 
 
-def _mount(t: _Table) -> MountConfig:
+def _mount(t: _Table, upstreams: bool = True) -> MountConfig:
     name = t.get("name", str)
     if name is None:
         raise ConfigError(f"{t.key('name')}: every mount needs a name (\"\" serves it at /)")
@@ -244,7 +249,8 @@ def _mount(t: _Table) -> MountConfig:
     t.finish()
     if up_raw and not is_remote(source):
         raise ConfigError(f"{t.key('upstream')}: only remote sources (webdav+https://, https://) have an upstream")
-    return MountConfig(name=name, source=source, access=access, users=users, upstream=_upstream(_Table(up_raw, t.key("upstream"), t.base)))
+    upstream = _upstream(_Table(up_raw, t.key("upstream"), t.base)) if upstreams else UpstreamConfig()
+    return MountConfig(name=name, source=source, access=access, users=users, upstream=upstream)
 
 
 def _upstream(t: _Table) -> UpstreamConfig:

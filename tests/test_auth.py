@@ -356,6 +356,21 @@ def test_token_cli_mints_what_the_server_accepts(site):
     assert bad.returncode == 2 and "no such mount" in bad.stderr and len(bad.stderr.splitlines()) == 1
 
 
+def test_token_cli_needs_no_upstream_secret(site):
+    """An admin signs tokens with [auth] and the mount names: the upstream password ($DAV_PW,
+    which only the server needs) may be unset where the command runs."""
+    srv, _, conf = site
+    env = {k: v for k, v in os.environ.items() if k != "DAV_PW"}
+    out = subprocess.run([sys.executable, "-m", "server", "token", "create", "--mount", "shared", "--path", "run1",
+                          "--config", str(conf / "ngserve.toml")], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert get(srv.url + f"/shared/run1/a.bin?token={out.stdout.strip()}")[0] == 200
+    link = subprocess.run([sys.executable, "-m", "server", "link", "--config", str(conf / "ngserve.toml"),
+                           "--token-ttl", "1h", srv.url + "/shared/run1/img.zarr"], capture_output=True, text=True, env=env)
+    assert link.returncode == 0, link.stderr
+    assert "/-/t/" in link.stdout
+
+
 def test_encoded_token_path_never_reaches_the_log(site):
     srv, *_ = site
     token = mint(SECRET, "shared", "run1", 3600)
