@@ -76,6 +76,11 @@ def make_sources(root: Path) -> dict[str, dict]:
     _write(root / "labels.zarr", "zarr", labels, [16, 32, 32], fill_value=0)
     out["labels.zarr"] = {"xyzc": labels.transpose(2, 1, 0)[..., None], "type": "segmentation",
                           "encoding": "compressed_segmentation", "levels": 1}
+    # int64 labels -> uint64 bit for bit (a negative label included).
+    i64 = (_blobs((12, 70, 40), np.uint16, 8) // 9000).astype(np.int64) - 1
+    _write(root / "i64.zarr", "zarr", i64, [12, 32, 32], fill_value=0)
+    out["i64.zarr"] = {"xyzc": i64.transpose(2, 1, 0)[..., None].view(np.uint64), "type": "segmentation",
+                       "data_type": "uint64", "encoding": "compressed_segmentation", "levels": 1}
     # float64 -> float32, bool -> uint8.
     f64 = _blobs((20, 80, 70), np.float64, 6) / 7
     _write(root / "f64.zarr", "zarr", f64, [20, 40, 35])
@@ -131,7 +136,7 @@ def expected_levels(name: str, src: dict, root: Path, info: dict) -> list[np.nda
 
 
 @pytest.mark.parametrize("name", ["aniso.ome.zarr", "multi.ome.zarr", "chan.zarr3", "vol.n5", "labels.zarr",
-                                  "f64.zarr", "mask.zarr"])
+                                  "i64.zarr", "f64.zarr", "mask.zarr"])
 def test_tensorstore_reads_every_scale_equal_to_source(served, name):
     srv, root, sources = served
     src = sources[name]

@@ -45,7 +45,7 @@ MAX_VIRTUAL = 24  # virtual scales at most (2**24 voxels along an axis is far be
 MAX_SOURCE_FILES = 1 << 16  # a chunk reading more source files than this is not tracked (not cached)
 SEGMENTATION_BLOCK = [8, 8, 8]
 
-# source dtype -> (precomputed data_type, what the mapping loses)
+# source dtype -> precomputed data_type (see the module docstring for what each mapping keeps)
 DATA_TYPES = {
     "uint8": "uint8", "uint16": "uint16", "uint32": "uint32", "uint64": "uint64",
     "int8": "int8", "int16": "int16", "int32": "int32", "float32": "float32",
