@@ -126,6 +126,9 @@ class ServerConfig:
     states_per_minute: float = 30.0
     states_burst: int = 10
     states_max_bytes: int = 1 << 30
+    # Translated view chunks (/-/precomputed/): kept in memory, and on disk when cache_dir is set.
+    cache_dir: Path | None = None
+    cache_bytes: int = 1 << 30  # the disk cache's budget
 
     def validate(self) -> None:
         if not self.mounts:

@@ -201,6 +201,9 @@ def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True) -> Server
     config.states_per_minute = server.get("states_per_minute", (int, float), config.states_per_minute)
     config.states_burst = server.get("states_burst", int, config.states_burst)
     config.states_max_bytes = server.get("states_max_bytes", (str, int), config.states_max_bytes, parse_size)
+    cache_dir = server.path("cache_dir")
+    config.cache_dir = Path(cache_dir) if cache_dir else None
+    config.cache_bytes = server.get("cache_bytes", (str, int), config.cache_bytes, parse_size)
     config.open_browser = server.get("open", bool, False)
     config.access_log = server.get("access_log", bool, True)
     server.finish()

@@ -218,3 +218,12 @@ def test_user_add_prints_a_hash_the_config_accepts(tmp_path):
     short = subprocess.run([sys.executable, "-m", "server", "user", "add", "dan", "--password-stdin"],
                            input="short\n", capture_output=True, text=True)
     assert short.returncode == 2 and "too short" in short.stderr
+
+
+def test_translated_chunk_cache_from_file(tmp_path):
+    path = write(tmp_path, '[server]\ncache_dir = "chunks"\ncache_bytes = "3MiB"\n[[mounts]]\nname = "a"\nsource = "data"\n')
+    c = config_from_args(serve_args("--config", str(path)), None)
+    assert c.cache_dir == (tmp_path / "chunks").resolve() and c.cache_bytes == 3 << 20
+    bad = write(tmp_path, '[server]\ncache_bytes = "lots"\n[[mounts]]\nname = "a"\nsource = "data"\n')
+    with pytest.raises(ConfigError, match="server.cache_bytes: 'lots' is not a size"):
+        config_from_args(serve_args("--config", str(bad)), None)
