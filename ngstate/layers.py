@@ -84,6 +84,10 @@ def build_layer(
     ``kind`` overrides the inferred layer type; ``contrast`` is a [lo, hi]
     range, False for none, or None to take the omero window or percentiles.
     """
+    if not ds.native:
+        from volumes import not_native_message
+
+        raise ValueError(not_native_message(ds))
     if kind is None:
         kind, _ = infer_kind(ds)
     elif kind not in KINDS:
