@@ -65,7 +65,7 @@ def _pick(loc: Location, f, inner: str):
             return obj, "/" + inner.strip("/")
         what = "a group, not a dataset" if isinstance(obj, h5py.Group) else "no such dataset"
     else:
-        what = "give the dataset as FILE.h5:/path"
+        what = "holds several datasets: name one as FILE.h5:/path/in/file"
     names = _datasets(f)
     if not inner.strip("/") and len(names) == 1:
         return f[names[0]], names[0]

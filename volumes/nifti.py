@@ -21,7 +21,7 @@ from .location import Location, SourceError
 from .model import Axis, Dataset
 from .rangefile import open_file
 from .units import scale_by
-from .virtual import file_dataset, header_float, slab_chunks, virtual_store
+from .virtual import file_dataset, header_float, quiet_logs, slab_chunks, virtual_store
 
 _SPACE_UNITS = {"meter": 1.0, "mm": 1e-3, "micron": 1e-6}
 _TIME_UNITS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
@@ -38,7 +38,8 @@ def _open_image(loc: Location):
         stream.seek(0)
         sizeof_hdr = max(int.from_bytes(head, "little"), int.from_bytes(head, "big")) if len(head) == 4 else 0
         klass = nib.Nifti2Image if sizeof_hdr == 540 else nib.Nifti1Image
-        return klass.from_stream(stream), (stream, fh)
+        with quiet_logs("nibabel.global"):
+            return klass.from_stream(stream), (stream, fh)
     except Exception as exc:  # nibabel raises HeaderDataError, ImageFileError; gzip raises BadGzipFile/EOFError
         stream.close()
         fh.close()

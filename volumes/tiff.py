@@ -25,7 +25,7 @@ from .location import Location, SourceError
 from .model import Axis, Dataset
 from .rangefile import open_file
 from .units import si_unit
-from .virtual import file_dataset, space_axis, virtual_store
+from .virtual import file_dataset, quiet_logs, space_axis, virtual_store
 
 _TIFF_NAME = re.compile(r".*\.tiff?$", re.IGNORECASE)
 _CHECK_WORKERS = 8  # slices whose headers are read at once when a stack is opened
@@ -45,14 +45,16 @@ def _open_tiff(loc: Location):
 
     fh = open_file(loc)
     try:
-        tif = tifffile.TiffFile(fh, name=loc.name)
-        tif.series  # noqa: B018 -- parses the IFDs now, so a broken file fails here, by name
+        with quiet_logs("tifffile"):
+            tif = tifffile.TiffFile(fh, name=loc.name)
+            tif.pages.first  # noqa: B018 -- parses the first IFD now, so a broken file fails here, by name
     except SourceError:
         fh.close()
         raise
     except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error, …
         fh.close()
-        raise SourceError(f"{loc}: not a readable TIFF ({first_line(exc)})") from None
+        reason = "no image found in it" if isinstance(exc, IndexError) else first_line(exc)
+        raise SourceError(f"{loc}: not a readable TIFF ({reason})") from None
     return tif, fh
 
 

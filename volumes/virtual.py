@@ -13,8 +13,11 @@ them (``[t,] [c',] z, y, x``); a channel axis is layer-local (``c'``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
-from typing import Any, Callable
+import threading
+from typing import Any, Callable, Iterator
 
 from .location import Location, SourceError
 from .model import Axis, Dataset, Level
@@ -108,11 +111,47 @@ def file_dataset(
     return ds
 
 
+class _QuietFilter(logging.Filter):
+    """Drops a library's log records on threads inside :func:`quiet_logs`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "depth", 0)
+
+
+_FILTERS: dict[str, _QuietFilter] = {}
+_FILTERS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def quiet_logs(name: str) -> Iterator[None]:
+    """Silence logger ``name`` on this thread while a library parses a file.
+
+    tifffile and nibabel log the problems of a broken file before they raise; our
+    SourceError says what matters in one line, and the CLI must print only that.
+    Other threads (a server reading good files) keep their logs.
+    """
+    with _FILTERS_LOCK:
+        quiet = _FILTERS.get(name)
+        if quiet is None:
+            quiet = _FILTERS[name] = _QuietFilter()
+            logging.getLogger(name).addFilter(quiet)
+    quiet.local.depth = getattr(quiet.local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        quiet.local.depth -= 1
+
+
 def header_float(value) -> float:
     """A header number as the writer meant it: a float32 1.1 is 1.1, not 1.100000023841858."""
     import numpy as np
 
-    return float(str(value)) if isinstance(value, np.float32) else float(value)
+    value = np.asarray(value)  # header fields come as scalars or 0-d arrays
+    return float(str(value[()])) if value.dtype == np.float32 else float(value)  # str: shortest float32 repr
 
 
 def space_axis(name: str, size_m: float | None) -> Axis:
