@@ -54,6 +54,9 @@ class _Opened:
     signature: str = ""  # what every chunk of it depends on besides its source files
     info: bytes = b""
     opened: float = 0.0
+    # A single-file source (TIFF, MRC, HDF5, NIfTI): the file's validator when it was opened.
+    # Its reader keeps the file's structure and blocks in memory, so a rewritten file means reopening.
+    file_validator: str | None = None
 
 
 class PrecomputedViews:
@@ -118,6 +121,9 @@ async def _open(request: web.Request, segments: list[str]) -> _Opened:
     views = request.app[VIEWS]
     key = f"{mount}\0{rel}"
     opened = views.datasets.get(key)
+    if opened is not None and opened.file_validator is not None:
+        if (await storage.validators([rel]))[0] != opened.file_validator:
+            opened = None
     if opened is None or opened.expires < time.monotonic():
         if await storage.stat(rel) is None:
             raise web.HTTPNotFound(text=f"404 no dataset at /{'/'.join(segments)}\n")
@@ -141,6 +147,8 @@ async def _read_dataset(request: web.Request, views: PrecomputedViews, segments:
 
     loopback = loopback_base(request, segments, rel)
     source = loopback + "/" + quote("/".join(segments))
+    storage = resolve(request, segments)[0]
+    before = (await storage.validators([rel]))[0]  # taken before reading: a later rewrite reopens
     try:
         presentation = await views.pool.run(_present, source)
     except (SourceError, ValueError) as exc:
@@ -149,7 +157,8 @@ async def _read_dataset(request: web.Request, views: PrecomputedViews, segments:
     info = json.dumps(presentation.info(), separators=(",", ":")).encode()
     levels = [(lv.path, lv.dtype, lv.shape) for lv in presentation.dataset.levels]
     signature = hashlib.sha256(info + json.dumps([rel, levels]).encode()).hexdigest()
-    return _Opened(time.monotonic() + DATASET_TTL, presentation, None, loopback, signature, info, time.time())
+    return _Opened(time.monotonic() + DATASET_TTL, presentation, None, loopback, signature, info, time.time(),
+                   before if presentation.single_file else None)
 
 
 def _present(source: str):
@@ -197,7 +206,7 @@ async def _chunk(request: web.Request, segments: list[str], scale: str, name: st
     validators = None
     if files is not None:
         prefix = "/".join(inner)
-        validators = await storage.validators([f"{prefix}/{f}" if prefix else f for f in files])
+        validators = await storage.validators(["/".join(filter(None, (prefix, f))) for f in files])
     if validators is None or None in validators:
         data, mtime = await compute(), time.time()
         etag = _etag(data)

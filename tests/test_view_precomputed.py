@@ -250,6 +250,29 @@ def test_rewriting_a_source_chunk_invalidates_translated_chunks(served):
     assert not np.array_equal(first[1], again[1])
 
 
+def test_file_sources_translate_and_a_rewritten_file_invalidates(served):
+    """TIFF and MRC files (read by volumes' file readers) through the view, equal to the file; a
+    rewritten file changes the cache key of the chunks read from it."""
+    import mrcfile
+    import tifffile
+
+    srv, root, _ = served
+    data = (np.arange(20 * 30 * 40) % 65000).astype(np.uint16).reshape(20, 30, 40)
+    tifffile.imwrite(root / "stack.tif", data)
+    with mrcfile.new(root / "map.mrc") as m:
+        m.set_data(data.astype(np.float32))
+        m.voxel_size = 2.5
+    for name, dtype in (("stack.tif", np.uint16), ("map.mrc", np.float32)):
+        got = read_scale(f"{srv.url}/-/precomputed/{name}/", 0)[0]
+        np.testing.assert_array_equal(got[..., 0], data.transpose(2, 1, 0).astype(dtype), err_msg=name)
+    info = json.loads(get(f"{srv.url}/-/precomputed/map.mrc/info")[2])
+    assert info["scales"][0]["resolution"] == [0.25, 0.25, 0.25]  # 2.5 A in nm
+    tifffile.imwrite(root / "stack.tif.tmp", data + 1, photometric="minisblack")
+    os.replace(root / "stack.tif.tmp", root / "stack.tif")
+    got = read_scale(f"{srv.url}/-/precomputed/stack.tif/", 0)[0]
+    np.testing.assert_array_equal(got[..., 0], (data + 1).transpose(2, 1, 0))
+
+
 # -- protected and remote mounts -----------------------------------------------------------
 def test_share_token_and_webdav_mounts(tmp_path):
     root = tmp_path / "data"

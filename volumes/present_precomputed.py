@@ -148,6 +148,11 @@ class Presentation:
         region = view[tuple(slice(lo, hi) for lo, hi in box) + (slice(None),)].read().result()
         return encode(region, self.data_type, self.encoding, box)
 
+    @property
+    def single_file(self) -> bool:
+        """Whether the dataset is one file (TIFF, MRC, HDF5, NIfTI) that a file reader opened."""
+        return self.dataset.levels[0].opener is not None and "slices" not in self.dataset.extras
+
     def source_files(self, key: str, name: str) -> list[str] | None:
         """The files below the dataset root whose bytes a chunk is computed from; None when unknown.
 
@@ -156,6 +161,8 @@ class Presentation:
         """
         scale, box = self.parse_chunk(key, name)
         level = self.dataset.levels[scale.level]
+        if level.opener is not None:  # a file reader: one file ("" is the dataset itself), or a stack
+            return [""] if self.single_file else None
         real = self.scales[scale.level]
         src, spec = self._opened(scale.level)
         lo_dom, hi_dom = list(src.domain.inclusive_min), list(src.domain.exclusive_max)
@@ -188,7 +195,9 @@ class Presentation:
             found = self._sources.get(level)
         if found is None:
             store = self.dataset.open_level(level)
-            found = (store, store.spec().to_json())
+            # A file reader's store is virtual_chunked, whose spec has no JSON form.
+            lv = self.dataset.levels[level]
+            found = (store, lv.spec if lv.opener is not None else store.spec().to_json())
             with self._lock:
                 found = self._sources.setdefault(level, found)
         return found
