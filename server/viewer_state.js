@@ -63,6 +63,7 @@
       if (timer === undefined) timer = setTimeout(write, DELAY_MS);
     });
     window.addEventListener("hashchange", () => apply(location.hash));
+    history.replaceState(null, "", held); // the URL shows the state again (no hashchange event)
     apply(held);
   });
 })();
