@@ -16,6 +16,7 @@ from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
 from .state import LAYOUTS, State
 from .urls import DEMO_VIEWER, NGSERVE_VIEWER_PATH, encode_fragment, is_ngserve, origin_of, parse_url, shorten
+from .viewable import viewer_problem
 
 _PER_LAYER = {
     "names": "name", "kinds": "kind", "visible": "visible", "opacity": "opacity", "contrast": "contrast",
@@ -72,5 +73,5 @@ def link(*sources: str | os.PathLike, viewer: str | None = None, **options) -> s
 
 __all__ = [
     "DEMO_VIEWER", "LAYOUTS", "LayerPlan", "NGSERVE_VIEWER_PATH", "State", "build_layer", "build_state",
-    "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of", "parse_url", "shorten",
+    "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of", "parse_url", "shorten", "viewer_problem",
 ]

@@ -6,9 +6,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Mapping
 
-from volumes import Dataset
+from volumes import Dataset, SourceError
 
 from .kinds import KINDS, infer_kind
+from .viewable import viewer_problem
 
 
 @dataclass
@@ -84,6 +85,9 @@ def build_layer(
     ``kind`` overrides the inferred layer type; ``contrast`` is a [lo, hi]
     range, False for none, or None to take the omero window or percentiles.
     """
+    problem = viewer_problem(ds)
+    if problem:
+        raise SourceError(f"{ds.location}: {problem}")
     if kind is None:
         kind, _ = infer_kind(ds)
     elif kind not in KINDS:

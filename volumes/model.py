@@ -37,6 +37,7 @@ class Level:
     factors: list[float]  # downsampling relative to level 0, per axis
     encoding: str | None = None  # precomputed encoding, zarr/n5 compressor
     spec: dict = field(default_factory=dict, repr=False)  # tensorstore spec
+    fill_value: Any = 0  # as the metadata states it; None for a zarr ``fill_value: null``
 
 
 @dataclass

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ngstate import infer_kind
+    from ngstate import infer_kind, viewer_problem
     from volumes import SourceError, contrast_range, first_line, open_dataset
 
     from . import UsageError
@@ -29,7 +29,10 @@ def run(args: argparse.Namespace) -> int:
     out = ds.to_json()
     out["layer_kind"] = kind
     out["layer_kind_reason"] = reason
-    if kind == "image" and not args.no_stats:
+    problem = viewer_problem(ds)
+    if problem:  # reported, not an error: the dataset is fine, the bundled viewer is not
+        out["viewer_problem"] = problem
+    elif kind == "image" and not args.no_stats:
         try:
             out["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(ds)
         except ValueError as exc:  # tensorstore reports unreadable arrays as ValueError
