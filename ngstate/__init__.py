@@ -10,7 +10,7 @@ import os
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from volumes import Dataset, open_datasets
+from volumes import Dataset, naming, open_datasets
 
 from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
@@ -48,9 +48,12 @@ def build_state(sources: Sequence[Any], **options) -> State:
             if value is not None:
                 layer_opts[_PER_LAYER[key]] = value
         url = layer_opts.pop("url", None)
-        datasets = {"": source} if isinstance(source, Dataset) else open_datasets(source)
-        for rel, ds in datasets.items():
-            state.add(ds, url=_below(url, rel) if url else None, **layer_opts)
+        try:
+            datasets = {"": source} if isinstance(source, Dataset) else open_datasets(source)
+            for rel, ds in datasets.items():
+                state.add(ds, url=_below(url, rel) if url else None, **layer_opts)
+        except ValueError as exc:  # with several sources, the line must say which one failed
+            raise naming(str(source.location) if isinstance(source, Dataset) else source, exc) from exc
     return state
 
 

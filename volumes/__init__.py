@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from .atomic import building
-from .errors import first_line
+from .errors import detail, first_line, naming
 from .formats import MARKERS, format_from_names, group_metadata_file, is_viewable_zarr
 from .location import Location, SourceError, strip_scheme
 from .model import Axis, Dataset, Level
@@ -43,7 +43,7 @@ def open_datasets(source: str | os.PathLike | Location) -> dict[str, Dataset]:
 
 
 __all__ = [
-    "Axis", "Dataset", "Level", "Location", "MARKERS", "SourceError", "building", "first_line",
-    "format_from_names", "group_metadata_file", "is_viewable_zarr", "open_dataset", "open_datasets",
+    "Axis", "Dataset", "Level", "Location", "MARKERS", "SourceError", "building", "detail", "first_line",
+    "format_from_names", "group_metadata_file", "is_viewable_zarr", "naming", "open_dataset", "open_datasets",
     "strip_scheme", *_LAZY,
 ]
