@@ -92,7 +92,8 @@ def viewer_status_text(page: Page) -> str:
     banner of a layer it could not create): the items of its status containers (src/status.ts)."""
     return page.evaluate(
         "() => Array.from(document.querySelectorAll('#neuroglancer-status-container li, "
-        "#neuroglancer-status-container-modal li')).map(e => e.innerText).filter(t => t).join('\\n')"
+        "#neuroglancer-status-container-modal li'))"
+        ".filter(e => e.checkVisibility()).map(e => e.innerText).filter(t => t).join('\\n')"
     )
 
 
