@@ -8,7 +8,7 @@ by the client's own layer list and by the chunk requests the server saw.
 
 from __future__ import annotations
 
-from browser import ARGS, CHROMIUM, wait_until
+from browser import ARGS, CHROMIUM, viewer_status_text, wait_until
 from playwright.sync_api import sync_playwright
 from test_state_browser import ANNOTATIONS, IMAGE, SEGMENTATION, write_aligned
 
@@ -28,7 +28,8 @@ LAYERS_JS = """() => window.viewer ? window.viewer.layerManager.managedLayers.ma
 
 def _load(browser, url: str, names: list[str], chunks_seen) -> tuple[list, list[str], bool]:
     """Open ``url`` in a fresh context (no cache): the client's layers once all are loaded (or at
-    the deadline), the page errors, and whether ``chunks_seen()`` came true while the page was open."""
+    the deadline), the page errors and status banners, and whether ``chunks_seen()`` came true
+    while the page was open."""
     context = browser.new_context(viewport={"width": 800, "height": 600})
     try:
         page = context.new_page()
@@ -46,7 +47,8 @@ def _load(browser, url: str, names: list[str], chunks_seen) -> tuple[list, list[
             )
 
         wait_until(shown, timeout=60)
-        return layers, errors, wait_until(chunks_seen, timeout=30)
+        chunks = wait_until(chunks_seen, timeout=30)
+        return layers, errors + [s for s in [viewer_status_text(page)] if s], chunks
     finally:
         context.close()
 
