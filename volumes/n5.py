@@ -155,7 +155,8 @@ def read_n5(loc: Location, root: dict) -> Dataset:
     if convention:
         ds.extras["convention"] = convention
     if ng_path:
-        ds.notes.append(f"Neuroglancer cannot open this group (no rank or downsampling factors it reads); the layer shows {ng_path} only")
+        ds.notes.append(f"Neuroglancer cannot open this group (no rank or downsampling factors it reads); "
+                        f"the layer shows {ng_path} only")
     return ds
 
 
