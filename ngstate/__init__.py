@@ -10,12 +10,13 @@ import os
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from volumes import Dataset, open_datasets
+from volumes import Dataset, naming, open_datasets
 
 from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
 from .state import LAYOUTS, State
 from .urls import DEMO_VIEWER, NGSERVE_VIEWER_PATH, encode_fragment, is_ngserve, origin_of, parse_url, shorten
+from .viewable import viewer_problem
 
 _PER_LAYER = {
     "names": "name", "kinds": "kind", "visible": "visible", "opacity": "opacity", "contrast": "contrast",
@@ -47,9 +48,12 @@ def build_state(sources: Sequence[Any], **options) -> State:
             if value is not None:
                 layer_opts[_PER_LAYER[key]] = value
         url = layer_opts.pop("url", None)
-        datasets = {"": source} if isinstance(source, Dataset) else open_datasets(source)
-        for rel, ds in datasets.items():
-            state.add(ds, url=_below(url, rel) if url else None, **layer_opts)
+        try:
+            datasets = {"": source} if isinstance(source, Dataset) else open_datasets(source)
+            for rel, ds in datasets.items():
+                state.add(ds, url=_below(url, rel) if url else None, **layer_opts)
+        except ValueError as exc:  # with several sources, the line must say which one failed
+            raise naming(str(source.location) if isinstance(source, Dataset) else source, exc) from exc
     return state
 
 
@@ -72,5 +76,5 @@ def link(*sources: str | os.PathLike, viewer: str | None = None, **options) -> s
 
 __all__ = [
     "DEMO_VIEWER", "LAYOUTS", "LayerPlan", "NGSERVE_VIEWER_PATH", "State", "build_layer", "build_state",
-    "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of", "parse_url", "shorten",
+    "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of", "parse_url", "shorten", "viewer_problem",
 ]

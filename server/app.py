@@ -214,7 +214,9 @@ async def handle_open(request: web.Request) -> web.Response:
         # Messages name the URLs read: say /NAME/... as the caller does, not our loopback address
         # and token; redact() still hides any token the message quotes in another form.
         line = redact(first_line(exc).replace(loopback, ""))
-        raise web.HTTPUnprocessableEntity(text=f"cannot show /{'/'.join(segments)}: {line}\n") from None
+        shown = "/" + "/".join(segments)
+        line = line[len(shown) + 2 :] if line.startswith(shown + ": ") else line  # named once, not twice
+        raise web.HTTPUnprocessableEntity(text=f"cannot show {shown}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))
 
 

@@ -4,7 +4,9 @@ The wheel ships the Python-integration build.  It finds its token in a path
 matching ``…/v/<token>/`` and keeps an EventSource open at ``…/events/<token>``;
 without one it shows "Disconnected from Python server".  We answer that
 stream (and the state POSTs the client sends) so the viewer runs cleanly, while
-the view itself comes from the ``#!`` state in the URL hash.
+the view itself comes from the ``#!`` state in the URL hash, which
+``viewer_state.js`` (put into ``index.html``) applies and keeps up to date in
+place of the client's own binding; that file says why.
 """
 
 from __future__ import annotations
@@ -47,8 +49,11 @@ def _client_file(name: str) -> tuple[bytes, bytes] | None:
         return None
     data = path.read_bytes()
     if name == "index.html":
-        # An empty icon, or the browser asks for /favicon.ico, which is data space.
-        data = data.replace(b"<head>", b'<head><link rel="icon" href="data:,">', 1)
+        # An empty icon, or the browser asks for /favicon.ico, which is data space.  The state
+        # script must run before the client's deferred bundles, so it goes first in <head>.
+        script = importlib.resources.files("server").joinpath("viewer_state.js").read_bytes()
+        head = b'<head><link rel="icon" href="data:,"><script>' + script + b"</script>"
+        data = data.replace(b"<head>", head, 1)
     return data, gzip.compress(data, 6)
 
 

@@ -88,9 +88,12 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60, interval: flo
 
 
 def viewer_status_text(page: Page) -> str:
-    """Text of Neuroglancer's status messages (e.g. "Disconnected from Python server")."""
+    """Text of Neuroglancer's visible status messages (e.g. "Disconnected from Python server", or the
+    banner of a layer it could not create): the items of its status containers (src/status.ts)."""
     return page.evaluate(
-        "() => Array.from(document.querySelectorAll('.neuroglancer-status')).map(e => e.textContent).join('\\n')"
+        "() => Array.from(document.querySelectorAll('#neuroglancer-status-container li, "
+        "#neuroglancer-status-container-modal li'))"
+        ".filter(e => e.checkVisibility()).map(e => e.innerText).filter(t => t).join('\\n')"
     )
 
 

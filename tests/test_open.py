@@ -146,7 +146,7 @@ def test_a_plain_zarr_group_gets_no_viewer_link(tmp_path, start_server):
                         ("v3group.zarr", "a zarr v3 group that is neither an OME multiscale image nor a labels "
                                          "group (attributes: none)")]:
         status, _, body = get(f"{srv.url}/-/open/pub/{name}")
-        assert (status, body) == (422, f"cannot show /pub/{name}: /pub/{name}: {found}\n")
+        assert (status, body) == (422, f"cannot show /pub/{name}: {found}\n")  # the path named once
     assert get(f"{srv.url}/-/open/pub/absent.zarr")[0] == 404
 
 

@@ -217,12 +217,12 @@ def test_inspect_prints_metadata_with_contrast(data):
     assert out["channel_names"] == ["dapi", "gfp"]
     lo, hi = out["contrast"]
     assert 0 <= lo < hi <= 60000
-    assert any("Neuroglancer cannot read it directly" in n for n in out["notes"])
+    assert "Neuroglancer cannot read directly" in out["viewer_problem"]
 
 
 def test_link_says_the_format_needs_ngserve(data):
     line = one_line_error(ngserve("link", str(data / "map.mrc"), "--served-at", f"{data}=http://127.0.0.1:9"))
-    assert "map.mrc is an MRC map: Neuroglancer cannot read it directly" in line and "/-/open" in line
+    assert "map.mrc: an MRC map, which Neuroglancer cannot read directly" in line and "/-/open" in line
     line = one_line_error(ngserve("link", str(data / "scan")))
     assert "a TIFF stack" in line
 

@@ -73,9 +73,10 @@ def test_n5_viewer_convention(samples):
     ds = open_dataset(samples["n5_viewer"])
     assert ds.extras["convention"] == "n5-viewer"
     assert axes(ds) == [("x", "m", 8e-9), ("y", "m", 8e-9), ("z", "m", 30e-9)]
-    # The group itself has no pixelResolution, so Neuroglancer alone would say 1 nm.
-    assert [a.scale for a in ds.native_axes] == pytest.approx([1e-9] * 3)
-    assert ds.ng_path == "" and ds.levels[1].factors == [2, 2, 2]
+    # The group itself states nothing Neuroglancer reads its rank from ("Unable to determine rank
+    # of dataset" in the client), so the layer opens s0, whose pixelResolution it reads.
+    assert [a.scale for a in ds.native_axes] == pytest.approx([8e-9, 8e-9, 30e-9])
+    assert ds.ng_path == "s0" and len(ds.levels) == 1 and ds.notes
 
 
 def test_n5_cosem_convention(samples):

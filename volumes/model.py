@@ -42,6 +42,7 @@ class Level:
     factors: list[float]  # downsampling relative to level 0, per axis
     encoding: str | None = None  # precomputed encoding, zarr/n5 compressor
     spec: dict = field(default_factory=dict, repr=False)  # tensorstore spec
+    fill_value: Any = 0  # as the metadata states it; None for a zarr ``fill_value: null``
     # Formats tensorstore has no driver for (TIFF, MRC, HDF5, NIfTI) build their store in Python
     # (a ``ts.virtual_chunked`` view backed by the format's library); they leave ``spec`` empty.
     opener: Callable[[], Any] | None = field(default=None, repr=False, compare=False)

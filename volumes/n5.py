@@ -5,7 +5,10 @@
 * COSEM's: ``transform: {axes, scale, translate, units, ordering}`` per array, and a
   ``multiscales`` list of datasets on the group.
 
-Neuroglancer reads only the first two, and only from the URL it is given.
+Neuroglancer reads only the first two.  Opening a node, it merges the ``attributes.json``
+of every folder from the store's root down to the node, the deeper one winning key by key
+(``getAttributes`` in src/datasource/n5/frontend.ts), so an ``s0`` opened directly takes its
+group's resolution and units; :func:`read_n5` does the same.
 Dimension order is the N5 one (x first), as tensorstore and Neuroglancer use it.
 """
 
@@ -18,6 +21,8 @@ from .model import Axis, Dataset, Level
 from .units import scale_by, si_unit
 
 _DEFAULT_NAMES = ["x", "y", "z", "t", "c"]
+# Attributes from which Neuroglancer tells a group's rank (else "Unable to determine rank of dataset").
+_RANK_KEYS = ("resolution", "axes", "units", "downsamplingFactors", "scales")
 
 
 def _ng_space(attrs: dict, rank: int) -> list[Axis]:
@@ -68,8 +73,27 @@ def _level(loc: Location, path: str, attrs: dict, factors: list[float]) -> Level
     )
 
 
+def inherited_attributes(loc: Location, own: dict) -> dict:
+    """``own`` over the ``attributes.json`` of every ancestor folder, as Neuroglancer merges them:
+    a shallow merge from the outermost folder (the URL's host root, or ``/``) inwards."""
+    merged: dict = {}
+    parts = loc.root.split("/")
+    first = 3 if loc.is_http else 1  # "http:", "", "host" / the empty name before the leading "/"
+    for depth in range(first, len(parts)):
+        folder = Location("/".join(parts[:depth]) or "/")
+        folder.query = loc.query
+        try:
+            attrs = folder.read_json("attributes.json")
+        except SourceError:
+            attrs = None  # unreadable (e.g. outside a token's scope): absent, as for the client
+        merged.update(attrs or {})
+    return {**merged, **own}
+
+
 def read_n5(loc: Location, root: dict) -> Dataset:
-    """The dataset of an N5 array or multiscale group whose ``attributes.json`` is ``root``."""
+    """The dataset of an N5 array or multiscale group whose ``attributes.json`` is ``root``,
+    with its ancestors' attributes inherited (see :func:`inherited_attributes`)."""
+    root = inherited_attributes(loc, root)
     if "dimensions" in root and "dataType" in root:
         level_attrs = [("", root)]
     else:
@@ -107,12 +131,14 @@ def read_n5(loc: Location, root: dict) -> Dataset:
     # Neuroglancer opens a group only when it can tell every level's downsampling.
     ng_path = ""
     if len(level_attrs) > 1 or level_attrs[0][0]:
-        knows = "scales" in root or isinstance(root.get("downsamplingFactors"), list) or all(
+        # ...and only when the group's own (inherited) attributes give its rank.
+        rank_known = any(k in root for k in _RANK_KEYS) or "dimensions" in (root.get("pixelResolution") or {})
+        knows = rank_known and ("scales" in root or isinstance(root.get("downsamplingFactors"), list) or all(
             "downsamplingFactors" in a for _, a in level_attrs[1:]
-        )
+        ))
         if not knows:
             ng_path = level_attrs[0][0]
-            native = _ng_space(first, rank)
+            native = _ng_space({**root, **first}, rank)  # the level inherits the group's attributes
             levels = levels[:1]
     ds = Dataset(
         location=loc,
@@ -129,7 +155,8 @@ def read_n5(loc: Location, root: dict) -> Dataset:
     if convention:
         ds.extras["convention"] = convention
     if ng_path:
-        ds.notes.append(f"Neuroglancer cannot tell this group's downsampling factors; the layer shows {ng_path} only")
+        ds.notes.append(f"Neuroglancer cannot open this group (no rank or downsampling factors it reads); "
+                        f"the layer shows {ng_path} only")
     return ds
 
 

@@ -25,13 +25,6 @@ from .model import Axis, Dataset, Level
 CHUNK_BYTES = 4 << 20  # the size aimed at when a format leaves the chunking to us
 
 
-def not_native_message(ds: Dataset) -> str:
-    """The one line ``ngserve link`` and ``inspect`` give for a dataset Neuroglancer cannot read."""
-    title = ds.extras.get("title") or f"a {ds.format} file"
-    return (f"{ds.location} is {title}: Neuroglancer cannot read it directly; serve it with ngserve "
-            f"and open it via /-/open/<its path> (shown through ngserve's translated view)")
-
-
 def slab_chunks(shape: list[int], itemsize: int, target: int = CHUNK_BYTES) -> list[int]:
     """Chunks for a C-ordered array stored contiguously (MRC, unchunked HDF5, NIfTI): whole
     trailing dimensions while they fit in ``target`` bytes, then as many of the next as fit, 1 outside.
@@ -107,7 +100,6 @@ def file_dataset(
         version=version,
     )
     ds.extras["title"] = title
-    ds.notes.append(not_native_message(ds))
     return ds
 
 

@@ -60,6 +60,10 @@ def _zarr_store(path: Path, arr: np.ndarray, chunks: Sequence[int], version: int
                 "dimension_separator": "/",
             },
         }
+        if arr.dtype.kind in "iuf":
+            # tensorstore writes fill_value null, which breaks uint64 in Neuroglancer's client
+            # (see ngstate.viewable); 0 means the same for every reader.
+            spec["metadata"]["fill_value"] = 0
     spec.update({"kvstore": {"driver": "file", "path": str(path) + "/"}, "create": True, "delete_existing": True})
     store = ts.open(spec).result()
     store.write(arr).result()

@@ -40,6 +40,7 @@ def array_level(loc: Location, path: str, version: int) -> tuple[Level, dict, di
         factors=[1.0] * len(shape),
         encoding=encoding,
         spec={"driver": driver, "kvstore": loc.kvstore(path)},
+        fill_value=meta.get("fill_value"),
     )
     return level, attrs, meta
 

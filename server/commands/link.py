@@ -42,6 +42,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "so the link opens without an account")
     p.add_argument("--config", metavar="FILE",
                    help="with --token-ttl: the server's ngserve.toml, for its secret and mounts (else $NGSERVE_SECRET)")
+    p.add_argument("--verbose", action="store_true",
+                   help="on an error, also print the full messages behind it (tensorstore's specs included)")
     p.set_defaults(run=run)
 
 
@@ -213,7 +215,7 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
     from tqdm import tqdm
 
     from ngstate import build_state, shorten
-    from volumes import first_line
+    from volumes import detail, first_line
 
     from . import UsageError
 
@@ -240,11 +242,13 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
             tqdm.write(f"note: {note}", file=sys.stderr)  # above a --batch progress bar, not through it
         return out
     except ValueError as exc:  # SourceError, our own checks, and tensorstore failing to read arrays
-        text = first_line(exc)
+        text, full = first_line(exc), detail(exc)
         if signer is not None:  # messages name the URLs that failed: hide the tokens in them
             from ..access_log import redact
 
-            text = redact(text)
+            text, full = redact(text), redact(full)
+        if args.verbose:
+            tqdm.write(full, file=sys.stderr)
         raise UsageError(text) from None
 
 

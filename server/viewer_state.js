@@ -1,0 +1,69 @@
+// ngserve: the viewer state in the URL hash, applied and kept up to date here rather than by
+// the client's own UrlHashBinding.
+//
+// Why: that binding writes the hash through lodash's debounce with maxWait, which runs
+// *synchronously* inside a state change once 200-400 ms have passed since the first one.
+// Restoring a state adds every layer first and restores them one by one afterwards; on a busy
+// machine the debounce fires in between and serialises an annotation layer that is not restored
+// yet, whose toJSON throws ("Cannot read properties of undefined (reading 'length')",
+// src/layer/annotation/index.ts, localAnnotationRelationships).  The exception unwinds into the
+// restore of whichever layer was in progress, and the client deletes that layer: the image
+// vanished in most loads.  Here the hash is held back from the client's start-up (so it makes
+// no binding) and applied once the viewer exists; writes back to the hash only ever run from a
+// timer, after the restore has finished.
+(() => {
+  const DELAY_MS = 200;
+  const held = location.hash;
+  const parse = (hash) => {
+    const text = decodeURIComponent(hash.slice(hash.startsWith("#!+") ? 3 : 2));
+    return text.startsWith("{") ? JSON.parse(text) : null;
+  };
+  try {
+    if (!held.startsWith("#!") || (!/^#!https?:\/\//.test(held) && parse(held) === null)) return;
+  } catch (e) {
+    return; // not JSON (e.g. the legacy URL-safe form): leave it to the client
+  }
+  history.replaceState(null, "", location.pathname + location.search);
+
+  const encode = (text) =>
+    encodeURI(text).replace(/[!'()*;,]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
+  const bigints = (key, value) => (typeof value === "bigint" ? value.toString() : value);
+
+  document.addEventListener("DOMContentLoaded", () => {
+    const state = window.viewer.state;
+    let written = "";
+    let timer;
+    const write = () => {
+      timer = undefined;
+      const text = JSON.stringify(state.toJSON(), bigints);
+      if (text !== written) {
+        written = text;
+        history.replaceState(null, "", text === "{}" ? "#" : "#!" + encode(text));
+      }
+    };
+    const restore = (json, merge) => {
+      if (!merge) state.reset();
+      state.restoreState(json);
+    };
+    const apply = (hash) => {
+      try {
+        if (/^#!https?:\/\//.test(hash)) {
+          fetch(hash.slice(2), { credentials: "same-origin" })
+            .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
+            .then((json) => restore(json, false))
+            .catch((e) => console.error(`ngserve: cannot load the state at ${hash.slice(2)}: ${e}`));
+        } else if (hash.startsWith("#!")) {
+          restore(parse(hash), hash.startsWith("#!+"));
+        }
+      } catch (e) {
+        console.error(`ngserve: cannot read the state in the URL: ${e}`);
+      }
+    };
+    state.changed.add(() => {
+      if (timer === undefined) timer = setTimeout(write, DELAY_MS);
+    });
+    window.addEventListener("hashchange", () => apply(location.hash));
+    history.replaceState(null, "", held); // the URL shows the state again (no hashchange event)
+    apply(held);
+  });
+})();
