@@ -64,31 +64,49 @@ def require(columns: list[str], present: Iterable, where) -> None:
 
 
 def _read_csv(path: Path, sep: str, columns: list[str], exact: Collection[str]) -> pd.DataFrame:
-    # pyarrow.csv parses in C++, a thread per block.  Every column comes as text and is typed
-    # below: Arrow's own inference reads integers past 2**63 as float64, and loses their digits.
-    import pyarrow.compute as pc
+    # pyarrow.csv parses in C++, a thread per block, straight into the arrays pandas wraps.
     from pyarrow import csv
 
     require(columns, pd.read_csv(path, sep=sep, nrows=0).columns, path)
-    table = csv.read_csv(
-        path,
-        parse_options=csv.ParseOptions(delimiter=sep),
-        convert_options=csv.ConvertOptions(
-            include_columns=columns, column_types={c: pa.string() for c in columns}, strings_can_be_null=True
-        ),
+
+    def read(names: list[str], as_text: Collection[str]) -> pa.Table:
+        return csv.read_csv(
+            path,
+            parse_options=csv.ParseOptions(delimiter=sep),
+            convert_options=csv.ConvertOptions(
+                include_columns=names, column_types={c: pa.string() for c in as_text}, strings_can_be_null=True
+            ),
+        )
+
+    table = read(columns, exact)  # ids stay text, for to_uint64
+    frame = {name: table[name] for name in table.column_names}
+    # Arrow infers integers past 2**63 as float64, which loses their last digits: read any
+    # column that may hold such integers again as text, and type it without a float.
+    suspect = [n for n, c in frame.items() if n not in exact and pa.types.is_floating(c.type) and _beyond_int64(c)]
+    if suspect:
+        frame.update({n: _typed(c) for n, c in zip(suspect, read(suspect, suspect).columns)})
+    return pd.DataFrame(
+        {n: pd.Series(pd.arrays.ArrowExtensionArray(c)) if n in exact else c.to_pandas() for n, c in frame.items()},
+        copy=False,  # no consolidation into one 2-D block: that would copy every column
     )
 
-    def typed(name: str, text: pa.ChunkedArray) -> pd.Series:
-        if name in exact:  # ids stay text for to_uint64
-            return pd.Series(pd.arrays.ArrowExtensionArray(text))
-        for type_ in (pa.int64(), pa.uint64(), pa.float64(), pa.bool_()):
-            try:
-                return pc.cast(text, type_).to_pandas()
-            except pa.ArrowInvalid:
-                continue
-        return text.to_pandas()
 
-    return pd.DataFrame({name: typed(name, column) for name, column in zip(table.column_names, table.columns)})
+def _beyond_int64(column: pa.ChunkedArray) -> bool:
+    import pyarrow.compute as pc
+
+    return bool(pc.any(pc.greater_equal(pc.abs(column), 2.0**63)).as_py())
+
+
+def _typed(text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Text as the narrowest of int64, uint64 and float64 that holds it all, else as text."""
+    import pyarrow.compute as pc
+
+    for type_ in (pa.int64(), pa.uint64(), pa.float64()):
+        try:
+            return pc.cast(text, type_)
+        except pa.ArrowInvalid:
+            continue
+    return text
 
 
 def _json_records(f, lines: bool) -> list:
