@@ -115,7 +115,21 @@ def _typed(text: pa.ChunkedArray) -> pa.ChunkedArray:
 def _json_records(f, lines: bool) -> list:
     """Rows of a JSON array of objects, a JSON object of columns, or one object per line."""
     if lines:
-        return [json.loads(line) for line in f if line.strip()]
+        rows = f.read().splitlines()
+        try:  # one parse of all lines is ~3x faster than a call per line
+            records = json.loads("[" + ",".join(rows) + "]")
+            if len(records) == len(rows):
+                return records
+        except json.JSONDecodeError:
+            pass
+        records = []  # blank lines, or a line to name in an error: one line at a time
+        for number, line in enumerate(rows, 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"line {number}: {exc}") from None
+        return records
     data = json.load(f)
     if isinstance(data, dict):  # columns: {"x": [..]} or pandas' {"x": {"0": ..}}
         cells = {k: list(v.values()) if isinstance(v, dict) else v for k, v in data.items()}
@@ -133,10 +147,9 @@ def _json_frame(records: list, columns: list[str], exact: Collection[str], path:
     bad = next((i for i, r in enumerate(records) if not isinstance(r, dict)), None)
     if bad is not None:
         raise AnnotationInputError(f"{path}: row {bad + 1} is not an object of column values")
-    present: set = set()
-    for r in records:
-        present.update(r)
-    require(columns, present, path)
+    if any(not any(c in r for r in records) for c in columns if not records or c not in records[0]):
+        require(columns, set().union(*records), path)  # some column is in no record: say which
     return pd.DataFrame(
-        {c: pd.Series([r.get(c) for r in records], dtype=object if c in exact else None) for c in columns}
+        {c: pd.Series([r.get(c) for r in records], dtype=object if c in exact else None) for c in columns},
+        copy=False,
     )
