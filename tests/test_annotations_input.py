@@ -295,3 +295,14 @@ def test_csv_integers_are_never_read_through_a_float(tmp_path):
         write_annotations(path, tmp_path / "b", id_column="id", properties=["count"])
     with pytest.raises(AnnotationInputError, match=r"property 'count': row 2 holds 18446744073709551615, outside the range of uint32"):
         write_annotations(path, tmp_path / "b", id_column="id", properties=["count:uint32"])
+
+
+def test_json_columns_object_and_a_bad_ndjson_line(tmp_path):
+    by_column = tmp_path / "c.json"
+    by_column.write_text(json.dumps({"x": [1.0, 2.0], "y": [1.0, 2.0], "z": [0.0, 0.0], "id": [2**64 - 1, 5]}))
+    out = write_annotations(by_column, tmp_path / "a", id_column="id")
+    assert list(AnnotationReader(f"file://{out}/").by_id[2**64 - 1].point) == [1, 1, 0]
+    bad = tmp_path / "b.ndjson"
+    bad.write_text('{"x": 1, "y": 1, "z": 1}\n\n{"x": 1, "y": 1 "z": 1}\n')
+    with pytest.raises(AnnotationInputError, match=r"b.ndjson: cannot read it as ndjson: line 3: Expecting ','"):
+        write_annotations(bad, tmp_path / "b")
