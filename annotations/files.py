@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv
 
 from .errors import AnnotationInputError
 
@@ -65,8 +67,6 @@ def require(columns: list[str], present: Iterable, where) -> None:
 
 def _read_csv(path: Path, sep: str, columns: list[str], exact: Collection[str]) -> pd.DataFrame:
     # pyarrow.csv parses in C++, a thread per block, straight into the arrays pandas wraps.
-    from pyarrow import csv
-
     require(columns, pd.read_csv(path, sep=sep, nrows=0).columns, path)
 
     def read(names: list[str], as_text: Collection[str]) -> pa.Table:
@@ -95,15 +95,11 @@ def _read_csv(path: Path, sep: str, columns: list[str], exact: Collection[str]) 
 
 
 def _beyond_int64(column: pa.ChunkedArray) -> bool:
-    import pyarrow.compute as pc
-
     return bool(pc.any(pc.greater_equal(pc.abs(column), 2.0**63)).as_py())
 
 
 def _typed(text: pa.ChunkedArray) -> pa.ChunkedArray:
     """Text as the narrowest of int64, uint64 and float64 that holds it all, else as text."""
-    import pyarrow.compute as pc
-
     for type_ in (pa.int64(), pa.uint64(), pa.float64()):
         try:
             return pc.cast(text, type_)
