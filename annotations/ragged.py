@@ -1,4 +1,5 @@
-"""Vectorised ragged-array helpers: concatenating many variable-length pieces without a Python loop.
+"""Vectorised ragged-array helpers: concatenating many variable-length pieces without a Python loop
+per piece (only a few long pieces are copied one by one).
 
 Every encoded value in the precomputed annotation format is a sequence of 4-byte-aligned pieces
 (records, counts, ids), so the helpers work on uint32 words: a quarter of the index memory that a
