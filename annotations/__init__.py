@@ -4,7 +4,7 @@ annotations: multi-level spatial index, id and relationship indices, sharded or 
 from .errors import AnnotationInputError
 from .geometry import ANNOTATION_TYPES
 from .properties import PROPERTY_TYPES, PropertySpec
-from .table import TABLE_FORMATS
+from .files import TABLE_FORMATS
 from .writer import DEFAULT_LIMIT, write_annotations
 
 __all__ = [

@@ -1,4 +1,5 @@
-"""Vectorised ragged-array helpers: concatenating many variable-length pieces without a Python loop.
+"""Vectorised ragged-array helpers: concatenating many variable-length pieces without a Python loop
+per piece (only a few long pieces are copied one by one).
 
 Every encoded value in the precomputed annotation format is a sequence of 4-byte-aligned pieces
 (records, counts, ids), so the helpers work on uint32 words: a quarter of the index memory that a
@@ -8,6 +9,9 @@ byte-level gather would need.
 from __future__ import annotations
 
 import numpy as np
+
+# Mean piece length above which copying slice by slice is cheaper than building a per-word index.
+LONG_PIECE_WORDS = 64
 
 
 def ragged_arange(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -56,8 +60,28 @@ def interleave_pieces(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.nd
     """
     n_entries = len(parts[0][1]) - 1
     sources = [w for w, _ in parts]
+    dtype = np.result_type(*sources)
+    starts = np.stack([o[:-1] for _, o in parts], axis=1)
+    lengths = np.stack([np.diff(o) for _, o in parts], axis=1)
+    totals = lengths.sum(axis=1)
+    if n_entries and (lengths == lengths[0]).all():
+        # Every part is as long in every entry (records, counts, one id each): the result is an
+        # (E, width) array, filled one block of columns per part with no index arrays at all.
+        out = np.empty((n_entries, int(totals[0])), dtype=dtype)
+        column = 0
+        for (words, offsets), width in zip(parts, lengths[0].tolist()):
+            out[:, column : column + width] = words[offsets[0] : offsets[-1]].reshape(n_entries, width)
+            column += width
+        return out.ravel(), totals
+    if int(totals.sum()) >= LONG_PIECE_WORDS * lengths.size:
+        # Few long pieces (the lists of a spatial cell): slice copies beat a per-word index.
+        out = np.empty(int(totals.sum()), dtype=dtype)
+        position = 0
+        for entry_starts, entry_lengths in zip(starts.tolist(), lengths.tolist()):
+            for source, start, length in zip(sources, entry_starts, entry_lengths):
+                out[position : position + length] = source[start : start + length]
+                position += length
+        return out, totals
     which = np.tile(np.arange(len(parts), dtype=np.int64), n_entries)
-    starts = np.stack([o[:-1] for _, o in parts], axis=1).ravel()
-    lengths = np.stack([np.diff(o) for _, o in parts], axis=1).ravel()
-    words = gather_pieces(sources, which, starts, lengths)
-    return words, lengths.reshape(n_entries, len(parts)).sum(axis=1)
+    words = gather_pieces(sources, which, starts.ravel(), lengths.ravel())
+    return words.astype(dtype, copy=False), totals

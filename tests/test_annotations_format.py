@@ -86,3 +86,28 @@ def test_compressed_morton_code_skips_exhausted_dimensions():
     # grid 4×2×1: bits x0 y0 x1 (z has none); cell (3, 1, 0) → 0b111, (2, 0, 0) → 0b100.
     codes = compressed_morton_code(np.array([[3, 1, 0], [2, 0, 0], [1, 1, 0]]), (4, 2, 1))
     assert codes.tolist() == [0b111, 0b100, 0b011]
+
+
+@pytest.mark.parametrize(
+    "lengths",
+    [
+        [[5, 1, 2]] * 7,  # every part as long in every entry: the column-block path
+        [[2, 300, 120], [2, 90, 36], [2, 200, 80]],  # few long pieces (mean > LONG_PIECE_WORDS): slice copies
+        [[1, 0, 3], [1, 4, 1], [1, 2, 0], [1, 1, 1]],  # short ragged pieces: the index path
+    ],
+    ids=["constant", "long", "ragged"],
+)
+def test_interleave_pieces_matches_a_plain_concatenation(lengths):
+    from annotations.ragged import interleave_pieces, offsets_from_lengths
+
+    rng = np.random.default_rng(0)
+    lengths = np.array(lengths)
+    parts = []
+    for p in range(lengths.shape[1]):
+        offsets = offsets_from_lengths(lengths[:, p])
+        parts.append((rng.integers(0, 2**32, offsets[-1], dtype=np.uint64).astype("<u4"), offsets))
+    words, totals = interleave_pieces(parts)
+    expected = [w[o[e] : o[e + 1]] for e in range(len(lengths)) for w, o in parts]
+    np.testing.assert_array_equal(words, np.concatenate(expected))
+    np.testing.assert_array_equal(totals, lengths.sum(axis=1))
+    assert words.dtype == np.dtype("<u4")

@@ -217,3 +217,92 @@ def test_progress_bar_when_asked(tmp_path, capsys):
     assert "spatial index" in err and "writing by_id" in err
     write_annotations(np.zeros((5, 3)), tmp_path / "b", columns=["x", "y", "z"], progress=False)
     assert capsys.readouterr().err == ""
+
+
+# Every id the format allows, including those a float64 or an int64 would garble: 2**53 + 1 is the
+# first integer a double cannot hold, 2**63 the first an int64 cannot.
+FULL_RANGE = [0, 2**53 + 1, 2**63, 2**63 + 1, 2**64 - 1]
+
+
+def full_range_table(path) -> None:
+    """A table whose id, single-id and list relationship columns span uint64, written as text so
+    that no float64 or int64 touches the numbers on the way."""
+    rows = [
+        {"x": float(i), "y": 2.0, "z": 3.0, "id": v, "seg": FULL_RANGE[-1 - i], "partners": [v, FULL_RANGE[i - 1]]}
+        for i, v in enumerate(FULL_RANGE)
+    ]
+    if path.suffix in (".csv", ".tsv"):
+        sep = "," if path.suffix == ".csv" else "\t"
+        lines = [sep.join(["x", "y", "z", "id", "seg", "partners"])]
+        lines += [sep.join(map(str, [r["x"], r["y"], r["z"], r["id"], r["seg"], ";".join(map(str, r["partners"]))])) for r in rows]
+        path.write_text("\n".join(lines) + "\n")
+    elif path.suffix == ".json":
+        path.write_text(json.dumps(rows))
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".ndjson"])
+def test_ids_and_relationships_span_uint64_exactly(tmp_path, suffix):
+    path = tmp_path / f"t{suffix}"
+    full_range_table(path)
+    out = write_annotations(path, tmp_path / "ann", id_column="id", relationships=["seg", "partners"], seed=0)
+    reader = AnnotationReader(f"file://{out}/")
+    for i, v in enumerate(FULL_RANGE):
+        got = reader.by_id[v]
+        assert got.point[0] == i
+        assert [int(s) for s in got.segments[0]] == [FULL_RANGE[-1 - i]]
+        assert [int(s) for s in got.segments[1]] == [v, FULL_RANGE[i - 1]]
+        assert [int(a.id) for a in reader.relationships["seg"][FULL_RANGE[-1 - i]]] == [v]
+    assert sorted(int(a.id) for a in reader.relationships["partners"][2**63 + 1]) == [2**63 + 1, 2**64 - 1]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".json", ".ndjson"])
+@pytest.mark.parametrize(
+    "column,value,message",
+    [
+        ("id", 2**64, r"id column 'id', row 3: 18446744073709551616 does not fit uint64"),
+        ("id", -1, r"id column 'id', row 3: -1 does not fit uint64"),
+        ("id", 2.5, r"id column 'id', row 3: 2.5 does not fit uint64"),
+        ("seg", 2**64, r"relationship 'seg', row 3: 18446744073709551616 does not fit uint64"),
+        ("seg", -7, r"relationship 'seg', row 3: -7 does not fit uint64"),
+    ],
+)
+def test_ids_outside_uint64_get_one_line(tmp_path, suffix, column, value, message):
+    path = tmp_path / f"t{suffix}"
+    rows = [{"x": 1.0, "y": 2.0, "z": 3.0, "id": 2**64 - 1 - i, "seg": 2**63 + i} for i in range(4)]
+    rows[2][column] = value
+    if suffix in (".csv", ".tsv"):
+        sep = "," if suffix == ".csv" else "\t"
+        path.write_text("\n".join([sep.join(rows[0])] + [sep.join(map(str, r.values())) for r in rows]) + "\n")
+    else:
+        path.write_text(json.dumps(rows) if suffix == ".json" else "".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(AnnotationInputError, match=message) as caught:
+        write_annotations(path, tmp_path / "ann", id_column="id", relationships=["seg"])
+    assert "\n" not in str(caught.value)
+    assert leftovers(tmp_path) == [path.name]
+
+
+def test_csv_integers_are_never_read_through_a_float(tmp_path):
+    # Ids written as "7.0" or padded with blanks are still ids; a property of 64-bit integers is
+    # refused like any integer wider than 32 bits, not silently stored as float32.
+    path = tmp_path / "t.csv"
+    path.write_text("x,y,z,id,count\n1,2,3, 7.0 ,1\n4,5,6,0009,18446744073709551615\n")
+    out = write_annotations(path, tmp_path / "a", id_column="id")
+    reader = AnnotationReader(f"file://{out}/")
+    assert list(reader.by_id[7].point) == [1, 2, 3] and list(reader.by_id[9].point) == [4, 5, 6]
+    with pytest.raises(AnnotationInputError, match=r"property 'count': integers beyond 32 bits"):
+        write_annotations(path, tmp_path / "b", id_column="id", properties=["count"])
+    with pytest.raises(AnnotationInputError, match=r"property 'count': row 2 holds 18446744073709551615, outside the range of uint32"):
+        write_annotations(path, tmp_path / "b", id_column="id", properties=["count:uint32"])
+
+
+def test_json_columns_object_and_a_bad_ndjson_line(tmp_path):
+    by_column = tmp_path / "c.json"
+    by_column.write_text(json.dumps({"x": [1.0, 2.0], "y": [1.0, 2.0], "z": [0.0, 0.0], "id": [2**64 - 1, 5]}))
+    out = write_annotations(by_column, tmp_path / "a", id_column="id")
+    assert list(AnnotationReader(f"file://{out}/").by_id[2**64 - 1].point) == [1, 1, 0]
+    bad = tmp_path / "b.ndjson"
+    bad.write_text('{"x": 1, "y": 1, "z": 1}\n\n{"x": 1, "y": 1 "z": 1}\n')
+    with pytest.raises(AnnotationInputError, match=r"b.ndjson: cannot read it as ndjson: line 3: Expecting ','"):
+        write_annotations(bad, tmp_path / "b")
