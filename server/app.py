@@ -272,6 +272,9 @@ def create_app(config: ServerConfig) -> web.Application:
     viewer.add_routes(app)
     states.add_routes(app)
     app.router.add_get("/-/open/{path:.*}", handle_open)
+    from . import views_repair  # imports this module: loaded once it is complete
+
+    views_repair.add_routes(app)
     app.router.add_get("/-/t/{token}/{path:.*}", handle_data)
     app.router.add_get("/{tail:.*}", handle_data)
     return app

@@ -106,11 +106,13 @@ def _group_dataset(group: dict, index: int) -> dict:
 
 def _ratio_factor(base: int, size: int) -> float:
     """The downsampling factor that turns ``base`` voxels into ``size``: an integer when one
-    explains the shape (floor or ceil of the division), else the plain ratio."""
-    n = max(1, round(base / size))
-    if base // n == size or -(-base // n) == size:
-        return float(n)
-    return base / size
+    explains the shape (floor or ceil of the division): one that divides exactly, else a power
+    of two (10 -> 3 is 4 with ceil as well as 3 with floor; pyramids halve), else the plain ratio."""
+    ratio = base / size
+    fits = [n for n in {max(1, int(ratio)), int(ratio) + 1} if base // n == size or -(-base // n) == size]
+    if fits:
+        return float(max(fits, key=lambda n: (base == n * size, n & (n - 1) == 0, -abs(n - ratio))))
+    return ratio
 
 
 def _factors(group: dict, levels: list[tuple[str, dict]], rank: int) -> list[list[float]]:
