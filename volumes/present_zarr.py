@@ -14,7 +14,9 @@ The client reads OME-Zarr 0.4 (zarr v2) and 0.5 (zarr v3) only.  So:
   left out and returned as :attr:`OmePresented.affine` for the layer's source transform;
 * arrays the client cannot open are described so it can: uint64 zarr v2 with a null
   ``fill_value`` (it throws "Cannot mix BigInt and other types") gets 0, and bool is
-  described as uint8 (one byte 0/1 either way, so the chunks are unchanged).
+  described as uint8 (one byte 0/1 either way, so the chunks are unchanged);
+* ``omero`` goes where the client reads it (the top of the attributes), every channel with a
+  colour (the client fails the layer on a channel without one).
 """
 
 from __future__ import annotations
@@ -141,11 +143,23 @@ def present_ome(attrs: dict, zarr_version: int, shapes: dict[str, list[int]] | N
 
 
 def _omero_for_client(attrs: dict, zarr_version: int) -> dict:
-    """0.5 moved ``omero`` into ``ome``; the bundled client still reads it at the top only."""
+    """``omero`` where the bundled client reads it, in a form it accepts.
+
+    0.5 moved ``omero`` into ``ome``, but the client still reads it at the top only; and it
+    throws on a channel without a ``color`` (which ``window`` alone is, e.g.), failing the
+    whole layer.  Such a channel gets white, Neuroglancer's own default.
+    """
     ome = attrs.get("ome")
-    if zarr_version == 3 and isinstance(ome, dict) and "omero" in ome and "omero" not in attrs:
-        return {**attrs, "omero": ome["omero"]}
-    return attrs
+    omero = attrs.get("omero")
+    if omero is None and zarr_version == 3 and isinstance(ome, dict):
+        omero = ome.get("omero")
+    if not isinstance(omero, dict) or not isinstance(omero.get("channels"), list):
+        return attrs
+    channels = [
+        {**ch, "color": "FFFFFF"} if isinstance(ch, dict) and not isinstance(ch.get("color"), str) else ch
+        for ch in omero["channels"]
+    ]
+    return {**attrs, "omero": {**omero, "channels": channels}}
 
 
 def _from_old(ms: dict, version: str, shapes: dict[str, list[int]]) -> dict:
