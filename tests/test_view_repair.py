@@ -380,3 +380,111 @@ access = "token"
     assert get(f"{srv.url}/-/t/{token}/-/n5/vault/jrc.n5/attributes.json")[0] == 403
     other = mint(SECRET, "vault", "n5v.n5")
     assert get(f"{srv.url}/-/t/{other}/-/n5/{path}/attributes.json")[0] == 403
+
+
+def test_views_over_a_webdav_mount(start_server, tree, tmp_path):
+    """Remote mounts: metadata read upstream, chunks passed through, listings for scale discovery."""
+    from webdav_server import WebDAVServer
+
+    root, src = tree
+    dav = WebDAVServer(root / "data")
+    try:
+        (tmp_path / "ngserve.toml").write_text(f"""
+[server]
+port = 0
+[[mounts]]
+name = "lab"
+source = "webdav+{dav.url}/"
+[mounts.upstream]
+username = "{dav.user}"
+password_file = "dav.pw"
+""")
+        (tmp_path / "dav.pw").write_text(dav.password + "\n")
+        srv = start_server("serve", "--config", str(tmp_path / "ngserve.toml"))
+        base = f"{srv.url}/-/n5/lab/n5v.n5"
+        assert get_json(base + "/attributes.json")["downsamplingFactors"] == [[1, 1, 1], [2, 2, 1]]  # via PROPFIND
+        np.testing.assert_array_equal(read("n5", base + "/s1/"), src["n5v"]["s1"])
+        ms = get_json(f"{srv.url}/-/zarr/lab/v03.zarr/.zattrs")["multiscales"][0]
+        assert ms["version"] == "0.4"
+        np.testing.assert_array_equal(read("zarr", f"{srv.url}/-/zarr/lab/v03.zarr/1/"), src["ome03"]["1"])
+    finally:
+        dav.kill()
+
+
+# -- properties of the pure presenters ---------------------------------------------------------
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def cosem_pyramids(draw):
+    rank = draw(st.integers(2, 4))
+    scale0 = draw(st.lists(st.sampled_from([0.5, 1.0, 4.0, 5.0, 8.0, 40.0]), min_size=rank, max_size=rank))
+    trans0 = draw(st.lists(st.integers(-50, 50).map(float), min_size=rank, max_size=rank))
+    n = draw(st.integers(1, 4))
+    steps = [draw(st.lists(st.sampled_from([1, 2]), min_size=rank, max_size=rank)) for _ in range(n - 1)]
+    factors = [[1] * rank]
+    for step in steps:
+        factors.append([f * s for f, s in zip(factors[-1], step)])
+    shape0 = draw(st.lists(st.integers(16, 300), min_size=rank, max_size=rank))
+    levels = []
+    for f in factors:  # COSEM transforms are C order (last axis x); N5 dimensions are x first
+        levels.append((f"s{len(levels)}", {
+            "dimensions": [-(-s // k) for s, k in zip(shape0, f[::-1])], "dataType": "uint8", "blockSize": [8] * rank,
+            "transform": {"axes": [f"a{i}" for i in range(rank)], "scale": [s * k for s, k in zip(scale0, f)],
+                          "translate": [t + (k - 1) / 2 * s for t, s, k in zip(trans0, scale0, f)],
+                          "units": ["nm"] * rank}}))
+    return scale0, trans0, factors, levels
+
+
+@settings(max_examples=60, deadline=None)
+@given(cosem_pyramids())
+def test_cosem_presenter_properties(pyramid):
+    scale0, trans0, factors, levels = pyramid
+    group = {"n5": "2.0.0", "multiscales": [{"datasets": [{"path": p} for p, _ in levels]}]}
+    out = present_n5([{"n5": "2.0.0"}, group], levels)
+    attrs = out.attributes
+    assert attrs["resolution"] == scale0[::-1] and attrs["units"] == ["nm"] * len(scale0)
+    assert attrs["downsamplingFactors"] == [[float(k) for k in f[::-1]] for f in factors]
+    assert out.offset == pytest.approx([t / s - 0.5 for t, s in zip(trans0[::-1], scale0[::-1])])
+    for i, (name, level) in enumerate(levels):
+        mine = present_n5([{"n5": "2.0.0"}, group, level], levels, name).attributes
+        assert mine["downsamplingFactors"] == attrs["downsamplingFactors"][i] and mine["resolution"] == attrs["resolution"]
+    # Presenting the presented group again changes nothing: the repair is a fixed point.
+    assert present_n5([{"n5": "2.0.0"}, attrs], levels).attributes == attrs
+
+
+@st.composite
+def old_ome(draw):
+    version = draw(st.sampled_from(["0.1", "0.2", "0.3"]))
+    if version == "0.3":
+        names = draw(st.sampled_from([["y", "x"], ["z", "y", "x"], ["c", "y", "x"], ["t", "z", "y", "x"],
+                                      ["c", "z", "y", "x"], ["t", "c", "z", "y", "x"]]))
+    else:
+        names = ["t", "c", "z", "y", "x"]
+    base = draw(st.lists(st.integers(1, 500), min_size=len(names), max_size=len(names)))
+    shapes = {"0": base}
+    for i in range(1, draw(st.integers(1, 4))):
+        shapes[str(i)] = [s if n in "tc" else max(1, -(-s // 2**i)) for s, n in zip(base, names)]
+    ms = {"version": version, "datasets": [{"path": p} for p in shapes], "name": "img"}
+    if version == "0.3":
+        ms["axes"] = names
+    return names, shapes, {"multiscales": [ms]}
+
+
+@settings(max_examples=80, deadline=None)
+@given(old_ome())
+def test_old_ome_presenter_properties(case):
+    names, shapes, attrs = case
+    out = present_ome(attrs, 2, shapes)
+    ms = out.attributes["multiscales"][0]
+    assert ms["version"] == "0.4" and ms["name"] == "img" and [a["name"] for a in ms["axes"]] == names
+    assert out.notes  # it says that the sizes are not the source's
+    for d in ms["datasets"]:
+        scale = d["coordinateTransformations"][0]["scale"]
+        trans = d["coordinateTransformations"][1]["translation"] if len(d["coordinateTransformations"]) > 1 else [0] * len(names)
+        for n, b, s, f, t in zip(names, shapes["0"], shapes[d["path"]], scale, trans):
+            assert f == 1 if n in "tc" else (b // f == s or -(-b // f) == s or f == b / s)  # the factor explains the shape
+            assert t == (f - 1) / 2  # corners on the finest level's
+    # A 0.4 answer passes through unchanged: presenting twice is presenting once.
+    assert present_ome(out.attributes, 2, shapes).attributes == out.attributes
