@@ -219,6 +219,10 @@ def test_n5_presenter_translation_and_merge_order():
     assert out.offset == [9.0 / 3.0 - 0.5, 4.0 / 2.0 - 0.5]  # x, y: corner of voxel 0 in base voxels
     assert out.attributes["tag"] == "group" and out.attributes["units"] == ["nm", "nm"]
     assert out.attributes["downsamplingFactors"] == [[1, 1], [2, 2]]
+    # A COSEM array on its own (no multiscale group above it) gets its voxel size too.
+    alone = present_n5([{"n5": "2.0.0"}, level1])
+    assert alone.attributes["resolution"] == [6.0, 4.0] and alone.attributes["axes"] == ["x", "y"]
+    assert alone.offset == [10.5 / 6.0 - 0.5, 5.0 / 4.0 - 0.5]
 
 
 # -- zarr / OME ----------------------------------------------------------------------------

@@ -182,6 +182,13 @@ def present_n5(chain: list[dict | None], levels: list[tuple[str, dict]] | None =
     """
     merged = merge_attributes(chain)
     if not levels:
+        node = chain[-1] if chain else None
+        if is_array(node) and _cosem(node, len(node["dimensions"])):  # a lone COSEM array
+            space, offset = _space(node, merged, node, len(node["dimensions"]))
+            out = {**merged, **space}
+            if "resolution" in space:
+                out.pop("pixelResolution", None)
+            return N5Presented(out, offset)
         return N5Presented(merged)
     arrays = [(p, a) for p, a in levels if is_array(a)]
     if len(arrays) != len(levels):
