@@ -68,6 +68,14 @@ def source_spec(ds: Dataset, url: str) -> str | dict:
     }
 
 
+def require_native(ds: Dataset) -> None:
+    """Refuse, in one line, a dataset Neuroglancer cannot read itself (TIFF, MRC, HDF5, NIfTI)."""
+    if not ds.native:
+        from volumes import not_native_message
+
+        raise ValueError(not_native_message(ds))
+
+
 def build_layer(
     ds: Dataset,
     url: str,
@@ -84,6 +92,7 @@ def build_layer(
     ``kind`` overrides the inferred layer type; ``contrast`` is a [lo, hi]
     range, False for none, or None to take the omero window or percentiles.
     """
+    require_native(ds)
     if kind is None:
         kind, _ = infer_kind(ds)
     elif kind not in KINDS:

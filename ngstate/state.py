@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 from volumes import Dataset, Location, open_dataset, strip_scheme
 
-from .layers import LayerPlan, build_layer
+from .layers import LayerPlan, build_layer, require_native
 from .urls import default_viewer, state_url
 
 LAYOUTS = ("xy", "xz", "yz", "3d", "4panel", "xy-3d", "xz-3d", "yz-3d")
@@ -58,6 +58,7 @@ class State:
         relationship ids to layer names; by default they are matched (see :meth:`_link_annotations`).
         """
         ds = source if isinstance(source, Dataset) else open_dataset(source)
+        require_native(ds)  # before public_url: where it is served does not matter then
         plan = build_layer(ds, url or self.public_url(ds.location), **options)
         plan.link = link
         taken = {p.name for p in self.plans}

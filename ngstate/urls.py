@@ -15,6 +15,7 @@ _SAFE = "~@#$&()*!+=:;,.?/'"
 TIMEOUT = 10.0
 # Only "yes" is remembered: a server started after a first "no" (a notebook kernel lives long) must be found.
 _NGSERVE_ORIGINS: set[str] = set()
+_TOO_DEEP = "the URL's state is nested too deeply to be a Neuroglancer state"
 
 
 def encode_fragment(state: dict) -> str:
@@ -70,11 +71,15 @@ def parse_url(url: str) -> dict:
         return _fetch_state(text)
     try:
         obj = json.loads(text)
+    except RecursionError:  # json recurses once per nesting level; no state nests this deep
+        raise ValueError(_TOO_DEEP) from None
     except ValueError:
         from neuroglancer.url_state import url_safe_to_json  # the legacy form's reference decoder
 
         try:
             obj = json.loads(url_safe_to_json(text))
+        except RecursionError:
+            raise ValueError(_TOO_DEEP) from None
         except ValueError:
             raise ValueError("the URL carries no Neuroglancer state after '#!'") from None
     if not isinstance(obj, dict):
@@ -88,6 +93,8 @@ def _fetch_state(url: str) -> dict:
             obj = json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         raise ValueError(f"state {url}: HTTP {exc.code}") from None
+    except RecursionError:  # a hostile or broken state file nested past json's recursion limit
+        raise ValueError(f"state {url} is nested too deeply to be a Neuroglancer state") from None
     except (OSError, ValueError) as exc:
         raise ValueError(f"state {url}: {exc}") from None
     if not isinstance(obj, dict):

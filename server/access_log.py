@@ -8,10 +8,12 @@ since share links carry them in their source URLs.
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import unquote
 
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
 from .auth import PRINCIPAL
@@ -46,3 +48,24 @@ class AccessLogger(AbstractAccessLogger):
             time,
             request.get(PRINCIPAL, "-"),
         )
+
+
+class OneLineBadRequests(logging.Filter):
+    """aiohttp logs every malformed request (a NUL in the path, a bad header) with a traceback at
+    ERROR; a hostile client could flood the log that way.  The client already got a 400 and the
+    access log has its line, so keep one line naming the parser's complaint."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg, record.args = "bad request: %s", (str(exc.message).splitlines()[0] if exc.message else "",)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
+def quiet_bad_requests() -> None:
+    """Install :class:`OneLineBadRequests` on aiohttp's server logger (once)."""
+    logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, OneLineBadRequests) for f in logger.filters):
+        logger.addFilter(OneLineBadRequests())

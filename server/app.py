@@ -29,7 +29,7 @@ BUILDS = web.AppKey("builds", BuildPool)  # /-/open state builds
 HTML_HEADERS = web.AppKey("html_headers", dict)  # what every HTML page carries: who may frame it
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
-LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, well within this
+LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, views reopen datasets far sooner
 ALLOW_HEADERS = (
     "Range, Authorization, If-None-Match, If-Modified-Since, If-Match, If-Unmodified-Since, If-Range, "
     "Content-Type, Cache-Control"
@@ -203,13 +203,7 @@ async def handle_open(request: web.Request) -> web.Response:
     # in the source URL, as the /-/t/<token>/ prefix every file below it keeps.
     token = request.query.get("token")
     url = public_base(request) + (token_path(token, path) if token else "/" + path)
-    # The builder reads the dataset through this very server, local mounts included, so it
-    # sees exactly what a client may read (no symlink out of the root, no hidden file) and
-    # remote mounts with their upstream credentials.
-    host, port = request.transport.get_extra_info("sockname")[:2]
-    host = f"[{host}]" if ":" in host else host
-    internal = _loopback_token(request, segments, rel)
-    loopback = f"http://{host}:{port}" + (token_path(internal, "").rstrip("/") if internal else "")
+    loopback = loopback_base(request, segments, rel)
     source = loopback + "/" + path
     from volumes import SourceError, first_line
 
@@ -222,6 +216,20 @@ async def handle_open(request: web.Request) -> web.Response:
         line = redact(first_line(exc).replace(loopback, ""))
         raise web.HTTPUnprocessableEntity(text=f"cannot show /{'/'.join(segments)}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))
+
+
+def loopback_base(request: web.Request, segments: list[str], rel: str) -> str:
+    """``http://host:port`` of this very server (with a ``/-/t/<token>`` when the mount needs one).
+
+    Builders and views read datasets through it, local mounts included, so they
+    see exactly what a client may read (no symlink out of the root, no hidden
+    file) and remote mounts with their upstream credentials.  Messages quoting
+    URLs should drop this prefix: it holds the loopback token.
+    """
+    host, port = request.transport.get_extra_info("sockname")[:2]
+    host = f"[{host}]" if ":" in host else host
+    internal = _loopback_token(request, segments, rel)
+    return f"http://{host}:{port}" + (token_path(internal, "").rstrip("/") if internal else "")
 
 
 def _loopback_token(request: web.Request, segments: list[str], rel: str) -> str | None:
@@ -265,6 +273,8 @@ def create_app(config: ServerConfig) -> web.Application:
     app[HTML_HEADERS] = frame_headers(config.frame_ancestors)
     app[MOUNTS] = {m.name: make_storage(m) for m in config.mounts}
     app[BUILDS] = BuildPool()
+    from . import views_precomputed  # imports this module: loaded once it is complete
+
     auth.setup(app, config)
     app.on_response_prepare.append(_add_cors)
     app.on_cleanup.append(_close_storages)
@@ -272,6 +282,7 @@ def create_app(config: ServerConfig) -> web.Application:
     viewer.add_routes(app)
     states.add_routes(app)
     app.router.add_get("/-/open/{path:.*}", handle_open)
+    views_precomputed.add_routes(app)  # before the catch-all data routes below
     from . import views_repair  # imports this module: loaded once it is complete
 
     views_repair.add_routes(app)

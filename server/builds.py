@@ -1,4 +1,4 @@
-"""Bounded work for ``/-/open``: building a view's state off the event loop.
+"""Bounded work off the event loop: ``/-/open`` state builds, ``/-/precomputed/`` chunks.
 
 The builder blocks (tensorstore reads, statistics) and its reads come back to
 this very server over loopback.  It therefore runs on a pool of its own: if it
@@ -29,17 +29,21 @@ RETRY_AFTER = 5  # seconds, for the 503
 class BuildPool:
     """A small thread pool with admission control and a deadline per job."""
 
-    def __init__(self, threads: int = THREADS, queue: int = QUEUE, timeout: float = TIMEOUT) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(threads, "ngserve-open")
+    def __init__(
+        self, threads: int = THREADS, queue: int = QUEUE, timeout: float = TIMEOUT,
+        name: str = "ngserve-open", busy: str = "views are being prepared", slow: str = "preparing the view",
+    ) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(threads, name)
         self._limit = threads + queue
         self._timeout = timeout
+        self._busy, self._slow = busy, slow  # the 503 and 504 texts: "too many <busy>", "<slow> took longer"
         self.pending = 0  # admitted jobs whose thread has not finished (or that were never started)
 
     async def run(self, fn: Callable[..., T], *args) -> T:
         if self.pending >= self._limit:
             raise web.HTTPServiceUnavailable(
                 headers={"Retry-After": str(RETRY_AFTER)},
-                text=f"503 too many views are being prepared; try again in {RETRY_AFTER} s\n",
+                text=f"503 too many {self._busy}; try again in {RETRY_AFTER} s\n",
             )
         loop = asyncio.get_running_loop()
         self.pending += 1
@@ -49,7 +53,7 @@ class BuildPool:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), self._timeout)
         except asyncio.TimeoutError:
             job.cancel()  # frees the slot now if it never started; a running job keeps it until it ends
-            raise web.HTTPGatewayTimeout(text=f"504 preparing the view took longer than {self._timeout:g} s\n") from None
+            raise web.HTTPGatewayTimeout(text=f"504 {self._slow} took longer than {self._timeout:g} s\n") from None
 
     def _release(self) -> None:
         self.pending -= 1

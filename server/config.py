@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 import ssl
 from dataclasses import dataclass, field
@@ -125,6 +126,9 @@ class ServerConfig:
     states_per_minute: float = 30.0
     states_burst: int = 10
     states_max_bytes: int = 1 << 30
+    # Translated view chunks (/-/precomputed/): kept in memory, and on disk when cache_dir is set.
+    cache_dir: Path | None = None
+    cache_bytes: int = 1 << 30  # the disk cache's budget
 
     def validate(self) -> None:
         if not self.mounts:
@@ -200,19 +204,24 @@ def parse_mount(text: str) -> MountConfig:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d|w)?\s*$")
 _DURATION_UNITS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_MAX_DURATION = 1000 * 365 * 86400.0
 
 
 def parse_duration(text: str | int | float) -> float:
     """Seconds from ``90``, ``"30s"``, ``"15m"``, ``"12h"``, ``"7d"`` or ``"2w"``."""
     if isinstance(text, (int, float)) and not isinstance(text, bool):
-        value = float(text)
+        try:
+            value = float(text)
+        except OverflowError:  # an int past float's range
+            value = math.inf
     else:
         m = _DURATION.match(str(text))
         if not m:
             raise ValueError(f"{text!r} is not a duration: use e.g. 30s, 15m, 12h, 7d")
         value = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    if value <= 0:
-        raise ValueError(f"{text!r} is not a positive duration")
+    # Not NaN, not infinite ("9" * 400 reads as inf): expiry times are int(now + value).
+    if not 0 < value < _MAX_DURATION:
+        raise ValueError(f"{str(text)[:40]!r} is not a positive duration under 1000 years")
     return value
 
 

@@ -90,12 +90,12 @@ class _Table:
         return value
 
     def path(self, name: str) -> str | None:
-        value = self.get(name, str)
+        value = self.get(name, str, check=_no_nul)
         return None if value is None else str((self.base / value).resolve())
 
     def secret(self, name: str) -> str | None:
         """A secret from ``<name>_env`` or ``<name>_file`` (never inline)."""
-        env, file = self.get(f"{name}_env", str), self.get(f"{name}_file", str)
+        env, file = self.get(f"{name}_env", str), self.get(f"{name}_file", str, check=_no_nul)
         if env and file:
             raise ConfigError(f"{self.key(name + '_env')}: give {name}_env or {name}_file, not both")
         if env:
@@ -127,6 +127,21 @@ class _Table:
             raise ConfigError(f"{self.key(name)}: unknown key (expected one of: {allowed})")
 
 
+def _is(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``path.is_dir()`` or ``is_file()``, False where pathlib raises instead (a name too long)."""
+    try:
+        return test(path)
+    except OSError:
+        return False
+
+
+def _no_nul(value: str) -> str:
+    # The OS cannot take a NUL in a file name; pathlib would raise a bare ValueError deep inside.
+    if "\x00" in value:
+        raise ValueError("a file name cannot contain a NUL character")
+    return value
+
+
 def _str_list(value: list) -> list[str]:
     if not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of strings")
@@ -147,16 +162,30 @@ def _host_list(value: list) -> list[str]:
     return hosts
 
 
-def load_config(path: str | os.PathLike) -> ServerConfig:
-    """Read and check the config file at ``path`` (not yet merged with CLI flags)."""
+def load_config(path: str | os.PathLike, *, upstreams: bool = True) -> ServerConfig:
+    """Read and check the config file at ``path`` (not yet merged with CLI flags).
+
+    ``upstreams=False`` skips the mounts' ``[mounts.upstream]`` tables (credentials,
+    certificates): admin commands that only sign tokens need ``[auth]`` and the mount
+    names, and must not fail for want of the server's upstream secrets.
+    """
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"--config {path}: cannot read it: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8 by definition
+        bad = exc.object[exc.start]
+        raise ConfigError(
+            f"--config {path}: not UTF-8 text (invalid byte {bad:#04x} at offset {exc.start}): save it as UTF-8"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
-    base = path.resolve().parent
+    return config_from_toml(raw, path.resolve().parent, upstreams=upstreams)
+
+
+def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True) -> ServerConfig:
+    """Check a parsed config file's tables; relative paths in it are relative to ``base``."""
     top = _Table(raw, "", base)
     config = ServerConfig()
 
@@ -172,6 +201,9 @@ def load_config(path: str | os.PathLike) -> ServerConfig:
     config.states_per_minute = server.get("states_per_minute", (int, float), config.states_per_minute)
     config.states_burst = server.get("states_burst", int, config.states_burst)
     config.states_max_bytes = server.get("states_max_bytes", (str, int), config.states_max_bytes, parse_size)
+    cache_dir = server.path("cache_dir")
+    config.cache_dir = Path(cache_dir) if cache_dir else None
+    config.cache_bytes = server.get("cache_bytes", (str, int), config.cache_bytes, parse_size)
     config.open_browser = server.get("open", bool, False)
     config.access_log = server.get("access_log", bool, True)
     server.finish()
@@ -187,7 +219,7 @@ def load_config(path: str | os.PathLike) -> ServerConfig:
     auth.finish()
 
     for i, item in enumerate(top.get("mounts", list, [])):
-        config.mounts.append(_mount(_Table(item, f"mounts[{i}]", base)))
+        config.mounts.append(_mount(_Table(item, f"mounts[{i}]", base), upstreams))
     for i, item in enumerate(top.get("users", list, [])):
         config.users.append(_user(_Table(item, f"users[{i}]", base)))
     names = [u.name for u in config.users]
@@ -197,7 +229,7 @@ def load_config(path: str | os.PathLike) -> ServerConfig:
     return config
 
 
-def _mount(t: _Table) -> MountConfig:
+def _mount(t: _Table, upstreams: bool = True) -> MountConfig:
     name = t.get("name", str)
     if name is None:
         raise ConfigError(f"{t.key('name')}: every mount needs a name (\"\" serves it at /)")
@@ -209,7 +241,7 @@ def _mount(t: _Table) -> MountConfig:
         raise ConfigError(f"{t.key('source')}: {problem}")
     if not is_remote(source):
         folder = t.base / source
-        if not folder.is_dir():
+        if not _is(folder, Path.is_dir):
             raise ConfigError(f"{t.key('source')}: {folder} is not a folder")
         source = str(folder.resolve())
     access = t.get("access", str, "public")
@@ -220,7 +252,8 @@ def _mount(t: _Table) -> MountConfig:
     t.finish()
     if up_raw and not is_remote(source):
         raise ConfigError(f"{t.key('upstream')}: only remote sources (webdav+https://, https://) have an upstream")
-    return MountConfig(name=name, source=source, access=access, users=users, upstream=_upstream(_Table(up_raw, t.key("upstream"), t.base)))
+    upstream = _upstream(_Table(up_raw, t.key("upstream"), t.base)) if upstreams else UpstreamConfig()
+    return MountConfig(name=name, source=source, access=access, users=users, upstream=upstream)
 
 
 def _upstream(t: _Table) -> UpstreamConfig:
@@ -250,7 +283,7 @@ def _upstream(t: _Table) -> UpstreamConfig:
         raise ConfigError(f"{t.key('client_key')}: a client key needs client_cert too")
     for key in ("client_cert", "client_key", "ca_file"):
         value = getattr(up, key)
-        if value and not Path(value).is_file():
+        if value and not _is(Path(value), Path.is_file):
             raise ConfigError(f"{t.key(key)}: {value} is not a file")
     _check_tls(t, up)
     if not 0 <= up.retries <= 10:

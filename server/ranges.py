@@ -8,11 +8,28 @@ from __future__ import annotations
 
 import re
 
-_RANGE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$", re.IGNORECASE)
+# re.ASCII: RFC 9110's DIGIT is 0-9 only; Python's \d and \s would also take other scripts' digits and spaces.
+_RANGE = re.compile(r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$", re.IGNORECASE | re.ASCII)
 
 
 class Unsatisfiable(Exception):
     """The range is well formed but selects no byte of the file (answer 416)."""
+
+
+def _value(digits: str, size: int) -> int:
+    """The number ``digits`` spells, capped at ``size``: every larger number selects the same bytes.
+
+    The RFC bounds no number's length, but int() refuses more than 4300 digits (and
+    is slow well before): beyond ``size``'s own length, the value is known to be larger.
+    """
+    digits = digits.lstrip("0") or "0"
+    return size if len(digits) > len(str(size)) else min(int(digits), size)
+
+
+def _less(a: str, b: str) -> bool:
+    """Whether the digit string ``a`` is a smaller number than ``b``, at any length."""
+    a, b = a.lstrip("0"), b.lstrip("0")
+    return (len(a), a) < (len(b), b)
 
 
 def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
@@ -31,14 +48,14 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first_s and not last_s:
         return None
     if not first_s:  # suffix form: the last N bytes
-        n = int(last_s)
+        n = _value(last_s, size)
         if n == 0 or size == 0:
             raise Unsatisfiable
-        return max(0, size - n), size - 1
-    first = int(first_s)
-    last = int(last_s) if last_s else size - 1
-    if last_s and last < first:
+        return size - n, size - 1
+    if last_s and _less(last_s, first_s):
         return None  # syntactically invalid: ignore, per the RFC
+    first = _value(first_s, size)
     if first >= size:
         raise Unsatisfiable
+    last = _value(last_s, size) if last_s else size - 1
     return first, min(last, size - 1)

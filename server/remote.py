@@ -173,6 +173,8 @@ class RemoteStorage(Storage):
         self._chunks = ByteBudgetLRU(self.config.chunk_cache_bytes, _cost) if self.config.chunk_cache_bytes else None
         self._listings: ByteBudgetLRU[tuple[float, list[Entry] | None]] = ByteBudgetLRU(LISTING_BUDGET, _listing_cost)
         self._inflight: dict[str, asyncio.Future] = {}
+        # File validators for translated views: (checked, validator) by path, trusted for metadata_ttl.
+        self._validated: ByteBudgetLRU[tuple[float, str | None]] = ByteBudgetLRU(LISTING_BUDGET, lambda _: 256)
         self._origin = _origin_of(URL(self.origin))
         self._redirect_hosts = {parse_host(h) for h in c.redirect_hosts}
         self.upstream_requests = 0  # requests sent upstream, retries included (tests count them)
@@ -515,6 +517,29 @@ class RemoteStorage(Storage):
                 return None
         found = await self._propfind(path, depth=0)
         return None if found is None else found[0]
+
+    async def validators(self, paths: list[str]) -> list[str | None]:
+        return list(await asyncio.gather(*(self._validator(p) for p in paths)))
+
+    async def _validator(self, path: str) -> str | None:
+        """The upstream's ETag (else Last-Modified and length) by HEAD, as fresh as metadata (metadata_ttl)."""
+        hit = self._validated.get(path)
+        if hit is not None and time.monotonic() - hit[0] < self.config.metadata_ttl:
+            return hit[1]
+        try:
+            resp = await self._request("HEAD", path, {"Accept-Encoding": "identity"})
+        except web.HTTPException:
+            return None  # unreachable now: nothing is cached, and the read itself will say why
+        async with resp:
+            if self._is_missing(resp.status):
+                value = "absent"
+            elif resp.status == 200:
+                etag, modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
+                value = etag or (f"{modified}/{resp.content_length}" if modified else None)
+            else:
+                value = None
+        self._validated.put(path, (time.monotonic(), value))
+        return value
 
     async def dataset_format(self, path: str) -> str | None:
         if self.dav:

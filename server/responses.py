@@ -76,7 +76,7 @@ def _header_date(request: web.BaseRequest, name: str) -> float | None:
         return None
     try:
         return email.utils.parsedate_to_datetime(value).timestamp()
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year or second past C's range
         return None
 
 

@@ -56,8 +56,10 @@ def _worker(
     """Serve until a signal.  In multi-worker mode each worker binds its own SO_REUSEPORT
     socket, so the kernel spreads connections evenly across processes.  ``open_url`` is
     opened in a browser once this worker listens (connections wait in the backlog)."""
-    from .access_log import AccessLogger
+    from .access_log import AccessLogger, quiet_bad_requests
     from .app import create_app
+
+    quiet_bad_requests()
 
     _use_uvloop()
     if sock is None:

@@ -80,6 +80,33 @@ def _load(path: Path, state_id: str) -> str | None:
     return row[0] if row else None
 
 
+class StateError(ValueError):
+    """A POSTed body that is not a Neuroglancer state; the message is one line for the client."""
+
+
+_TOO_DEEP = "the state is nested too deeply to be a Neuroglancer state"
+
+
+def state_body(data: bytes) -> str:
+    """The compact JSON to store for a POSTed state, or :class:`StateError` saying what is wrong."""
+    try:
+        state = json.loads(data)
+    except RecursionError:  # json's C parser recurses once per nesting level
+        raise StateError(_TOO_DEEP) from None
+    except ValueError:  # UnicodeDecodeError included
+        raise StateError("the body is not JSON: send a Neuroglancer state object") from None
+    if not isinstance(state, dict) or not isinstance(state.get("layers"), (list, dict)):
+        raise StateError('expected a Neuroglancer state: a JSON object with "layers"')
+    try:
+        # allow_nan=False: Python reads NaN, Infinity and 1e999, but the viewer fetches the state
+        # with a strict JSON parser, so storing one would make a short link that never opens.
+        return json.dumps(state, separators=(",", ":"), allow_nan=False)
+    except RecursionError:
+        raise StateError(_TOO_DEEP) from None
+    except ValueError:
+        raise StateError("the state holds NaN or Infinity (or a number as large), which is not JSON") from None
+
+
 def state_id(body: str) -> str:
     """A 16-character URL-safe id from the state's content."""
     return base64.urlsafe_b64encode(hashlib.sha256(body.encode()).digest()[:12]).decode()
@@ -117,12 +144,9 @@ async def post_state(request: web.Request) -> web.Response:
         raise too_many_requests(exc, "too many short links stored from this address") from None
     data = await _read_limited(request)
     try:
-        state = json.loads(data)
-    except ValueError:
-        raise web.HTTPBadRequest(text="the body is not JSON: send a Neuroglancer state object\n") from None
-    if not isinstance(state, dict) or not isinstance(state.get("layers"), (list, dict)):
-        raise web.HTTPBadRequest(text="expected a Neuroglancer state: a JSON object with \"layers\"\n")
-    body = json.dumps(state, separators=(",", ":"))
+        body = state_body(data)
+    except StateError as exc:
+        raise web.HTTPBadRequest(text=f"{exc}\n") from None
     sid = state_id(body)
     budget = request.app[CONFIG].states_max_bytes
     if not await asyncio.get_running_loop().run_in_executor(None, _store, request.app[DB_PATH], sid, body, budget):

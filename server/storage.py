@@ -66,6 +66,12 @@ class Storage(ABC):
             return None
         return fmt
 
+    async def validators(self, paths: list[str]) -> list[str | None]:
+        """For each file, a string that changes whenever its bytes do (``"absent"`` when there is
+        no file), or None when this backend cannot tell: translated views cache only what
+        they can revalidate this way."""
+        return [None] * len(paths)
+
     async def close(self) -> None:
         """Release pooled resources (connections, files)."""
 
@@ -206,15 +212,7 @@ class LocalStorage(Storage):
             raise web.HTTPNotFound()
         full, st, encoding = found
         name = path.rsplit("/", 1)[-1]
-        meta = FileMeta(
-            name=name,
-            size=st.st_size,
-            mtime=st.st_mtime,
-            # The inode too: a same-size rewrite within one mtime tick (coarse-mtime
-            # filesystems, NFS) by an atomic writer (rename) still changes the validator.
-            etag=f'"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}{"-gz" if encoding else ""}"',
-            encoding=encoding,
-        )
+        meta = FileMeta(name=name, size=st.st_size, mtime=st.st_mtime, etag=_etag(st, encoding), encoding=encoding)
         if st.st_size <= self.SMALL_FILE:
             data = self._cached_bytes(full, st)
             if encoding and not accepts_gzip(request):
@@ -229,6 +227,16 @@ class LocalStorage(Storage):
             return await loop.run_in_executor(None, _pread, full, offset, length)
 
         return await file_response(request, meta, read=read)
+
+    async def validators(self, paths: list[str]) -> list[str | None]:
+        # A stat each (the same one serve_file makes): off the loop only when there are many.
+        if len(paths) <= 64:
+            return [self._validator(p) for p in paths]
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: [self._validator(p) for p in paths])
+
+    def _validator(self, path: str) -> str:
+        found = self._open_file(path)
+        return "absent" if found is None else _etag(found[1], found[2])
 
     # -- helpers ---------------------------------------------------------------
     def _open_file(self, path: str) -> tuple[str, os.stat_result, str | None] | None:
@@ -253,6 +261,12 @@ class LocalStorage(Storage):
             data = f.read()
         self._cache.put(full, (version, data))
         return data
+
+
+def _etag(st: os.stat_result, encoding: str | None) -> str:
+    # The inode too: a same-size rewrite within one mtime tick (coarse-mtime
+    # filesystems, NFS) by an atomic writer (rename) still changes the validator.
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}{"-gz" if encoding else ""}"'
 
 
 def _pread(full: str, offset: int, length: int) -> bytes:

@@ -81,14 +81,19 @@ def verify(secret: bytes, token: str, *, now: float | None = None) -> Claims:
         raise TokenError("invalid token (wrong signature: was the server secret rotated?)")
     try:
         raw = json.loads(_unb64(body))
+        expires = raw["e"]
+        # mint() writes whole seconds since 1970; anything else (a float, 1e999, a time before
+        # 1970 that gmtime cannot format) was not written by us, even under our signature.
+        if type(expires) is not int or expires < 0:
+            raise ValueError("bad expiry")
         claims = Claims(
             kind=str(raw["k"]),
-            expires=int(raw["e"]),
+            expires=expires,
             mount=str(raw.get("m", "")),
             path=str(raw.get("p", "")),
             user=str(raw.get("u", "")),
         )
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):
         raise TokenError("malformed token") from None
     if claims.expires <= (time.time() if now is None else now):
         when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(claims.expires))

@@ -99,7 +99,7 @@ async def _state(request: web.Request) -> web.Response:
     try:
         msg = json.loads(await request.read())
         generation = msg["g"]
-    except (ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError, RecursionError):  # RecursionError: JSON nested past json's limit
         raise web.HTTPBadRequest(text="expected a JSON object with a generation 'g'\n")
     return web.json_response({"g": str(generation)})
 

@@ -184,6 +184,18 @@ def test_expired_and_forged_tokens_401(site):
     assert status == 401 and b"signature" in body
 
 
+@pytest.mark.parametrize("payload", ['{"k":"share","e":-100000000000000000000}', '{"k":"share","e":1e999}',
+                                     '{"k":"share","e":1.5}', "[" * 100000 + "]" * 100000],
+                         ids=["before-year-1", "infinite", "not-whole-seconds", "deeply-nested"])
+def test_a_signed_token_with_odd_claims_is_malformed_not_an_exception(payload):
+    """Only our own secret signs a token, but verify must not crash on what it did not mint (found by Hypothesis)."""
+    from server import tokens
+
+    body = tokens._b64(payload.encode())
+    with pytest.raises(tokens.TokenError, match="malformed token"):
+        tokens.verify(SECRET, f"{tokens.PREFIX}.{body}.{tokens._sign(SECRET, body)}")
+
+
 def test_login_form_sets_session_cookie(site):
     srv, *_ = site
     form = urllib.parse.urlencode({"user": "alice", "password": PASSWORDS["alice"], "next": "/team/run1/"}).encode()
@@ -342,6 +354,21 @@ def test_token_cli_mints_what_the_server_accepts(site):
                           "--config", str(conf / "ngserve.toml")], capture_output=True, text=True,
                          env=dict(os.environ, DAV_PW="x"))
     assert bad.returncode == 2 and "no such mount" in bad.stderr and len(bad.stderr.splitlines()) == 1
+
+
+def test_token_cli_needs_no_upstream_secret(site):
+    """An admin signs tokens with [auth] and the mount names: the upstream password ($DAV_PW,
+    which only the server needs) may be unset where the command runs."""
+    srv, _, conf = site
+    env = {k: v for k, v in os.environ.items() if k != "DAV_PW"}
+    out = subprocess.run([sys.executable, "-m", "server", "token", "create", "--mount", "shared", "--path", "run1",
+                          "--config", str(conf / "ngserve.toml")], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    assert get(srv.url + f"/shared/run1/a.bin?token={out.stdout.strip()}")[0] == 200
+    link = subprocess.run([sys.executable, "-m", "server", "link", "--config", str(conf / "ngserve.toml"),
+                           "--token-ttl", "1h", srv.url + "/shared/run1/img.zarr"], capture_output=True, text=True, env=env)
+    assert link.returncode == 0, link.stderr
+    assert "/-/t/" in link.stdout
 
 
 def test_encoded_token_path_never_reaches_the_log(site):

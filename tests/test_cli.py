@@ -117,3 +117,45 @@ def test_bad_source_or_data_dir_fails_before_serving(tmp_path, args, words):
     result = ngserve("serve", str(tmp_path), *args)
     assert "serving on" not in result.stdout
     assert_one_line_error(result, *words)
+
+
+def test_malformed_requests_are_one_log_line_each(tmp_path, start_server):
+    """aiohttp logs a request its parser rejects with a traceback at ERROR; a hostile client could
+    flood the log that way.  The client gets its 400 and the log one line."""
+    import socket
+
+    srv = start_server("serve", str(tmp_path))
+    host, port = srv.url.removeprefix("http://").split(":")
+    for payload in (b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n", b"GET / HTTP/1.1\r\nContent-Length: abc\r\n\r\n"):
+        with socket.create_connection((host, int(port))) as s:
+            s.sendall(payload)
+            assert s.recv(100).startswith(b"HTTP/1.0 400")
+    srv.settle()
+    assert len(srv.requested("bad request: ")) == 2
+    assert not [line for line in srv.log if "Traceback" in line or "ERROR" in line]
+
+
+def test_version():
+    from importlib.metadata import version
+
+    result = ngserve("--version")
+    assert result.returncode == 0 and result.stdout == f"ngserve {version('ngserve')}\n"
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    """``ngserve inspect … | head -0``: the reader is gone before we write; no traceback."""
+    from volumes import write_ome_zarr
+    import numpy as np
+
+    write_ome_zarr(tmp_path / "img.ome.zarr", np.zeros((8, 8, 8), np.uint8), levels=1)
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the command writes anything
+    proc = subprocess.run([sys.executable, "-m", "server", "inspect", str(tmp_path / "img.ome.zarr")],
+                          stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    os.close(write)
+    assert proc.stderr == "" and proc.returncode == 1
+
+
+def test_demo_options_have_help():
+    out = ngserve("demo", "--help").stdout
+    assert "address to listen on" in out and "port to listen on" in out

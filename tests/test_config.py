@@ -131,6 +131,10 @@ def test_every_serve_flag_has_a_config_key():
         ('[[mounts]]\nname = "a"\nsource = "missing"\n', "mounts[0].source:"),
         ('[[mounts]]\nname = "a"\nsource = "webdav+https://u:p@h/"\n', "credentials do not belong in the URL"),
         ('[auth]\nsession_ttl = "forever"\n', "auth.session_ttl: 'forever' is not a duration"),
+        # NaN and inf were taken: every sign-in then failed at int(now + ttl) (found by Hypothesis).
+        ('[auth]\nsession_ttl = nan\n', "auth.session_ttl: 'nan' is not a positive duration under 1000 years"),
+        ('[auth]\nsession_ttl = inf\n', "auth.session_ttl: 'inf' is not a positive duration under 1000 years"),
+        ('[auth]\nsession_ttl = "' + "9" * 400 + '"\n', "auth.session_ttl: '9999"),
         ('[[users]]\nname = "bob"\npassword_hash = "plaintext"\n', "users[0].password_hash: expected 'scrypt$"),
         ('[[mounts]]\nname = "a"\nsource = "data"\naccess = "users"\n', "has access='users' but auth has no secret"),
         ('[auth]\nsecret_file = "secret"\n[[mounts]]\nname = "a"\nsource = "data"\naccess = "users"\n',
@@ -150,6 +154,13 @@ def test_every_serve_flag_has_a_config_key():
          "mounts[0].upstream.metadata_max_bytes: 0 is not a positive size"),
         ('[[mounts]]\nname = "a"\nsource = "https://h/"\n[mounts.upstream]\nlisting_max_bytes = "lots"\n',
          "mounts[0].upstream.listing_max_bytes: 'lots' is not a size"),
+        # Once a bare "ValueError: embedded null byte" from pathlib (found by Hypothesis).
+        ('[auth]\nsecret_file = "a\\u0000b"\n', "auth.secret_file: a file name cannot contain a NUL character"),
+        ('[server]\ndata_dir = "a\\u0000b"\n', "server.data_dir: a file name cannot contain a NUL character"),
+        # pathlib's is_dir() raises for a name over 255 bytes rather than answer False.
+        ('[[mounts]]\nname = "a"\nsource = "' + "d" * 300 + '"\n', "mounts[0].source: "),
+        ('[[mounts]]\nname = "a"\nsource = "webdav+https://h/"\n[mounts.upstream]\nca_file = "' + "c" * 300 + '"\n',
+         "mounts[0].upstream.ca_file: "),
     ],
 )
 def test_invalid_config_names_key_and_problem(tmp_path, text, message):
@@ -161,6 +172,29 @@ def test_invalid_config_names_key_and_problem(tmp_path, text, message):
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert "hunter2" not in r.stderr
+
+
+def test_token_ttl_past_float_range_is_a_usage_error():
+    r = subprocess.run([sys.executable, "-m", "server", "token", "create", "--mount", "a", "--ttl", "9" * 400],
+                       capture_output=True, text=True, timeout=60,
+                       env={**__import__("os").environ, "NGSERVE_SECRET": "0123456789abcdef0123456789abcdef"})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not a positive duration" in r.stderr, r.stderr
+
+
+def test_config_errors_are_one_line_even_when_they_quote_a_line_break(tmp_path):
+    path = write(tmp_path, '[auth]\nsecret_env = "NGSERVE_TEST\\nUNSET"\n')
+    r = subprocess.run([sys.executable, "-m", "server", "serve", "--config", str(path), "--port", "0"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert "environment variable NGSERVE_TEST\\nUNSET is not set" in r.stderr
+
+
+def test_config_that_is_not_utf8_is_a_config_error(tmp_path):
+    """TOML is UTF-8; a Latin-1 file once escaped as a UnicodeDecodeError traceback (found by Hypothesis)."""
+    path = tmp_path / "ngserve.toml"
+    path.write_bytes('[server]\nhost = "m\u00fcnchen"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(invalid byte 0xfc at offset 18\): save it as UTF-8"):
+        load_config(path)
 
 
 def test_cli_mount_with_credentials_in_the_url_is_refused_like_the_file():
@@ -184,3 +218,12 @@ def test_user_add_prints_a_hash_the_config_accepts(tmp_path):
     short = subprocess.run([sys.executable, "-m", "server", "user", "add", "dan", "--password-stdin"],
                            input="short\n", capture_output=True, text=True)
     assert short.returncode == 2 and "too short" in short.stderr
+
+
+def test_translated_chunk_cache_from_file(tmp_path):
+    path = write(tmp_path, '[server]\ncache_dir = "chunks"\ncache_bytes = "3MiB"\n[[mounts]]\nname = "a"\nsource = "data"\n')
+    c = config_from_args(serve_args("--config", str(path)), None)
+    assert c.cache_dir == (tmp_path / "chunks").resolve() and c.cache_bytes == 3 << 20
+    bad = write(tmp_path, '[server]\ncache_bytes = "lots"\n[[mounts]]\nname = "a"\nsource = "data"\n')
+    with pytest.raises(ConfigError, match="server.cache_bytes: 'lots' is not a size"):
+        config_from_args(serve_args("--config", str(bad)), None)

@@ -142,6 +142,31 @@ async def test_ranges(client, root, path):
     assert await r.read() == data
 
 
+@pytest.mark.parametrize("path", ["/img.zarr/0/0", "/big.bin"])
+async def test_ranges_with_huge_numbers(client, root, path):
+    """RFC 9110 puts no bound on a range's digits; past Python's int() limit they once gave 500."""
+    data = (root / path.lstrip("/")).read_bytes()
+    size, huge = len(data), "9" * 5000
+    cases = {
+        f"bytes={huge}-": (416, None),  # starts past the end
+        f"bytes=3-{huge}": (206, (3, size - 1)),  # a last-pos past the end means "to the end"
+        f"bytes=-{huge}": (206, (0, size - 1)),  # a suffix longer than the file is all of it
+        f"bytes={'0' * 5000}2-5": (206, (2, 5)),  # leading zeros do not count
+        f"bytes={huge[:3000]}-{huge[:2999]}": (200, None),  # last < first: invalid, so ignored
+        "bytes=\u0663-\u0665": (200, None),  # only ASCII digits are digits (these are Arabic-Indic)
+    }
+    for header, (status, span) in cases.items():
+        r = await client.get(path, headers={"Range": header})
+        assert r.status == status, header[:40]
+        body = await r.read()
+        if span:
+            first, last = span
+            assert r.headers["Content-Range"] == f"bytes {first}-{last}/{size}"
+            assert body == data[first : last + 1]
+        elif status == 200:
+            assert body == data
+
+
 async def test_head(client, root):
     for path in ["/img.zarr/0/0", "/big.bin"]:
         size = (root / path.lstrip("/")).stat().st_size
@@ -167,6 +192,16 @@ async def test_etag_and_last_modified(client, root):
     os.utime(path, ns=(0, 10**18))
     r = await client.get("/img.zarr/0/0", headers={"If-None-Match": etag})
     assert r.status == 200 and r.headers["ETag"] != etag and await r.read() == b"changed!"
+
+
+async def test_unparseable_dates_are_ignored(client):
+    """A date header that does not parse, or names no representable time, counts as absent (RFC 9110 13.1)."""
+    for value in ["Mon, 01 Jan 99999999999 00:00:00 GMT", "Mon, 01 Jan 2020 00:00:99999999999999999 GMT",
+                  "Mon, 32 Jan 2020 00:00:00 GMT", "Mon, 01 Jan 2020 00:00:00 +9999", "1 Jan " + "9" * 5000]:
+        for name in ["If-Modified-Since", "If-Unmodified-Since"]:
+            r = await client.get("/img.zarr/0/0", headers={name: value})
+            assert r.status == 200, (name, value[:40])
+            assert len(await r.read()) == 1024
 
 
 async def test_if_range_mismatch_sends_whole_file(client, root):
@@ -445,3 +480,98 @@ async def test_a_big_listing_is_rendered_off_the_event_loop(client, root, monkey
     assert threads and threads[0] is not threading.main_thread()
     await client.get("/")  # a small one stays on the loop, where it is cheaper than a thread hop
     assert threads[1] is threading.main_thread()
+
+
+async def test_viewer_state_post_with_deep_json_is_400(client):
+    """The bundled client POSTs its state here; a hostile body nested past json's limit once gave 500."""
+    r = await client.post("/-/viewer/state/ngserve", data=b"[" * 100000 + b"]" * 100000)
+    assert r.status == 400 and (await r.text()).count("\n") == 1
+    r = await client.post("/-/viewer/state/ngserve", data=b'{"g": 3, "s": {}}')
+    assert r.status == 200 and await r.json() == {"g": "3"}
+
+
+# -- hostile requests ---------------------------------------------------------------------
+HOSTILE_PATHS = [
+    "/", "/img.zarr/0/0", "/big.bin", "/img.zarr/", "/%ff%fe", "/%c3%28/x", "/img.zarr/%00", "/img.zarr%2f0%2f0",
+    "/%2e%2e/%2e%2e/etc/passwd", "/..%5c..%5cwin.ini", "/" + "a" * 4000, "/" + "a/" * 1500, "/%" + "%25" * 1000,
+    "/-/t/%ff/img.zarr/.zarray", "/-/t/" + "x" * 3000 + "/img.zarr/.zarray", "/-/t/ngs1.e30.x/sec/a.bin",
+    "/-/t//img.zarr", "/-/open/%ff", "/-/open/" + "a/" * 500, "/-/open/sec/..", "/-/api/states/%ff",
+    "/-/api/states/" + "A" * 5000, "/-/viewer/v/%ff/x", "/-/viewer/v/x/%2e%2e%2fapp.py", "/-/health?%ff=%fe",
+    "/img.zarr/.zarray?token=%ff", "/sec/a.bin?token=" + "a" * 3000, "/sec/%ff", "/-/login?next=%ff",
+    "/-/%2D/open/img.zarr", "/%2D/health",
+]
+HOSTILE_HEADERS = [
+    {"Range": "bytes=" + "9" * 4000 + "-"}, {"Range": "bytes=-" + "9" * 4000}, {"Range": "bytes=0-" + "9" * 4000},
+    {"Range": "bytes=5-1"}, {"Range": "bytes=0-0,1-1,2-2"}, {"Range": "bytes=-0"}, {"Range": "items=0-1"},
+    {"Range": "bytes=\u0663-\u0665"}, {"If-Modified-Since": "Mon, 01 Jan 99999999999 00:00:00 GMT"},
+    {"If-Unmodified-Since": "Mon, 32 Jan 2020 25:61:61 +9999"}, {"If-Modified-Since": "garbage;; \u00ff"},
+    {"If-None-Match": "," * 1000}, {"If-Match": 'W/"x", *, "'}, {"If-Range": "Mon, 01 Jan 2020 00:00:00 GMT",
+                                                                   "Range": "bytes=0-1"},
+    {"Accept-Encoding": "gzip;q=1e99999, gzip;q=nan, *;q="}, {"Authorization": "Basic !!!not-base64"},
+    {"Authorization": "Basic " + "QTpC" * 500}, {"Authorization": "Bearer ngs1.\u00ff.\u00ff"},
+    {"Authorization": "Bearer " + "x" * 4000}, {"Cookie": "ngserve_session=%ff; ngserve_token=ngs1..; x"},
+    {"X-Forwarded-User": "\u00ff" * 100}, {"Origin": "null"}, {"Content-Type": "application/json; charset=%ff"},
+]
+HOSTILE_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "PROPFIND", "OPTIONS", "TRACE", "FOO", "M-SEARCH"]
+
+
+@pytest.fixture
+async def hostile_client(aiohttp_client, root, tmp_path):
+    """The data app with a token-only mount too, so the auth and token paths are on the way."""
+    from server.config import AuthConfig
+
+    (tmp_path / "sec").mkdir()
+    (tmp_path / "sec" / "a.bin").write_bytes(b"secret bytes")
+    mounts = [MountConfig("", str(root)), MountConfig("sec", str(tmp_path / "sec"), access="token")]
+    config = ServerConfig(mounts=mounts, data_dir=tmp_path / "state", auth=AuthConfig(secret=b"k" * 32))
+    return await aiohttp_client(create_app(config))
+
+
+def _assert_no_errors(caplog) -> None:
+    """No handler raised.  aiohttp's parser logs a request it refuses (a 400 it answers itself) at
+    ERROR too; that is a malformed request, not an exception of ours."""
+    from aiohttp.http_exceptions import HttpProcessingError
+
+    errors = [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")
+              and not (r.exc_info and isinstance(r.exc_info[1], HttpProcessingError))]
+    assert not errors, errors[:3]
+
+
+async def test_hostile_requests_never_get_a_500(hostile_client, caplog):
+    """A batch of requests an attacker or a broken client sends: each gets a clean 2xx-4xx (501 at most)."""
+    seen = {}
+    for path in HOSTILE_PATHS:
+        for method in HOSTILE_METHODS:
+            r = await hostile_client.request(method, path, data=b"[" * 3000 if method == "POST" else None)
+            await r.read()
+            seen[(method, path[:40])] = r.status
+        for headers in HOSTILE_HEADERS:
+            r = await hostile_client.get(path, headers=headers)
+            await r.read()
+            seen[("GET", path[:40], str(headers)[:40])] = r.status
+    for body in [b"[" * 100000, b"\xff\xfe", b'{"layers": [NaN]}', b"{" * 10 + b"}" * 10, b'{"g": ' * 2000]:
+        for path in ["/-/api/states", "/-/viewer/state/x", "/-/login", "/-/viewer/action/x"]:
+            r = await hostile_client.post(path, data=body, headers={"Content-Type": "application/json"})
+            await r.read()
+            seen[("POST", path, body[:10])] = r.status
+    bad = {k: v for k, v in seen.items() if v >= 500 and v != 501}
+    assert not bad, bad
+    _assert_no_errors(caplog)
+
+
+@pytest.mark.parametrize("request_line", [
+    b"GET /\xff\xfe/x HTTP/1.1", b"GET /img.zarr/\x00 HTTP/1.1", b"GET /" + b"a" * 7000 + b" HTTP/1.1",
+    b"GET /img.zarr/0/0 HTTP/1.1\r\nRange: bytes=\xff-\xfe", b"GET /img.zarr/0/0 HTTP/1.1\r\nIf-None-Match: \xff\"",
+    b"GET /-/t/\xff\xff/img.zarr/.zarray HTTP/1.1", b"\xff\xfe / HTTP/1.1", b"GET http://evil/../ HTTP/1.1",
+    b"GET /img.zarr/0/0 HTTP/1.1\r\nCookie: ngserve_session=\xff\xfe",
+])
+async def test_hostile_bytes_never_get_a_500(hostile_client, caplog, request_line):
+    """Bytes no HTTP client library would send, written to the socket as they are."""
+    reader, writer = await asyncio.open_connection(hostile_client.host, hostile_client.port)
+    writer.write(request_line + b"\r\nHost: x\r\nConnection: close\r\n\r\n")
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    status = int(answer.split(b" ", 2)[1])
+    assert status < 500, answer[:200]
+    _assert_no_errors(caplog)

@@ -212,6 +212,21 @@ def test_parse_url_forms(samples, start_server):
         ngstate.parse_url(VIEWER + "#!not json at all")
 
 
+@pytest.mark.parametrize("fragment", ["#!" + "[" * 100000, "#!" + "%7B%22a%22:" * 50000, "#!" + "{'a':" * 50000],
+                         ids=["json", "percent-encoded", "legacy-url-safe"])
+def test_parse_url_refuses_deeply_nested_state_with_a_value_error(fragment):
+    """json's RecursionError once escaped parse_url, which promises ValueError for a URL without a state."""
+    with pytest.raises(ValueError, match="nested too deeply"):
+        ngstate.parse_url(VIEWER + fragment)
+
+
+def test_parse_url_refuses_a_deeply_nested_state_file_with_a_value_error(tmp_path, start_server):
+    (tmp_path / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    srv = start_server("serve", str(tmp_path), "--data-dir", str(tmp_path / "_db"))
+    with pytest.raises(ValueError, match="nested too deeply"):
+        ngstate.parse_url(f"{VIEWER}#!{srv.url}/deep.json")
+
+
 def test_default_viewer_is_ngserves_own_when_it_serves_the_data(samples, start_server):
     srv = start_server("serve", str(samples["ome04"].parent))
     url = ngstate.link(f"{srv.url}/cells.ome.zarr", f"{srv.url}/pc_seg")

@@ -69,6 +69,24 @@ def test_open_errors_name_url_paths_not_disk_paths(tmp_path, start_server):
     assert str(tmp_path) not in body and "127.0.0.1" not in body, body
 
 
+def test_deeply_nested_metadata_is_an_error_line_not_a_500(tmp_path, start_server):
+    """json raises RecursionError (not ValueError) past its nesting limit: it once escaped as a 500."""
+    pub = tmp_path / "pub"
+    deep = "[" * 100000 + "]" * 100000
+    (pub / "deep.zarr").mkdir(parents=True)
+    (pub / "deep.zarr" / ".zarray").write_text(deep)
+    (pub / "deepgroup.zarr").mkdir()
+    (pub / "deepgroup.zarr" / ".zgroup").write_text('{"zarr_format": 2}')
+    (pub / "deepgroup.zarr" / ".zattrs").write_text(deep)  # read by the listing, to decide on an open link
+    srv = start_server("serve", "--mount", f"pub={pub}")
+    status, _, page = get(f"{srv.url}/pub/")
+    assert status == 200 and 'href="deepgroup.zarr/"' in page and "/-/open/pub/deepgroup.zarr" not in page
+    status, _, body = get(f"{srv.url}/-/open/pub/deep.zarr")
+    assert (status, body) == (422, "cannot show /pub/deep.zarr: /pub/deep.zarr/.zarray is not valid JSON\n")
+    status, _, body = get(f"{srv.url}/-/open/pub/deepgroup.zarr")
+    assert status == 422 and body.count("\n") == 1, body
+
+
 def _image_with_labels(folder, zarr_version: int):
     """An OME-Zarr image (anisotropic, offset) whose labels/ group lists two label images."""
     from volumes import add_labels_group

@@ -69,11 +69,15 @@ def test_preflight_allows_post(start_server, tmp_path, data_dir):
     (b"[1, 2]", "with \"layers\""),
     (b'{"dimensions": {}}', "with \"layers\""),
     (b'{"layers": 3}', "with \"layers\""),
-])
+    (b'{"layers": ' + b"[" * 100000 + b"]" * 100000 + b"}", "nested too deeply"),  # once a RecursionError: 500
+    (b'{"layers": [], "position": [NaN, 1]}', "NaN or Infinity"),  # Python reads it; the viewer's JSON.parse would not
+    (b'{"layers": [], "position": [1e999, 1]}', "NaN or Infinity"),  # read as inf, written back as Infinity
+], ids=["not-json", "a-list", "no-layers", "layers-not-a-list", "deeply-nested", "nan", "overflow"])
 def test_rejects_what_is_not_a_state(start_server, tmp_path, data_dir, body, fragment):
     srv = serve(start_server, tmp_path, data_dir)
     status, text = post(srv.url, body)
     assert status == 400 and fragment in text
+    assert text.count("\n") == 1 and len(text) < 200  # one line, no traceback
 
 
 def test_rejects_states_over_5_mb(start_server, tmp_path, data_dir):

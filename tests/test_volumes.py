@@ -213,3 +213,103 @@ def test_inspect_errors_are_one_line_exit_2(tmp_path):
     r = _cli("inspect", str(tmp_path))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "found only a.txt" in r.stderr and "Traceback" not in r.stderr
+
+
+def _zarr_array(path, data: np.ndarray, dtype: str) -> None:
+    import tensorstore as ts
+
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(path)}},
+                    create=True, dtype=dtype, shape=data.shape, chunk_layout=ts.ChunkLayout(chunk_shape=[8, 8, 8])).result()
+    store.write(data.astype(store.dtype.numpy_dtype)).result()
+
+
+@pytest.mark.parametrize("dtype", ["bool", "complex64", "complex128", "bfloat16", "float16", "int8"])
+def test_contrast_of_any_dtype_is_a_range_not_an_exception(tmp_path, dtype):
+    """np.percentile refuses bool and complex; inspect and link once crashed on such arrays."""
+    rng = np.random.default_rng(0)
+    values = rng.normal(50, 10, (12, 20, 16))
+    data = {"bool": values > 50, "complex64": values * (0.6 + 0.8j), "complex128": values * (0.6 + 0.8j)}.get(dtype, values)
+    _zarr_array(tmp_path / "a.zarr", data, dtype)
+    lo, hi = contrast_range(open_dataset(tmp_path / "a.zarr"))
+    assert lo < hi
+    if dtype == "bool":
+        assert [lo, hi] == [0, 1]
+    else:  # complex: the magnitude's percentiles (|values * (0.6+0.8j)| == values)
+        assert lo == pytest.approx(np.percentile(values, 0.5), abs=1.0) and hi == pytest.approx(np.percentile(values, 99.5), abs=1.0)
+
+
+@pytest.mark.parametrize("dtype", ["bool", "complex64"])
+def test_inspect_and_link_on_bool_or_complex_arrays_do_not_crash(tmp_path, dtype):
+    data = np.arange(12 * 20 * 16).reshape(12, 20, 16) % 3 == 0
+    _zarr_array(tmp_path / "a.zarr", data if dtype == "bool" else data * (1 + 1j), dtype)
+    for args in (["inspect", str(tmp_path / "a.zarr")],
+                 ["link", str(tmp_path / "a.zarr"), "--json", "--served-at", f"{tmp_path}=http://127.0.0.1:1"]):
+        r = _cli(*args)
+        assert "Traceback" not in r.stderr, r.stderr
+        # 0: shown; 2: refused in one line, naming the source (the client cannot show every dtype)
+        assert r.returncode in (0, 2) and r.stderr.count("\n") <= 1, r.stderr
+
+
+def test_contrast_of_values_without_numbers_is_the_default_window():
+    from volumes.stats import _percentiles
+
+    for data in (np.array(["b", "a"]), np.array([b"x"]), np.zeros(3, [("a", "u1"), ("b", "f4")]), np.array([{}], object)):
+        assert _percentiles(data, 0.5, 99.5) == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("dtype", ["uint64", "int64", "uint8", "int8"])
+def test_contrast_stays_within_the_dtype(dtype):
+    """float64 percentiles round 2**64 - 1024 up to 2**64; the window once went past uint64's top."""
+    from volumes.stats import _percentiles
+
+    info = np.iinfo(dtype)
+    for value in (info.max, max(int(info.min), int(info.max) - 1024), info.min):
+        lo, hi = _percentiles(np.array([value], dtype), 0.5, 99.5)
+        assert info.min <= lo < hi <= info.max
+
+
+@pytest.mark.parametrize("values", [[-1.7e308, 1.7e308], [1.7e308] * 3, [-60000.0, 60000.0]], ids=["wide", "top", "f16"])
+def test_float_contrast_is_finite_at_the_ends_of_the_range(values):
+    """Interpolated percentiles overflowed to [inf, inf], which a state writes as Infinity: not JSON."""
+    from volumes.stats import _percentiles
+
+    for dtype in ("float64", "float16") if max(map(abs, values)) < 65504 else ("float64",):
+        lo, hi = _percentiles(np.array(values, dtype), 0.5, 99.5)
+        assert np.isfinite([lo, hi]).all() and lo < hi
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "<q9", "garbage"])
+def test_inspect_on_a_zarr_dtype_numpy_does_not_know_is_not_a_traceback(tmp_path, dtype):
+    """np.dtype() raised TypeError on tensorstore's bfloat16 (before ml_dtypes was imported) or a broken name."""
+    (tmp_path / "a.zarr").mkdir()
+    (tmp_path / "a.zarr" / ".zarray").write_text(json.dumps({
+        "zarr_format": 2, "shape": [4, 4, 4], "chunks": [4, 4, 4], "dtype": dtype, "compressor": None,
+        "fill_value": 0, "order": "C", "filters": None}))
+    r = _cli("inspect", str(tmp_path / "a.zarr"))
+    assert "Traceback" not in r.stderr and r.returncode in (0, 2) and r.stderr.count("\n") <= 1, r.stderr
+    if dtype == "bfloat16":
+        assert r.returncode == 0 and json.loads(r.stdout)["levels"][0]["dtype"] == "bfloat16", r.stderr
+    else:
+        assert "a.zarr" in r.stderr
+
+
+@pytest.mark.parametrize("name, text", [
+    (".zarray", '{"shape": 5, "chunks": [1], "dtype": "<u1"}'),
+    (".zarray", '{"shape": [4], "chunks": null, "dtype": "<u1"}'),
+    (".zattrs", '{"multiscales": [5]}'),
+    (".zattrs", '{"multiscales": [{"datasets": [{"path": 5}]}]}'),
+    ("attributes.json", '{"dimensions": [4], "blockSize": [1], "dataType": "uint8", "resolution": 5}'),
+    ("attributes.json", '{"dimensions": [4], "blockSize": [1], "dataType": 5}'),
+    ("info", '{"@type": "neuroglancer_multiscale_volume", "scales": [5]}'),
+    ("info", '{"@type": "neuroglancer_annotations_v1", "dimensions": 5}'),
+    ("zarr.json", '{"zarr_format": 3, "node_type": "array", "shape": [4], "codecs": 5}'),
+])
+def test_metadata_of_the_wrong_shape_is_a_source_error(tmp_path, name, text):
+    """JSON of any shape reaches the readers; a number where a list belongs was a TypeError (a 500 on /-/open)."""
+    if name == ".zattrs":
+        (tmp_path / ".zgroup").write_text('{"zarr_format": 2}')
+    (tmp_path / name).write_text(text)
+    with pytest.raises(SourceError, match="metadata that does not fit its format"):
+        open_dataset(tmp_path)
+    r = _cli("inspect", str(tmp_path))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "does not fit" in r.stderr, r.stderr

@@ -8,9 +8,12 @@ from typing import Any
 
 from .atomic import building
 from .errors import first_line
-from .formats import MARKERS, format_from_names, group_metadata_file, is_viewable_zarr
+from .formats import (
+    MARKERS, VOLUME_FILE_SUFFIXES, format_from_names, group_metadata_file, is_viewable_zarr, volume_file_kind,
+)
 from .location import Location, SourceError, strip_scheme
 from .model import Axis, Dataset, Level
+from .virtual import not_native_message
 
 # Public names whose modules import numpy/tensorstore: loaded on first use (PEP 562), so that
 # importing volumes keeps the server's start-up light.
@@ -45,5 +48,5 @@ def open_datasets(source: str | os.PathLike | Location) -> dict[str, Dataset]:
 __all__ = [
     "Axis", "Dataset", "Level", "Location", "MARKERS", "SourceError", "building", "first_line",
     "format_from_names", "group_metadata_file", "is_viewable_zarr", "open_dataset", "open_datasets",
-    "strip_scheme", *_LAZY,
+    "strip_scheme", "VOLUME_FILE_SUFFIXES", "not_native_message", "volume_file_kind", *_LAZY,
 ]

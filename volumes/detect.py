@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from .files import open_file_dataset, open_slice_folder
 from .formats import is_ome, ome_labels
 from .location import Location, SourceError
 from .model import Dataset
@@ -20,6 +21,19 @@ def open_dataset(source: str | os.PathLike | Location) -> Dataset:
     source is unreadable or holds no format we know.
     """
     loc = source if isinstance(source, Location) else Location(source)
+    try:
+        return _read(loc)
+    except (TypeError, KeyError, AttributeError, IndexError) as exc:
+        # Metadata is JSON of any shape, and the readers take its fields as the format
+        # specifies: a number where a list belongs, or a missing key, ends up here.
+        detail = f"no {exc.args[0]!r} key" if isinstance(exc, KeyError) else str(exc)
+        raise SourceError(f"{loc}: metadata that does not fit its format ({detail})") from None
+
+
+def _read(loc: Location) -> Dataset:
+    single = open_file_dataset(loc)  # TIFF, MRC, HDF5, NIfTI: judged by name
+    if single is not None:
+        return single
     if not loc.exists():
         raise SourceError(f"{loc}: no such file or folder")
     z3 = loc.read_json("zarr.json")
@@ -44,10 +58,14 @@ def open_dataset(source: str | os.PathLike | Location) -> Dataset:
     info = loc.read_json("info")
     if info is not None:
         return read_precomputed(loc, info)
+    stack = open_slice_folder(loc)
+    if stack is not None:
+        return stack
     names = loc.local_names()
     found = f"found only {', '.join(names)}" if names else "found none of them"
     raise SourceError(
-        f"{loc}: no dataset here: looked for zarr.json, .zarray, .zattrs, .zgroup, attributes.json and info, {found}"
+        f"{loc}: no dataset here: looked for zarr.json, .zarray, .zattrs, .zgroup, attributes.json, info and TIFF slices, "
+        f"{found}"
     )
 
 

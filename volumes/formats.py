@@ -29,6 +29,25 @@ def format_from_names(names: Iterable[str]) -> str | None:
     return None
 
 
+# File name endings of the single-file volumes ngserve reads itself -> format (``.ome.tif`` ends in ``.tif``).
+VOLUME_FILE_SUFFIXES: dict[str, str] = {
+    ".tif": "tiff", ".tiff": "tiff",
+    ".mrc": "mrc", ".map": "mrc", ".rec": "mrc",
+    ".h5": "hdf5", ".hdf5": "hdf5",
+    ".nii": "nifti", ".nii.gz": "nifti",
+}
+
+
+def volume_file_kind(name: str) -> str | None:
+    """``"tiff"``, ``"mrc"``, ``"hdf5"`` or ``"nifti"`` when a file of this name is a volume ngserve
+    can show (by its name alone, as a listing judges it), else None."""
+    lower = name.lower()
+    for suffix, fmt in VOLUME_FILE_SUFFIXES.items():
+        if lower.endswith(suffix) and len(lower) > len(suffix):
+            return fmt
+    return None
+
+
 def ome_attrs(attrs: dict) -> tuple[dict, str | None]:
     """The OME block of group attributes (0.5 nests it under ``ome``) and its version."""
     ome = attrs.get("ome")
@@ -68,7 +87,7 @@ def is_viewable_zarr(metadata: bytes | None) -> bool:
     image or an OME ``labels/`` group.  Any other zarr group is a folder, not a dataset."""
     try:
         meta = json.loads(metadata) if metadata is not None else None
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested past json's limit, no metadata is
         return False
     if not isinstance(meta, dict):
         return False

@@ -116,7 +116,7 @@ class Location:
             return None
         try:
             obj = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past json's limit, no metadata is
             raise SourceError(f"{self.url_of(rel)} is not valid JSON") from None
         if not isinstance(obj, dict):
             raise SourceError(f"{self.url_of(rel)} holds JSON but not an object")

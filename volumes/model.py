@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .location import Location
+
+
+# Stripped from a file or folder name to name the layer (longest first where one ends another).
+_NAME_SUFFIXES = (".ome.zarr", ".zarr", ".n5", ".ome.tiff", ".ome.tif", ".tiff", ".tif", ".mrc", ".map",
+                  ".rec", ".hdf5", ".h5", ".nii.gz", ".nii")
 
 
 @dataclass
@@ -37,6 +42,17 @@ class Level:
     factors: list[float]  # downsampling relative to level 0, per axis
     encoding: str | None = None  # precomputed encoding, zarr/n5 compressor
     spec: dict = field(default_factory=dict, repr=False)  # tensorstore spec
+    # Formats tensorstore has no driver for (TIFF, MRC, HDF5, NIfTI) build their store in Python
+    # (a ``ts.virtual_chunked`` view backed by the format's library); they leave ``spec`` empty.
+    opener: Callable[[], Any] | None = field(default=None, repr=False, compare=False)
+
+    def open(self):
+        """The read-only tensorstore of this level."""
+        if self.opener is not None:
+            return self.opener()
+        import tensorstore as ts
+
+        return ts.open(self.spec, read=True).result()
 
 
 @dataclass
@@ -50,8 +66,10 @@ class Dataset:
     """
 
     location: Location
-    format: str  # "ome-zarr", "zarr2", "zarr3", "n5", "precomputed", "precomputed-annotations"
-    scheme: str  # Neuroglancer's data-source scheme
+    # "ome-zarr", "zarr2", "zarr3", "n5", "precomputed", "precomputed-annotations",
+    # or a format only ngserve reads: "tiff", "mrc", "hdf5", "nifti"
+    format: str
+    scheme: str | None  # Neuroglancer's data-source scheme; None when no Neuroglancer reads the format
     axes: list[Axis]
     offset: list[float]
     levels: list[Level]
@@ -66,10 +84,17 @@ class Dataset:
     notes: list[str] = field(default_factory=list)
 
     @property
+    def native(self) -> bool:
+        """Whether Neuroglancer reads the source itself; if not, only a view ngserve translates shows it."""
+        return self.scheme is not None
+
+    @property
     def name(self) -> str:
         name = self.location.name
-        for suffix in (".ome.zarr", ".zarr", ".n5"):
-            if name.endswith(suffix) and len(name) > len(suffix):
+        if any(c in name for c in "*?["):  # a glob of TIFF slices: the folder names the stack
+            name = self.location.root.rstrip("/").rsplit("/", 2)[-2]
+        for suffix in _NAME_SUFFIXES:
+            if name.lower().endswith(suffix) and len(name) > len(suffix):
                 return name[: -len(suffix)]
         return name
 
@@ -83,9 +108,7 @@ class Dataset:
 
     def open_level(self, index: int):
         """The tensorstore of level ``index`` (read-only)."""
-        import tensorstore as ts
-
-        return ts.open(self.levels[index].spec, read=True).result()
+        return self.levels[index].open()
 
     def to_json(self) -> dict:
         """A plain summary, as ``ngserve inspect`` prints it."""
@@ -94,7 +117,7 @@ class Dataset:
             "source": str(self.location),
             "format": self.format,
             "version": self.version,
-            "neuroglancer_source": f"{self.scheme}://{self.location.url_of(self.ng_path)}",
+            "neuroglancer_source": f"{self.scheme}://{self.location.url_of(self.ng_path)}" if self.native else None,
             "axes": [{"name": a.name, "type": a.type, "unit": a.unit, "scale": a.scale} for a in self.axes],
             # Offsets are the centre of the first voxel, as OME-Zarr states them.
             "offset": [physical(o + 0.5, a) for o, a in zip(self.offset, self.axes)],

@@ -90,17 +90,34 @@ def _grid_picks(counts: list[int], budget: int) -> list[list[int]]:
 
 def _percentiles(data: np.ndarray, low: float, high: float) -> list[float]:
     dtype = data.dtype
-    if dtype.kind == "f":
-        data = data[np.isfinite(data)]
+    if dtype.kind == "b":
+        return [0, 1]  # a mask: two values, so its whole range is the only sensible window
+    if dtype.kind == "c":
+        data = np.abs(data)  # np.percentile takes only reals; a complex image is shown by its magnitude
+    elif dtype.kind not in "iuf":
+        try:  # ml_dtypes' bfloat16, float8_* and int4 are kind "V" and convert; strings and records do not
+            data = data.astype(np.float64) if dtype.kind == "V" else None
+        except (TypeError, ValueError):
+            data = None
+        if data is None:
+            return [0.0, 1.0]  # no numeric values: the viewer's own default window
+    if data.dtype.kind == "f":
+        data = data[np.isfinite(data)].astype(np.float64, copy=False)  # float16 arithmetic overflows at 65504
     if data.size == 0:
         return [0.0, 1.0]
-    lo, hi = np.percentile(data, [low, high])
-    if dtype.kind in "iub":
-        lo, hi = math.floor(lo), math.ceil(hi)
+    with np.errstate(over="ignore", invalid="ignore"):
+        lo, hi = np.percentile(data, [low, high])
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # interpolating across most of float64's range overflows
+        lo, hi = np.percentile(data, [low, high], method="nearest")
+    if dtype.kind in "iu":
+        # Within the dtype: percentiles are float64, so near 2**64 they round past uint64's top.
+        info = np.iinfo(dtype)
+        lo, hi = max(math.floor(lo), int(info.min)), min(math.ceil(hi), int(info.max))
         if hi <= lo:
-            hi = lo + 1
+            lo, hi = (lo, lo + 1) if lo < info.max else (hi - 1, hi)
         return [int(lo), int(hi)]
     lo, hi = float(lo), float(hi)
     if hi <= lo:
-        hi = lo + (abs(lo) or 1.0) * 1e-3
+        width = (abs(lo) or 1.0) * 1e-3
+        lo, hi = (lo, lo + width) if math.isfinite(lo + width) else (lo - width, hi)  # at float64's top
     return [lo, hi]

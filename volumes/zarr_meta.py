@@ -27,7 +27,7 @@ def array_level(loc: Location, path: str, version: int) -> tuple[Level, dict, di
             raise SourceError(f"no zarr v2 array at {loc.url_of(path)}")
         attrs = loc.read_json(f"{path}/.zattrs" if path else ".zattrs") or {}
         chunks = meta.get("chunks", [])
-        dtype = np.dtype(meta.get("dtype")).name if not isinstance(meta.get("dtype"), list) else "structured"
+        dtype = _v2_dtype_name(meta.get("dtype"))
         comp = meta.get("compressor")
         encoding = comp.get("id") if isinstance(comp, dict) else None
         driver = "zarr"
@@ -42,6 +42,20 @@ def array_level(loc: Location, path: str, version: int) -> tuple[Level, dict, di
         spec={"driver": driver, "kvstore": loc.kvstore(path)},
     )
     return level, attrs, meta
+
+
+def _v2_dtype_name(raw) -> str:
+    """numpy's name for a zarr v2 ``dtype`` (``<u2`` -> ``uint16``), as zarr v3 names them.
+
+    numpy knows bfloat16 and float8 only once ml_dtypes is imported, and a broken name not
+    at all: then the name as written, and tensorstore says what it makes of it on reading.
+    """
+    if isinstance(raw, list):
+        return "structured"
+    try:
+        return np.dtype(raw).name
+    except TypeError:
+        return str(raw)
 
 
 def default_names(names: list[str | None], version: int) -> list[str]:

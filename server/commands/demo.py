@@ -13,8 +13,8 @@ DEMO_NAME = "demo.ome.zarr"
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="serve a small synthetic OME-Zarr dataset and print its viewer URL")
     p.add_argument("--out", help="write the dataset here and keep it (default: a temporary folder)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=9000)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    p.add_argument("--port", type=int, default=9000, help="port to listen on; 0 picks a free one (default: %(default)s)")
     p.add_argument("--open", action="store_true", help="open the viewer in a browser")
     p.add_argument("--write-only", action="store_true", help="write the dataset and exit without serving")
     p.set_defaults(run=run)

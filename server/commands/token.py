@@ -30,7 +30,7 @@ def server_secret(config_path: str | None) -> tuple[bytes, ServerConfig | None]:
     if config_path:
         from ..config_file import load_config
 
-        config = load_config(config_path)
+        config = load_config(config_path, upstreams=False)  # the secret and mount names, not upstream credentials
         if config.auth.secret is None:
             raise ConfigError(f"{config_path}: [auth] has no secret_env or secret_file")
         return config.auth.secret, config

@@ -1,0 +1,245 @@
+"""``/-/precomputed/<path>/``: the dataset at ``<path>`` as a Neuroglancer precomputed volume.
+
+Thin handlers around :mod:`volumes.present_precomputed`.  The dataset is read
+through this very server over loopback (as ``/-/open`` reads it), so protected
+and remote mounts work with the same symlink and dotfile rules as any client.
+Chunks are computed on a bounded pool of their own and cached by keys that
+include the validators of the source files they were read from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from aiohttp import web
+
+from . import auth
+from .access_log import redact
+from .app import CONFIG, MOUNTS, loopback_base, resolve
+from .builds import BuildPool
+from .chunk_cache import ChunkCache, DiskCache
+from .listing import render_listing
+from .lru import ByteBudgetLRU
+from .paths import Target
+from .responses import FileMeta, file_response
+from .routing import TARGET, serves
+from .storage import Entry, Storage
+
+log = logging.getLogger("ngserve")
+
+# An opened dataset is trusted this long, then its metadata is read again (a new shape or
+# type shows within this time; edited chunks show at once, see _chunk).  Well within the
+# loopback token's lifetime, which its stores carry in their URLs.
+DATASET_TTL = 10.0
+DATASETS = 256  # opened datasets kept per process
+MEMORY_BYTES = 256 << 20  # translated chunks kept in memory per process
+THREADS, QUEUE, TIMEOUT = 4, 512, 60.0  # the chunk pool: mostly waiting on loopback reads
+LISTED_CHUNKS = 4096  # a scale's listing names its chunks only up to this many
+_CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
+
+
+@dataclass
+class _Opened:
+    expires: float
+    presentation: object | None  # volumes.present_precomputed.Presentation
+    error: str | None  # why it cannot be presented (one line, for the 422)
+    loopback: str  # the loopback prefix its stores read through (dropped from messages)
+    signature: str = ""  # what every chunk of it depends on besides its source files
+    info: bytes = b""
+    opened: float = 0.0
+
+
+class PrecomputedViews:
+    """Per-app state: opened datasets, the chunk pool and cache, and a count of computed chunks."""
+
+    def __init__(self, cache_dir: Path | None, cache_bytes: int) -> None:
+        self.pool = BuildPool(THREADS, QUEUE, TIMEOUT, name="ngserve-precomputed",
+                              busy="chunks are being translated", slow="translating the chunk")
+        disk = DiskCache(cache_dir, cache_bytes) if cache_dir and cache_bytes else None
+        self.chunks = ChunkCache(MEMORY_BYTES, disk)
+        self.datasets: ByteBudgetLRU[_Opened] = ByteBudgetLRU(DATASETS, lambda _: 1)
+        self.opening = ChunkCache(0)  # single flight for opening (its memory holds nothing)
+        self.computed = 0  # chunks computed rather than answered from a cache (tests count these)
+
+
+VIEWS = web.AppKey("precomputed_views", PrecomputedViews)
+
+
+def add_routes(app: web.Application) -> None:
+    config = app[CONFIG]
+    app[VIEWS] = PrecomputedViews(config.cache_dir, config.cache_bytes)
+    app.router.add_get("/-/{view:precomputed}/{path:.*}", handle_precomputed)
+    app.router.add_get("/-/t/{token}/-/{view:precomputed}/{path:.*}", handle_precomputed)
+    app.on_cleanup.append(_shutdown)
+
+
+async def _shutdown(app: web.Application) -> None:
+    app[VIEWS].pool.shutdown()
+
+
+@serves("view")
+async def handle_precomputed(request: web.Request) -> web.StreamResponse:
+    target: Target = request[TARGET]
+    if target.view != "precomputed":
+        raise web.HTTPNotFound()
+    segments = target.segments
+    if target.raw.endswith("/"):
+        return await _listing(request, segments)
+    if segments and segments[-1] == "info":
+        opened = await _open(request, segments[:-1])
+        meta = FileMeta("info", len(opened.info), opened.opened, _etag(opened.info))
+        return await file_response(request, meta, data=opened.info)
+    if len(segments) >= 3 and _CHUNK_NAME.match(segments[-1]):
+        return await _chunk(request, segments[:-2], segments[-2], segments[-1])
+    storage, inner = resolve(request, segments)
+    entry = await storage.stat("/".join(inner))
+    if entry is not None and entry.is_dir:  # a dataset (or scale) folder: its listing
+        raise web.HTTPMovedPermanently(target.prefix + target.raw + "/")
+    raise web.HTTPNotFound(text="404 not found: a precomputed view has info and <scale>/<chunk> files\n")
+
+
+async def _open(request: web.Request, segments: list[str]) -> _Opened:
+    """The dataset at ``segments`` as presented (cached, reopened after DATASET_TTL); 404/422 otherwise."""
+    if not segments:
+        raise web.HTTPNotFound(text="give a dataset path, e.g. /-/precomputed/data/image.zarr/info\n")
+    storage, inner = resolve(request, segments)
+    rel = "/".join(inner)
+    mount = auth.mount_of(request.app[MOUNTS], segments)[0]
+    # The request was authorized for a key below the dataset; the view reads the whole
+    # dataset (every level, for virtual scales), so the dataset itself must be readable.
+    await request.app[auth.AUTHORITY].require(request, mount, rel)
+    views = request.app[VIEWS]
+    key = f"{mount}\0{rel}"
+    opened = views.datasets.get(key)
+    if opened is None or opened.expires < time.monotonic():
+        if await storage.stat(rel) is None:
+            raise web.HTTPNotFound(text=f"404 no dataset at /{'/'.join(segments)}\n")
+
+        async def open_it() -> bytes:
+            result = await _read_dataset(request, views, segments, rel)
+            views.datasets.put(key, result)
+            return b""
+
+        await views.opening.get(key, open_it)
+        opened = views.datasets.get(key)
+        if opened is None:  # evicted at once by a flood of others: open it for this request alone
+            opened = await _read_dataset(request, views, segments, rel)
+    if opened.error is not None:
+        raise web.HTTPUnprocessableEntity(text=f"cannot present /{'/'.join(segments)} as precomputed: {opened.error}\n")
+    return opened
+
+
+async def _read_dataset(request: web.Request, views: PrecomputedViews, segments: list[str], rel: str) -> _Opened:
+    from volumes import SourceError, first_line
+
+    loopback = loopback_base(request, segments, rel)
+    source = loopback + "/" + quote("/".join(segments))
+    try:
+        presentation = await views.pool.run(_present, source)
+    except (SourceError, ValueError) as exc:
+        line = redact(first_line(exc).replace(loopback, ""))
+        return _Opened(time.monotonic() + DATASET_TTL, None, line, loopback)
+    info = json.dumps(presentation.info(), separators=(",", ":")).encode()
+    levels = [(lv.path, lv.dtype, lv.shape) for lv in presentation.dataset.levels]
+    signature = hashlib.sha256(info + json.dumps([rel, levels]).encode()).hexdigest()
+    return _Opened(time.monotonic() + DATASET_TTL, presentation, None, loopback, signature, info, time.time())
+
+
+def _present(source: str):
+    """Blocking: read the dataset's metadata and open its levels (all over loopback)."""
+    from volumes import open_dataset
+    from volumes.present_precomputed import present
+
+    presentation = present(open_dataset(source))
+    presentation.open_sources()
+    return presentation
+
+
+async def _chunk(request: web.Request, segments: list[str], scale: str, name: str) -> web.StreamResponse:
+    from volumes.present_precomputed import ChunkNameError
+
+    opened = await _open(request, segments)
+    presentation = opened.presentation
+    try:
+        files = presentation.source_files(scale, name)
+    except ChunkNameError as exc:
+        cls = web.HTTPBadRequest if exc.malformed else web.HTTPNotFound
+        raise cls(text=f"{cls.status_code} {exc}\n") from None
+    views = request.app[VIEWS]
+    label = f"/{'/'.join(segments)}/{scale}/{name}"
+
+    async def compute() -> bytes:
+        views.computed += 1
+        try:
+            return await views.pool.run(presentation.chunk, scale, name)
+        except web.HTTPException:
+            raise  # 503 (pool full) and 504 (deadline) already say why
+        except Exception as exc:  # noqa: BLE001 - any reader failure becomes one line, never a traceback
+            from volumes import first_line
+
+            reason = redact(first_line(exc).replace(opened.loopback, ""))
+            log.warning("precomputed view: cannot compute %s: %s", redact(label), reason)
+            raise web.HTTPBadGateway(text=f"502 cannot compute chunk {label}: {reason}\n") from None
+
+    # The cache key holds the validators of every source file the chunk is read from
+    # (ETag-like: mtime, size and inode locally; the upstream's ETag remotely), taken
+    # before the read: an edited file changes the key, so a stale chunk is never found.
+    # A file rewritten during the read can only put newer bytes under the older key,
+    # which no later request asks for.  Layouts we cannot name files for are not cached.
+    storage, inner = resolve(request, segments)
+    validators = None
+    if files is not None:
+        prefix = "/".join(inner)
+        validators = await storage.validators([f"{prefix}/{f}" if prefix else f for f in files])
+    if validators is None or None in validators:
+        data, mtime = await compute(), time.time()
+        etag = _etag(data)
+    else:
+        key = hashlib.sha256("\0".join([opened.signature, scale, name, *validators]).encode()).hexdigest()
+        data, mtime = await views.chunks.get(key, compute)
+        etag = f'"{key[:40]}"'
+    return await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
+
+
+async def _listing(request: web.Request, segments: list[str]) -> web.Response:
+    """``dataset/``: info and one folder per scale; ``dataset/<scale>/``: its chunks (when few)."""
+    target: Target = request[TARGET]
+    url_path = target.prefix + "/" + "/".join(segments) + "/"
+    try:
+        opened = await _open(request, segments)
+        entries = [Entry("info", False, len(opened.info))] + [Entry(s.key, True) for s in opened.presentation.scales]
+    except web.HTTPException:
+        if len(segments) < 2:
+            raise
+        opened = await _open(request, segments[:-1])
+        scale = next((s for s in opened.presentation.scales if s.key == segments[-1]), None)
+        if scale is None:
+            raise web.HTTPNotFound() from None
+        entries = [Entry(n, False) for n in _chunk_names(scale)]
+    return web.Response(text=render_listing(url_path, entries, {}, None), content_type="text/html",
+                        headers={"Cache-Control": "no-cache"})
+
+
+def _chunk_names(scale) -> list[str]:
+    counts = [-(-n // c) for n, c in zip(scale.size, scale.chunk)]
+    if counts[0] * counts[1] * counts[2] > LISTED_CHUNKS:
+        return []
+    names = []
+    for k in range(counts[2]):
+        for j in range(counts[1]):
+            for i in range(counts[0]):
+                box = [(o + idx * c, min(o + (idx + 1) * c, o + n))
+                       for o, idx, c, n in zip(scale.voxel_offset, (i, j, k), scale.chunk, scale.size)]
+                names.append("_".join(f"{lo}-{hi}" for lo, hi in box))
+    return names
+
+
+def _etag(data: bytes) -> str:
+    return '"' + hashlib.sha256(data).hexdigest()[:40] + '"'

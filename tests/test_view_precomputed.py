@@ -1,0 +1,329 @@
+"""``/-/precomputed/<path>/``: every source kind read back with real clients, exactly.
+
+Sources are written with tensorstore; a real ``ngserve serve`` presents them;
+tensorstore's ``neuroglancer_precomputed`` driver and cloud-volume read every
+scale over HTTP, and each is compared with the source (virtual scales with
+``ts.downsample`` of the source, computed here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorstore as ts
+
+from conftest import ServerProcess
+from server import MountConfig, ServerConfig, create_app
+from server.tokens import mint
+from volumes import write_ome_zarr
+from webdav_server import WebDAVServer
+
+SECRET = "precomputed-view-secret-0123456789"
+
+
+def _blobs(shape, dtype, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    grids = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
+    image = np.exp(-sum((g - rng.uniform(-0.5, 0.5)) ** 2 for g in grids) * 4) + rng.normal(0, 0.05, shape)
+    return np.clip(image * 60000, 0, 60000).astype(dtype)
+
+
+def _write(path: Path, driver: str, data: np.ndarray, chunks: list[int], **extra) -> None:
+    if driver == "zarr":
+        meta = {"shape": list(data.shape), "chunks": chunks, "dtype": data.dtype.str, **extra}
+    elif driver == "zarr3":
+        meta = {"shape": list(data.shape), "data_type": str(data.dtype),
+                "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": chunks}}, **extra}
+    else:
+        meta = {"dimensions": list(data.shape), "blockSize": chunks, "dataType": str(data.dtype),
+                "compression": {"type": "gzip"}}
+    ts.open({"driver": driver, "kvstore": {"driver": "file", "path": str(path) + "/"}, "metadata": meta},
+            create=True, delete_existing=True).result().write(data).result()
+
+
+# name -> (level-0 array as x, y, z, c, what the info must say)
+def make_sources(root: Path) -> dict[str, dict]:
+    out = {}
+    # OME-Zarr 0.4 (zarr v2) uint16, one level: anisotropic, offset by (3, 6, 10) voxels, odd shape.
+    img = _blobs((23, 150, 133), np.uint16, 1)
+    write_ome_zarr(root / "aniso.ome.zarr", img, voxel_size=(40, 4, 4), unit="nanometer", levels=1,
+                   chunks=(16, 32, 32), translation=(10.5 * 40, 6.5 * 4, 3.5 * 4))
+    out["aniso.ome.zarr"] = {"xyzc": img.transpose(2, 1, 0)[..., None], "resolution": [4, 4, 40],
+                             "voxel_offset": [3, 6, 10], "type": "image", "levels": 1}
+    # OME-Zarr multiscale (3 levels), zarr v3 / 0.5.
+    ms = _blobs((40, 300, 280), np.uint8, 2)
+    write_ome_zarr(root / "multi.ome.zarr", ms, voxel_size=(1, 1, 1), unit="micrometer", levels=3,
+                   chunks=(32, 32, 32), zarr_version=3)
+    out["multi.ome.zarr"] = {"xyzc": ms.transpose(2, 1, 0)[..., None], "resolution": [1000, 1000, 1000],
+                             "type": "image", "levels": 3}
+    # zarr v3 with a channel axis.
+    ch = _blobs((3, 20, 70, 66), np.uint16, 3)
+    _write(root / "chan.zarr3", "zarr3", ch, [1, 16, 32, 32], dimension_names=["c", "z", "y", "x"])
+    out["chan.zarr3"] = {"xyzc": ch.transpose(3, 2, 1, 0), "type": "image", "levels": 1}
+    # N5 float32 (dimensions x, y, z as tensorstore lists them).
+    n5 = _blobs((70, 33, 47), np.float32, 4) / 60000
+    _write(root / "vol.n5", "n5", n5, [32, 16, 16])
+    out["vol.n5"] = {"xyzc": n5[..., None], "type": "image", "levels": 1}
+    # uint64 labels: compressed_segmentation, mode downsampling.
+    labels = (_blobs((30, 100, 90), np.uint16, 5) // 4000).astype(np.uint64) * (1 << 40)
+    _write(root / "labels.zarr", "zarr", labels, [16, 32, 32], fill_value=0)
+    out["labels.zarr"] = {"xyzc": labels.transpose(2, 1, 0)[..., None], "type": "segmentation",
+                          "encoding": "compressed_segmentation", "levels": 1}
+    # int64 labels -> uint64 bit for bit (a negative label included).
+    i64 = (_blobs((12, 70, 40), np.uint16, 8) // 9000).astype(np.int64) - 1
+    _write(root / "i64.zarr", "zarr", i64, [12, 32, 32], fill_value=0)
+    out["i64.zarr"] = {"xyzc": i64.transpose(2, 1, 0)[..., None].view(np.uint64), "type": "segmentation",
+                       "data_type": "uint64", "encoding": "compressed_segmentation", "levels": 1}
+    # float64 -> float32, bool -> uint8.
+    f64 = _blobs((20, 80, 70), np.float64, 6) / 7
+    _write(root / "f64.zarr", "zarr", f64, [20, 40, 35])
+    out["f64.zarr"] = {"xyzc": f64.transpose(2, 1, 0)[..., None].astype(np.float32), "type": "image",
+                       "data_type": "float32", "levels": 1}
+    mask = _blobs((16, 70, 75), np.uint16, 7) > 30000
+    _write(root / "mask.zarr", "zarr", mask, [16, 32, 32])
+    out["mask.zarr"] = {"xyzc": mask.transpose(2, 1, 0)[..., None].astype(np.uint8), "type": "image",
+                        "data_type": "uint8", "levels": 1}
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pviews")
+    sources = make_sources(root)
+    srv = ServerProcess(["serve", str(root), "--port", "0"])
+    yield srv, root, sources
+    srv.stop()
+
+
+def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
+    req = urllib.request.Request(url, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def read_scale(base: str, index: int) -> tuple[np.ndarray, object]:
+    store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": base, "scale_index": index},
+                    read=True, context=ts.Context()).result()
+    return store.read().result(), store.domain
+
+
+def expected_levels(name: str, src: dict, root: Path, info: dict) -> list[np.ndarray]:
+    """Each scale as it must read: the source's real levels, then ts.downsample of the coarsest."""
+    levels = [src["xyzc"]]
+    if src["levels"] > 1:  # the OME writer's own levels, read back with tensorstore
+        for i in range(1, src["levels"]):
+            arr = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(root / name / str(i)) + "/"}},
+                          read=True).result().read().result()
+            levels.append(arr.transpose(2, 1, 0)[..., None])
+    scales = info["scales"]
+    base_scale = scales[src["levels"] - 1]
+    base = ts.array(levels[-1])[ts.d[:].translate_to[[*base_scale["voxel_offset"], 0]]]
+    method = "mode" if info["type"] == "segmentation" else "mean"
+    for scale in scales[src["levels"]:]:
+        factors = [round(r / b) for r, b in zip(scale["resolution"], base_scale["resolution"])]
+        levels.append(ts.downsample(base, [*factors, 1], method=method).read().result())
+    return levels
+
+
+@pytest.mark.parametrize("name", ["aniso.ome.zarr", "multi.ome.zarr", "chan.zarr3", "vol.n5", "labels.zarr",
+                                  "i64.zarr", "f64.zarr", "mask.zarr"])
+def test_tensorstore_reads_every_scale_equal_to_source(served, name):
+    srv, root, sources = served
+    src = sources[name]
+    base = f"{srv.url}/-/precomputed/{name}/"
+    status, headers, body = get(base + "info")
+    assert status == 200 and headers["Content-Type"].startswith("application/json"), body
+    info = json.loads(body)
+    assert info["type"] == src["type"]
+    assert info["data_type"] == src.get("data_type", str(src["xyzc"].dtype))
+    assert info["num_channels"] == src["xyzc"].shape[3]
+    assert {s["encoding"] for s in info["scales"]} == {src.get("encoding", "raw")}
+    if "resolution" in src:
+        assert info["scales"][0]["resolution"] == src["resolution"]
+    assert info["scales"][0]["voxel_offset"] == src.get("voxel_offset", [0, 0, 0])
+    # A virtual pyramid down to one chunk: the coarsest scale fits in a chunk along every axis.
+    coarsest = info["scales"][-1]
+    assert all(n <= c for n, c in zip(coarsest["size"], coarsest["chunk_sizes"][0]))
+    assert len(info["scales"]) > src["levels"], "no virtual scale was added"
+    expected = expected_levels(name, src, root, info)
+    assert len(expected) == len(info["scales"])
+    for index, want in enumerate(expected):
+        got, domain = read_scale(base, index)
+        assert list(domain.inclusive_min[:3]) == info["scales"][index]["voxel_offset"]
+        assert got.dtype == want.dtype and got.shape == want.shape, (index, got.shape, want.shape)
+        if want.dtype.kind == "f" and index:  # a mean in float32: equal within float32 precision
+            np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"scale {index}")
+        else:
+            np.testing.assert_array_equal(got, want, err_msg=f"scale {index}")
+
+
+def test_anisotropic_pyramid_halves_fine_axes_first(served):
+    srv, _, _ = served
+    info = json.loads(get(f"{srv.url}/-/precomputed/aniso.ome.zarr/info")[2])
+    res = [s["resolution"] for s in info["scales"]]
+    assert res[:3] == [[4, 4, 40], [8, 8, 40], [16, 16, 40]]  # z (40 nm, 23 voxels) stays until x/y catch up
+
+
+def test_cloudvolume_reads_translated_view(served):
+    from cloudvolume import CloudVolume
+
+    srv, _, sources = served
+    for name in ("aniso.ome.zarr", "labels.zarr"):
+        cv = CloudVolume(f"precomputed://{srv.url}/-/precomputed/{name}", mip=0, progress=False, cache=False,
+                         fill_missing=False, use_https=False)
+        np.testing.assert_array_equal(np.asarray(cv[:, :, :]), sources[name]["xyzc"])
+
+
+def test_answers_behave_like_files(served):
+    srv, _, _ = served
+    url = f"{srv.url}/-/precomputed/aniso.ome.zarr/s0/3-35_6-38_10-26"
+    status, headers, body = get(url)
+    assert status == 200 and headers["Content-Type"] == "application/octet-stream"
+    assert len(body) == 32 * 32 * 16 * 2
+    etag = headers["ETag"]
+    assert get(url, {"If-None-Match": etag})[0] == 304
+    status, h, part = get(url, {"Range": "bytes=10-19"})
+    assert status == 206 and part == body[10:20] and h["Content-Range"] == f"bytes 10-19/{len(body)}"
+    status, h, empty = get(url, method="HEAD")
+    assert status == 200 and empty == b"" and int(h["Content-Length"]) == len(body) and h["ETag"] == etag
+
+
+def test_bad_names_and_sources_answer_one_line(served):
+    srv, root, _ = served
+    base = f"{srv.url}/-/precomputed/aniso.ome.zarr"
+    assert get(base + "/s0/not-a_chunk_name")[0] == 404  # not a chunk name: not a key at all
+    status, _, body = get(base + "/s0/1-2_3-4_5-6-7")
+    assert status == 404
+    status, _, body = get(base + "/s0/0-32_0-32_0-16")  # off the grid (it starts at the offset)
+    assert status == 404 and body.count(b"\n") == 1 and b"not a chunk of scale" in body
+    assert get(base + "/s9/3-35_6-38_10-26")[0] == 404
+    assert get(f"{srv.url}/-/precomputed/nothing.zarr/info")[0] == 404
+    ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(root / "cplx.zarr") + "/"},
+             "metadata": {"shape": [4, 4], "chunks": [4, 4], "dtype": "<c8"}}, create=True).result()
+    status, _, body = get(f"{srv.url}/-/precomputed/cplx.zarr/info")
+    assert status == 422 and body.count(b"\n") == 1 and b"complex64" in body, body
+    # A corrupt source chunk: a short reason and a log line, never a traceback or a hang.
+    bad = root / "broken.zarr"
+    _write(bad, "zarr", np.ones((8, 8, 8), np.uint16), [8, 8, 8])
+    (bad / "0.0.0").write_bytes(b"this is not blosc")
+    status, _, body = get(f"{srv.url}/-/precomputed/broken.zarr/s0/0-8_0-8_0-8")
+    assert status == 502 and body.count(b"\n") == 1 and b"cannot compute chunk" in body, body
+    assert b"Traceback" not in body and b"127.0.0.1" not in body
+
+
+def test_listing_names_info_and_scales(served):
+    srv, _, _ = served
+    status, headers, body = get(f"{srv.url}/-/precomputed/labels.zarr/", {"Accept": "text/html"})
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'href="info"' in body and b'href="s0/"' in body and b'href="s1/"' in body
+    status, headers, _ = get(f"{srv.url}/-/precomputed/vol.n5/s0/", {"Accept": "text/html"})
+    assert status == 200  # vol.n5's scale s0: its chunks
+    status, _, body = get(f"{srv.url}/-/precomputed/labels.zarr/s1/", {"Accept": "text/html"})
+    assert status == 200 and b"0-45_0-50_0-30" in body
+
+
+def test_rewriting_a_source_chunk_invalidates_translated_chunks(served):
+    srv, root, _ = served
+    path = root / "edit.zarr"
+    data = np.arange(40 * 50 * 70, dtype=np.uint16).reshape(40, 50, 70)
+    _write(path, "zarr", data, [20, 25, 35])
+    base = f"{srv.url}/-/precomputed/edit.zarr/"
+    first = [read_scale(base, i)[0] for i in range(2)]
+    np.testing.assert_array_equal(first[0][..., 0], data.transpose(2, 1, 0))
+    data[0:20, 0:25, 0:35] = 7  # exactly one source chunk, rewritten in place by tensorstore
+    ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(path) + "/"}}).result()[0:20, 0:25, 0:35].write(
+        data[0:20, 0:25, 0:35]).result()
+    again = [read_scale(base, i)[0] for i in range(2)]
+    np.testing.assert_array_equal(again[0][..., 0], data.transpose(2, 1, 0))
+    want = ts.downsample(ts.array(data.transpose(2, 1, 0)[..., None]), [2, 1, 1, 1], method="mean").read().result()
+    np.testing.assert_array_equal(again[1], want)  # the virtual scale too
+    assert not np.array_equal(first[1], again[1])
+
+
+# -- protected and remote mounts -----------------------------------------------------------
+def test_share_token_and_webdav_mounts(tmp_path):
+    root = tmp_path / "data"
+    (root / "lab").mkdir(parents=True)
+    dav_root = tmp_path / "dav"
+    dav_root.mkdir()
+    img = _blobs((21, 70, 66), np.uint16, 11)
+    for where in (root / "lab", dav_root):
+        _write(where / "img.zarr", "zarr", img, [16, 32, 32])
+    dav = WebDAVServer(dav_root, password="dav-pw-precomputed")
+    conf = tmp_path / "ngserve.toml"
+    (tmp_path / "secret").write_text(SECRET)
+    (tmp_path / "dav.pw").write_text("dav-pw-precomputed")
+    conf.write_text(f"""
+[server]
+port = 0
+[auth]
+secret_file = "secret"
+[[mounts]]
+name = "lab"
+source = "{root / 'lab'}"
+access = "token"
+[[mounts]]
+name = "dav"
+source = "webdav+{dav.url}/"
+[mounts.upstream]
+username = "{dav.user}"
+password_file = "dav.pw"
+""")
+    srv = ServerProcess(["serve", "--config", str(conf)])
+    try:
+        want = img.transpose(2, 1, 0)[..., None]
+        got, _ = read_scale(f"{srv.url}/-/precomputed/dav/img.zarr/", 0)
+        np.testing.assert_array_equal(got, want)
+        assert get(f"{srv.url}/-/precomputed/lab/img.zarr/info")[0] == 401
+        token = mint(SECRET.encode(), "lab", "img.zarr", 3600)
+        base = f"{srv.url}/-/t/{token}/-/precomputed/lab/img.zarr/"
+        for index in range(2):
+            got, _ = read_scale(base, index)
+            if index == 0:
+                np.testing.assert_array_equal(got, want)
+            else:
+                np.testing.assert_array_equal(got, ts.downsample(ts.array(want), [2, 2, 1, 1], method="mean").read().result())
+        # A token for a key below the dataset does not open the dataset's other levels.
+        narrow = mint(SECRET.encode(), "lab", "img.zarr/s1", 3600)
+        assert get(f"{srv.url}/-/t/{narrow}/-/precomputed/lab/img.zarr/s1/0-33_0-35_0-21")[0] == 403
+    finally:
+        srv.stop()
+        dav.kill()
+
+
+# -- in-process: one computation for concurrent identical requests ---------------------------
+async def test_concurrent_misses_compute_once(aiohttp_client, tmp_path):
+    from server.views_precomputed import VIEWS
+
+    data = _blobs((30, 60, 60), np.uint16, 12)
+    _write(tmp_path / "c.zarr", "zarr", data, [30, 60, 60])
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state",
+                          cache_dir=tmp_path / "cache", cache_bytes=1 << 24)
+    config.validate()
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    url = "/-/precomputed/c.zarr/s0/0-60_0-60_0-30"
+
+    async def fetch() -> bytes:
+        resp = await client.get(url)
+        assert resp.status == 200
+        return await resp.read()
+
+    bodies = await asyncio.gather(*[fetch() for _ in range(8)])
+    assert len(set(bodies)) == 1 and app[VIEWS].computed == 1
+    assert np.array_equal(np.frombuffer(bodies[0], "<u2").reshape(30, 60, 60), data)
+    await fetch()
+    assert app[VIEWS].computed == 1  # a memory hit
+    app[VIEWS].chunks.memory = type(app[VIEWS].chunks.memory)(1 << 20, lambda item: len(item[0]))
+    assert await fetch() == bodies[0] and app[VIEWS].computed == 1  # from the disk cache
+    assert any(os.scandir(tmp_path / "cache"))
