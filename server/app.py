@@ -285,6 +285,9 @@ def create_app(config: ServerConfig) -> web.Application:
     states.add_routes(app)
     app.router.add_get("/-/open/{path:.*}", handle_open)
     views_precomputed.add_routes(app)  # before the catch-all data routes below
+    from . import views_repair  # imports this module: loaded once it is complete
+
+    views_repair.add_routes(app)
     app.router.add_get("/-/t/{token}/{path:.*}", handle_data)
     app.router.add_get("/{tail:.*}", handle_data)
     return app

@@ -79,3 +79,20 @@ def parse_dimension_unit(text: str | None) -> tuple[str, float]:
         return "", 1.0
     unit, factor = SI_SYMBOLS[m.group(2)]
     return unit, factor * (float(m.group(1)) if m.group(1) else 1.0)
+
+
+def n5_unit(name: str | None) -> tuple[str, float]:
+    """A unit as Neuroglancer's N5 ``units`` accepts it (an SI symbol) and the factor to apply:
+    ``"nanometer"`` -> ``("nm", 1.0)``, ``"foot"`` -> ``("m", 0.3048)``."""
+    if not name:
+        return "", 1.0
+    if name in SI_SYMBOLS:
+        return name, 1.0
+    name = ALIASES.get(name, name)
+    for long, (short, _exp) in _PREFIXES.items():
+        for base in ("meter", "second"):
+            if name == long + base:
+                return short + base[0], 1.0
+    if name in OME_UNITS:
+        return OME_UNITS[name]
+    raise ValueError(f"unknown unit {name!r}")
