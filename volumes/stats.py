@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 
@@ -96,8 +97,10 @@ def _percentiles(data: np.ndarray, low: float, high: float) -> list[float]:
         data = np.abs(data)  # np.percentile takes only reals; a complex image is shown by its magnitude
     elif dtype.kind not in "iuf":
         try:  # ml_dtypes' bfloat16, float8_* and int4 are kind "V" and convert; strings and records do not
-            data = data.astype(np.float64) if dtype.kind == "V" else None
-        except (TypeError, ValueError):
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", np.exceptions.ComplexWarning)  # a record with a complex field
+                data = data.astype(np.float64) if dtype.kind == "V" else None
+        except (TypeError, ValueError, np.exceptions.ComplexWarning):
             data = None
         if data is None:
             return [0.0, 1.0]  # no numeric values: the viewer's own default window
