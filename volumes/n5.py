@@ -18,6 +18,7 @@ import numpy as np
 
 from .location import Location, SourceError
 from .model import Axis, Dataset, Level
+from .present_n5 import cosem_transform, group_dataset, level_factors, level_paths, merge_attributes
 from .units import scale_by, si_unit
 
 _DEFAULT_NAMES = ["x", "y", "z", "t", "c"]
@@ -48,18 +49,6 @@ def _ng_space(attrs: dict, rank: int) -> list[Axis]:
     return axes
 
 
-def _cosem(attrs: dict, rank: int) -> tuple[list[float], list[float], list[str]] | None:
-    """(scale, translate, units) of a COSEM ``transform``, in N5 axis order."""
-    t = attrs.get("transform")
-    if not isinstance(t, dict) or "scale" not in t:
-        return None
-    scale, trans = list(t["scale"]), list(t.get("translate") or [0.0] * rank)
-    units = list(t.get("units") or ["nm"] * rank)
-    if t.get("ordering", "C") == "C":  # COSEM lists C order; N5 dimensions are F order
-        scale, trans, units = scale[::-1], trans[::-1], units[::-1]
-    return scale, trans, units
-
-
 def _level(loc: Location, path: str, attrs: dict, factors: list[float]) -> Level:
     comp = attrs.get("compression")
     return Level(
@@ -76,18 +65,17 @@ def _level(loc: Location, path: str, attrs: dict, factors: list[float]) -> Level
 def inherited_attributes(loc: Location, own: dict) -> dict:
     """``own`` over the ``attributes.json`` of every ancestor folder, as Neuroglancer merges them:
     a shallow merge from the outermost folder (the URL's host root, or ``/``) inwards."""
-    merged: dict = {}
+    chain = []
     parts = loc.root.split("/")
     first = 3 if loc.is_http else 1  # "http:", "", "host" / the empty name before the leading "/"
     for depth in range(first, len(parts)):
         folder = Location("/".join(parts[:depth]) or "/")
         folder.query = loc.query
         try:
-            attrs = folder.read_json("attributes.json")
+            chain.append(folder.read_json("attributes.json"))
         except SourceError:
-            attrs = None  # unreadable (e.g. outside a token's scope): absent, as for the client
-        merged.update(attrs or {})
-    return {**merged, **own}
+            pass  # unreadable (e.g. outside a token's scope): absent, as for the client
+    return merge_attributes([*chain, own])
 
 
 def read_n5(loc: Location, root: dict) -> Dataset:
@@ -110,14 +98,14 @@ def read_n5(loc: Location, root: dict) -> Dataset:
     rank = len(first["dimensions"])
     native = _ng_space(root, rank)
     # Our axes: Neuroglancer's names, but the most specific metadata for sizes.
-    cosem = _cosem(first, rank) or _cosem(_group_dataset(root, 0), rank)
+    cosem = cosem_transform(first, rank) or cosem_transform(group_dataset(root, 0), rank)
     merged = {**first, **{k: v for k, v in root.items() if k in ("resolution", "units", "pixelResolution", "axes")}}
     axes = _ng_space(merged, rank)
     offset = [0.0] * rank
     convention = "neuroglancer" if ("resolution" in merged) else "n5-viewer" if "pixelResolution" in merged else None
     if cosem:
         convention = "cosem"
-        scale, trans, units = cosem
+        scale, trans, units = cosem["scale"], cosem["translate"], cosem["units"]
         for i, a in enumerate(axes):
             unit, factor = si_unit(units[i])
             a.unit, a.scale = unit, scale_by(float(scale[i]), factor)
@@ -160,42 +148,18 @@ def read_n5(loc: Location, root: dict) -> Dataset:
     return ds
 
 
-def _group_dataset(root: dict, index: int) -> dict:
-    ms = root.get("multiscales")
-    try:
-        return ms[0]["datasets"][index]
-    except (TypeError, IndexError, KeyError):
-        return {}
-
-
 def _level_paths(loc: Location, root: dict) -> list[str]:
-    """Level folders: from COSEM ``multiscales``, the ``scales`` list, or s0, s1, … as found."""
-    ms = root.get("multiscales")
-    if isinstance(ms, list) and ms and isinstance(ms[0], dict) and ms[0].get("datasets"):
-        return [d["path"] for d in ms[0]["datasets"]]
-    if isinstance(root.get("scales"), list):
-        return [f"s{i}" for i in range(len(root["scales"]))]
-    paths = []
-    while loc.read_json(f"s{len(paths)}/attributes.json") is not None:
-        paths.append(f"s{len(paths)}")
+    """Level folders as the group names them (see :func:`volumes.present_n5.level_paths`), else s0, s1, … as found."""
+    paths = level_paths(root)
+    if not paths:  # nothing names them: probe s0, s1, … (http offers no listing to read them from)
+        while loc.read_json(f"s{len(paths)}/attributes.json") is not None:
+            paths.append(f"s{len(paths)}")
     return paths
 
 
 def _factors(root: dict, level_attrs: list[tuple[str, dict]], rank: int) -> list[list[float]]:
-    """Per-level downsampling factors from whichever convention states them."""
+    """Per-level downsampling factors: the group's list when it states one, else per level."""
     listed = root.get("scales") or root.get("downsamplingFactors")
     if isinstance(listed, list) and len(listed) == len(level_attrs) and isinstance(listed[0], list):
         return [[float(f) for f in fs] for fs in listed]
-    out = []
-    base = _cosem(level_attrs[0][1], rank) or _cosem(_group_dataset(root, 0), rank)
-    for i, (_, a) in enumerate(level_attrs):
-        if "downsamplingFactors" in a:
-            out.append([float(f) for f in a["downsamplingFactors"]])
-            continue
-        c = _cosem(a, rank) or _cosem(_group_dataset(root, i), rank)
-        if c and base:
-            out.append([x / y for x, y in zip(c[0], base[0])])
-        else:
-            shape0 = level_attrs[0][1]["dimensions"]
-            out.append([s0 / s for s0, s in zip(shape0, a["dimensions"])])
-    return out
+    return level_factors(root, level_attrs, rank)

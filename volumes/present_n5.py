@@ -79,8 +79,8 @@ def level_paths(group: dict, child_folders: Iterable[str] = ()) -> list[str]:
     return out
 
 
-def _cosem(attrs: dict | None, rank: int) -> dict | None:
-    """A COSEM ``transform`` in N5 (x-first) order: scale, translate, units, axes."""
+def cosem_transform(attrs: dict | None, rank: int) -> dict | None:
+    """A COSEM ``transform`` in N5 (x-first) order: scale, translate, units, axes; None without one."""
     t = attrs.get("transform") if isinstance(attrs, dict) else None
     if not isinstance(t, dict) or not isinstance(t.get("scale"), list) or len(t["scale"]) != rank:
         return None
@@ -97,7 +97,8 @@ def _cosem(attrs: dict | None, rank: int) -> dict | None:
     return out
 
 
-def _group_dataset(group: dict, index: int) -> dict:
+def group_dataset(group: dict, index: int) -> dict:
+    """The ``index``-th dataset of a COSEM ``multiscales`` list (its ``transform``), else {}."""
     try:
         return group["multiscales"][0]["datasets"][index]
     except (TypeError, IndexError, KeyError):
@@ -115,15 +116,17 @@ def _ratio_factor(base: int, size: int) -> float:
     return ratio
 
 
-def _factors(group: dict, levels: list[tuple[str, dict]], rank: int) -> list[list[float]]:
-    base = _cosem(levels[0][1], rank) or _cosem(_group_dataset(group, 0), rank)
+def level_factors(group: dict, levels: list[tuple[str, dict]], rank: int) -> list[list[float]]:
+    """Each level's downsampling factors (x first): its own ``downsamplingFactors``, else the ratio
+    of its COSEM scale to the finest level's, else what the shapes imply."""
+    base = cosem_transform(levels[0][1], rank) or cosem_transform(group_dataset(group, 0), rank)
     out = []
     for i, (_, attrs) in enumerate(levels):
         own = attrs.get("downsamplingFactors")
         if isinstance(own, list) and len(own) == rank and not isinstance(own[0], list):
             out.append([float(f) for f in own])
             continue
-        cosem = _cosem(attrs, rank) or _cosem(_group_dataset(group, i), rank)
+        cosem = cosem_transform(attrs, rank) or cosem_transform(group_dataset(group, i), rank)
         if cosem and base:
             out.append([a / b for a, b in zip(cosem["scale"], base["scale"])])
         else:
@@ -137,7 +140,7 @@ def _space(own: dict, group: dict, level0: dict, rank: int) -> tuple[dict, list[
     its voxel size: the levels' transforms are more specific than what the group inherits."""
     if "resolution" in own or "pixelResolution" in own:
         return {}, None
-    cosem = _cosem(level0, rank) or _cosem(_group_dataset(group, 0), rank)
+    cosem = cosem_transform(level0, rank) or cosem_transform(group_dataset(group, 0), rank)
     derived: dict = {}
     offset = None
     if cosem:
@@ -183,7 +186,7 @@ def present_n5(chain: list[dict | None], levels: list[tuple[str, dict]] | None =
     merged = merge_attributes(chain)
     if not levels:
         node = chain[-1] if chain else None
-        if is_array(node) and _cosem(node, len(node["dimensions"])):  # a lone COSEM array
+        if is_array(node) and cosem_transform(node, len(node["dimensions"])):  # a lone COSEM array
             space, offset = _space(node, merged, node, len(node["dimensions"]))
             out = {**merged, **space}
             if "resolution" in space:
@@ -200,7 +203,7 @@ def present_n5(chain: list[dict | None], levels: list[tuple[str, dict]] | None =
     group_chain = chain[:-1] if level is not None else chain
     group = merge_attributes(group_chain)
     own_group = (group_chain[-1] if group_chain else None) or {}
-    factors = _factors(group, levels, rank)
+    factors = level_factors(group, levels, rank)
     space, offset = _space(own_group, group, levels[0][1], rank)
     notes = []
     named = [p for p, _ in levels] == [f"s{i}" for i in range(len(levels))]
