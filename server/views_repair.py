@@ -70,7 +70,7 @@ class _Inputs:
             return None
         try:
             return json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past json's limit, no metadata is
             raise SourceError(f"{name} in /{'/'.join(parts)} is not valid JSON") from None
 
     async def folders(self, parts: list[str]) -> list[str]:

@@ -351,6 +351,12 @@ def test_metadata_validators_and_chunks_pass_through(start_server, tree):
     (bad / "attributes.json").write_text("{not json")
     status, _, body = get(f"{srv.url}/-/n5/data/bad.n5/attributes.json")
     assert status == 422 and body.decode().count("\n") == 1 and "not valid JSON" in body.decode()
+    # ...nor is JSON nested past the parser's recursion limit (it once answered 500).
+    deep = root / "data/deep.zarr"
+    deep.mkdir(exist_ok=True)
+    (deep / ".zarray").write_text("[" * 50000 + "]" * 50000)
+    status, _, body = get(f"{srv.url}/-/zarr/data/deep.zarr/.zarray")
+    assert status == 422 and "not valid JSON" in body.decode()
 
 
 SECRET = b"repair-view-secret-0123456789abcdef-01"
