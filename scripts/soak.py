@@ -8,8 +8,10 @@ ngserve mounts as a remote.  A third mount, ``private``, is the local data again
 with ``access = "token"``.  Then ``--concurrency`` loops send, until ``--seconds``
 have passed or ``--max-requests`` were sent, a seeded random mix of: chunk and
 metadata reads, Range reads of the large file, listings, the same through the
-WebDAV mount, reads with a share token, 401s (the protected mount without one)
-and 404s.  Every answer's status is checked against what that request must get.
+WebDAV mount, reads with a share token, 401s (the protected mount without one),
+404s, and the views: every chunk of the demo image translated by ``/-/precomputed/``
+(computed once, then from the chunk cache) and its ``/-/zarr/`` metadata.  Every
+answer's status is checked against what that request must get.
 
 ngserve's RSS (with any child processes) is sampled every ``--sample`` seconds and
 printed as a table with the request counts.  Exits 1 if any answer was 5xx or not
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import json
 import os
 import random
 import re
@@ -30,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -41,7 +46,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 from webdav_server import WebDAVServer  # noqa: E402
 
-from server.commands.demo import write_demo  # noqa: E402
+from server.commands.demo import DEMO_NAME as DEMO, write_demo  # noqa: E402
 from server.tokens import mint  # noqa: E402
 
 SECRET = os.urandom(32).hex()
@@ -72,6 +77,21 @@ def start_ngserve(config: Path, env: dict, log: Path) -> tuple[subprocess.Popen,
     raise RuntimeError(f"ngserve did not start:\n{log.read_text()}")
 
 
+def view_chunk_urls(base: str, dataset: str) -> list[str]:
+    """Every chunk of every scale (virtual ones included) of ``dataset`` through /-/precomputed/."""
+    prefix = f"/-/precomputed/{dataset}"
+    with urllib.request.urlopen(base + prefix + "/info", timeout=60) as resp:
+        info = json.load(resp)
+    urls = []
+    for scale in info["scales"]:
+        (cx, cy, cz), (ox, oy, oz) = scale["chunk_sizes"][0], scale["voxel_offset"]
+        sx, sy, sz = scale["size"]
+        for x, y, z in itertools.product(range(0, sx, cx), range(0, sy, cy), range(0, sz, cz)):
+            box = [(ox + x, ox + min(x + cx, sx)), (oy + y, oy + min(y + cy, sy)), (oz + z, oz + min(z + cz, sz))]
+            urls.append(f"{prefix}/{scale['key']}/" + "_".join(f"{a}-{b}" for a, b in box))
+    return urls
+
+
 def rss(pid: int) -> int:
     """Resident bytes of ``pid`` and its children (workers, when there are several)."""
     p = psutil.Process(pid)
@@ -87,7 +107,7 @@ def rss(pid: int) -> int:
 class Load:
     """The request mix: each kind is (weight, function giving (method path headers), allowed statuses)."""
 
-    def __init__(self, files: list[str], dirs: list[str], token: str, seed: int) -> None:
+    def __init__(self, files: list[str], dirs: list[str], token: str, seed: int, view_chunks: list[str]) -> None:
         self.files, self.dirs, self.token = files, dirs, token
         self.rng = random.Random(seed)
         chunk_files = [f for f in files if f != "big.bin"]
@@ -107,6 +127,9 @@ class Load:
             "token": (8, lambda: (f"/-/t/{token}/private/{r.choice(chunk_files)}", {}), {200}),
             "401": (6, lambda: (f"/private/{r.choice(files)}", {}), {401}),
             "404": (6, lambda: (f"/local/{r.choice(dirs)}no-such-{r.randrange(10**6)}", {}), {404}),
+            # The views: translated chunks (computed, then from the chunk cache) and repaired metadata.
+            "view chunk": (8, lambda: (r.choice(view_chunks), {}), {200}),
+            "view metadata": (3, lambda: (f"/-/zarr/local/{DEMO}/.zattrs", {}), {200}),
         }
         self.names = list(self.kinds)
         self.weights = [self.kinds[k][0] for k in self.names]
@@ -214,7 +237,7 @@ password_env = "SOAK_DAV_PASSWORD"
         proc, base = start_ngserve(config, dict(os.environ, SOAK_DAV_PASSWORD=dav.password), log)
         try:
             token = mint(SECRET.encode(), "private", "", 24 * 3600)
-            load = Load(files, dirs, token, args.seed)
+            load = Load(files, dirs, token, args.seed, view_chunk_urls(base, f"local/{DEMO}"))
             print(f"soaking {base} for {args.seconds:g} s with {args.concurrency} loops...", flush=True)
             samples, counts, errors, examples = asyncio.run(soak(args, base, proc.pid, load))
         finally:
