@@ -34,6 +34,7 @@ from aiohttp import web
 
 from conftest import ServerProcess
 from threaded_app import ThreadedApp
+from http_get import get
 
 TOKEN = "macaroon-MDAxY2xvY2F0aW9uIG5nc2VydmUK-right"
 WRONG_TOKEN = "macaroon-MDAxY2xvY2F0aW9uIG5nc2VydmUK-wrong"
@@ -143,13 +144,6 @@ def read_through(url: str, driver: str) -> np.ndarray:
     return ts.open({"driver": driver, "kvstore": url}, read=True).result().read().result()
 
 
-def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 def assert_short_reason(body: bytes, *words: str) -> None:

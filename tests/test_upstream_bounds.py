@@ -12,7 +12,6 @@ import hmac
 import os
 import threading
 import time
-import urllib.error
 import urllib.request
 
 import pytest
@@ -20,6 +19,7 @@ from aiohttp import web
 
 from conftest import ServerProcess
 from threaded_app import ThreadedApp
+from http_get import get
 
 TOKEN = "bounds-macaroon-MDAxY2xvY2F0aW9u"
 CAP = 1 << 20  # metadata_max_bytes and listing_max_bytes of the "door" mount
@@ -167,13 +167,6 @@ def deployment(tmp_path_factory):
         pool.stop()
 
 
-def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 # -- size caps ----------------------------------------------------------------------------

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from server import MountConfig, ServerConfig, create_app
 from server.tokens import mint
 from volumes import write_ome_zarr
 from webdav_server import WebDAVServer
+from http_get import get
 
 SECRET = "precomputed-view-secret-0123456789"
 
@@ -102,13 +101,6 @@ def served(tmp_path_factory):
     srv.stop()
 
 
-def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 def read_scale(base: str, index: int) -> tuple[np.ndarray, object]:

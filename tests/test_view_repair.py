@@ -20,6 +20,7 @@ import tensorstore as ts
 
 from volumes.present_n5 import present_n5
 from volumes.present_zarr import present_ome
+from http_get import get
 
 RNG = np.random.default_rng(10)
 COSEM_SHAPES = [[64, 48, 20], [32, 24, 10], [16, 12, 5], [8, 6, 3]]  # N5 order: x, y, z
@@ -155,13 +156,6 @@ def tree(tmp_path_factory) -> tuple[Path, dict]:
     return root, src
 
 
-def get(url: str, headers: dict | None = None) -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 def get_json(url: str) -> dict:

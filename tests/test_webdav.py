@@ -13,8 +13,6 @@ import http.server
 import os
 import re
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +21,7 @@ import tensorstore as ts
 
 from conftest import ServerProcess
 from webdav_server import WebDAVServer
+from http_get import get
 
 DAV_PASSWORD = "dav-secret-pw-7f3a"
 
@@ -137,13 +136,6 @@ password_env = "TEST_DAV_PW"
     dav.kill()
 
 
-def get(url: str, headers: dict | None = None, method: str = "GET") -> tuple[int, dict, bytes]:
-    req = urllib.request.Request(url, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return r.status, dict(r.headers), r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, dict(e.headers), e.read()
 
 
 @pytest.mark.parametrize("name", ["img.zarr", "seg.zarr3", "vol.n5", "pre_unsharded", "pre_sharded"])
