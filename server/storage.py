@@ -57,12 +57,12 @@ class Storage(ABC):
         return None if entries is None else await self.format_of(path, [e.name for e in entries])
 
     async def format_of(self, path: str, names: list[str]) -> str | None:
-        """The format ``names`` (in the folder at ``path``) show.  A zarr group counts only when its
-        metadata, one small file, makes it an OME image or labels group: a plain group would get an
-        "open in viewer" link that cannot work."""
+        """The format ``names`` (in the folder at ``path``) show.  A zarr folder counts only when its
+        metadata, one small file, makes it an array of a type some view shows, or an OME image or
+        labels group: a plain group or a string array would get an "open in viewer" link that cannot work."""
         fmt = format_from_names(names)
         meta = group_metadata_file(names)
-        if meta is not None and not is_viewable_zarr(await self.read_small(f"{path}/{meta}" if path else meta)):
+        if meta is not None and not is_viewable_zarr(await self.read_small(f"{path}/{meta}" if path else meta), meta):
             return None
         return fmt
 
