@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
         out["viewer_problem"] = problem
     # The view ngserve shows it through when it serves it (a source elsewhere: native only).
     out["view"], out["view_reason"] = choose_view(ds)
-    if kind == "image" and not args.no_stats:  # any dtype: a translated view shows it with this range
+    # Any dtype a view shows: a translated view shows it with this range (none for strings).
+    if kind == "image" and not args.no_stats and out["view"] is not None:
         try:
             out["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(ds)
         except ValueError as exc:  # tensorstore reports unreadable arrays as ValueError
