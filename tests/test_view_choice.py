@@ -47,6 +47,9 @@ def write_sources(root: Path) -> None:
     write_rotated_ome06(root / "rot.zarr")
     write_cosem(root / "jrc.n5" / "em" / "fibsem")
     tifffile.imwrite(root / "stack.tif", STACK)
+    (root / "slices").mkdir()
+    for i, plane in enumerate(STACK[:3]):
+        tifffile.imwrite(root / "slices" / f"z{i}.tif", plane)
     with mrcfile.new(root / "map.mrc") as m:
         m.set_data(MRC)
         m.voxel_size = (1.1, 1.2, 1.3)
@@ -117,6 +120,7 @@ def expected(base: str) -> dict[str, str]:
         "jrc.n5/em/fibsem": f"n5://{base}/-/n5/jrc.n5/em/fibsem/",
         "stack.tif": f"precomputed://{base}/-/precomputed/stack.tif",
         "map.mrc": f"precomputed://{base}/-/precomputed/map.mrc",
+        "slices": f"precomputed://{base}/-/precomputed/slices",
     }
 
 
@@ -217,7 +221,7 @@ def test_what_no_view_shows_gets_no_link_and_one_line(site):
     assert status == 422 and body.decode().startswith("cannot show /strings.zarr: ") and body.count(b"\n") == 1, body
     status, _, body = get(f"{srv.url}/")
     page = body.decode()
-    for name in ("stack.tif", "map.mrc", "fine.zarr", "f64.zarr", "v03.zarr"):
+    for name in ("stack.tif", "map.mrc", "slices", "fine.zarr", "f64.zarr", "v03.zarr"):
         assert f'href="/-/open/{name}"' in page, name
     assert 'href="/-/open/strings.zarr"' not in page
 
