@@ -30,7 +30,8 @@ def build_state(sources: Sequence[Any], **options) -> State:
     segmentation layer per label image it lists, each with that source's options.
 
     Options: ``layout``, ``position``, ``viewer``, ``served_at`` (local folder ->
-    URL), ``ngserve`` (the base URL of the ngserve serving the sources, when not its origin), ``segments`` (ids selected in every segmentation layer), and per-layer
+    URL), ``ngserve`` (the base URL of the ngserve serving the sources, when not its origin),
+    ``segments`` (ids selected in every segmentation layer), and per-layer
     ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``, ``urls``, ``links``: a list
     aligned with ``sources``, or one value for all (``contrast`` is [lo, hi] or False; ``links``
     is a segmentation layer name or a relationship -> layer name mapping, see :meth:`State.add`).

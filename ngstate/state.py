@@ -120,7 +120,8 @@ class State:
 
             # The source's statistics: through a repaired view, which reads its very chunks the way the
             # metadata should have said (0.2/0.3's nested keys); a translated view's only differ.
-            options["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(ds if view == "precomputed" else vds)
+            stats = ds if view == "precomputed" else vds
+            options["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(stats)
         plan = build_layer(vds, view_url(shown, view, shown_base), **options)
         if view == "zarr" and ds.extras.get("affine"):
             apply_affine(plan, ds.extras["affine"])

@@ -1,5 +1,5 @@
 """Which view of a dataset the bundled Neuroglancer client (the ``neuroglancer`` wheel's, 2.41)
-can show: :func:`choose_view` is the one place that decides.
+shows right: :func:`choose_view` is the one place that decides.
 
 ``link``, ``inspect``, ``/-/open`` and the state builder all ask it.  A source served by
 ngserve is shown through the view it names (``/-/zarr/``, ``/-/n5/``, ``/-/precomputed/``);
@@ -14,7 +14,6 @@ from volumes import Dataset, SourceError
 CLIENT_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "float32")
 # src/datasource/zarr/ome.ts SUPPORTED_OME_MULTISCALE_VERSIONS; 0.5 only in zarr v3.
 OME_VERSIONS = {"0.4": ("zarr2", "zarr3"), "0.5-dev": ("zarr2", "zarr3"), "0.5": ("zarr3",)}
-VIEWS = ("native", "zarr", "n5", "precomputed")
 
 
 def _native_problem(ds: Dataset) -> tuple[str | None, str | None]:
@@ -39,7 +38,8 @@ def _native_problem(ds: Dataset) -> tuple[str | None, str | None]:
                    f"(it reads {', '.join(OME_VERSIONS)})")
             return why, "zarr" if _repairable_ome(ds) else None
         if ds.scheme not in schemes:
-            return f"OME-Zarr {ds.version} in zarr v2, which the bundled Neuroglancer cannot show (0.5 needs zarr v3)", None
+            why = f"OME-Zarr {ds.version} in zarr v2, which the bundled Neuroglancer cannot show (0.5 needs zarr v3)"
+            return why, None
     if ds.format == "n5" and ds.ng_path:
         why = f"an N5 multiscale group the bundled Neuroglancer opens at {ds.ng_path} only"
         return why, "n5"  # the n5 view adds the downsampling factors (and resolution, units) it reads

@@ -267,8 +267,8 @@ def test_share_tokens_are_carried_into_view_urls(protected):
     token = urllib.parse.urlsplit(strip_scheme(f64)).path.split("/")[3]
     assert f64 == f"precomputed://{srv.url}/-/t/{token}/-/precomputed/vault/f64.zarr"
     assert v03.startswith(f"zarr2://{srv.url}/-/t/") and v03.endswith("/-/zarr/vault/v03.zarr/")
-    store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "http", "base_url": strip_scheme(f64)}},
-                    read=True).result()
+    store = ts.open({"driver": "neuroglancer_precomputed",
+                     "kvstore": {"driver": "http", "base_url": strip_scheme(f64)}}, read=True).result()
     np.testing.assert_array_equal(np.asarray(store[..., 0, 0].read().result()).T, F64.astype(np.float32))
     assert get(f"{srv.url}/-/precomputed/vault/f64.zarr/info")[0] == 401  # the token is what lets it read
     # /-/open with a token in the query: the view URL keeps it as its path prefix.
