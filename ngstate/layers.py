@@ -75,8 +75,9 @@ def apply_affine(plan: LayerPlan, affine: dict) -> None:
     permutation; ``OmePresented.affine``) in the layer's source transform, and place the view
     around the data where the transform puts it.
 
-    The explicit matrix replaces the source's default transform, so it acts on level-0 voxel
-    corners: OME physical coordinates (the affine's input) are ``scale * (voxel + offset)``.
+    The client's coordinates of an OME source, which the matrix acts on, are its OME physical
+    coordinates (the affine's input) divided by the level-0 voxel size: voxel centres at whole
+    numbers plus translation / scale, so its bounds start at ``offset`` (checked in Chromium).
     """
     from itertools import product
 
@@ -92,14 +93,13 @@ def apply_affine(plan: LayerPlan, affine: dict) -> None:
     matrix = []
     for i in range(rank):
         row = [out[i][1] * a[i][j] * s_ome[j] / s[i] for j in range(rank)]
-        shift = out[i][1] * (sum(a[i][j] * s_ome[j] * ds.offset[j] for j in range(rank)) + a[i][rank]) / s[i]
-        matrix.append(row + [shift])
+        matrix.append(row + [out[i][1] * a[i][rank] / s[i]])
     names = [ax["name"] + ("'" if ax.get("type") == "channel" else "") for ax in affine["output_axes"]]
     url = plan.layer["source"]["url"] if isinstance(plan.layer["source"], dict) else plan.layer["source"]
     plan.layer["source"] = {"url": url, "transform": {
         "outputDimensions": {n: [s[i], out[i][0]] for i, n in enumerate(names)}, "matrix": matrix}}
     corners = [[sum(m[j] * v[j] for j in range(rank)) + m[rank] for m in matrix]
-               for v in product(*[(0, n) for n in ds.shape])]
+               for v in product(*[(o, o + n) for o, n in zip(ds.offset, ds.shape)])]
     plan.dims, plan.bounds, plan.first = {}, {}, {}
     for i, n in enumerate(names):
         if n.endswith("'"):

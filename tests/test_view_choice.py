@@ -186,10 +186,10 @@ def test_ome06_rotation_is_carried_in_the_source_transform(site):
     assert src["url"] == f"zarr3://{srv.url}/-/zarr/rot.zarr/"
     assert src["transform"]["outputDimensions"] == {"y": [pytest.approx(5e-7), "m"], "x": [pytest.approx(5e-7), "m"]}
     # Voxel (y, x) has its centre at (0.5 y, 0.5 x) micrometer, which the quarter turn puts at
-    # (-0.5 x, 0.5 y): in 0.5-micrometer units, the centre (y + .5, x + .5) goes to (-x, y).
+    # (-0.5 x, 0.5 y): in 0.5-micrometer units (the client's coordinates), (y, x) goes to (-x, y).
     m = np.array(src["transform"]["matrix"])
     for y, x in [(0, 0), (0, 1), (3, 5)]:
-        assert m @ [y + 0.5, x + 0.5, 1] == pytest.approx([-x, y])
+        assert m @ [y, x, 1] == pytest.approx([-x, y])
     assert plan.bounds["y"] == pytest.approx((-5.5 * 5e-7, 0.5 * 5e-7))  # x's 6 voxels, turned onto y
 
 

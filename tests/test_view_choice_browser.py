@@ -10,6 +10,7 @@ import tifffile
 from browser import assert_only_metadata_probes_failed, browser_page, distinct_colours, wait_until
 from conftest import ServerProcess
 from test_view_repair import COSEM_SHAPES, COSEM_T0, write_cosem, write_old_ome
+from test_view_choice import write_rotated_ome06
 from test_view_repair_browser import space_of
 
 RNG = np.random.default_rng(11)
@@ -20,6 +21,7 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("choice-browser")
     write_cosem(root / "jrc.n5" / "em" / "fibsem")
     write_old_ome(root / "v03.zarr", "0.3", [[10, 40, 48], [5, 20, 24]], ["z", "y", "x"])
+    write_rotated_ome06(root / "rot.zarr")
     tifffile.imwrite(root / "stack.tif", RNG.integers(0, 60000, size=(12, 40, 50), dtype=np.uint16))
     srv = ServerProcess(["serve", str(root), "--port", "0"])
     yield srv
@@ -53,6 +55,13 @@ def test_views_chosen_by_open_show_in_the_bundled_viewer(site):
         space = open_in(page, srv, "v03.zarr")
         assert space["names"] == ["x", "y", "z"] and space["units"] == ["", "", ""] and space["scales"] == [1, 1, 1]
         assert wait_until(lambda: srv.requested(r'"GET /-/zarr/v03.zarr/\d/\d+/\d+/\d+ HTTP[^"]*" 200'))
+
+        # OME 0.6 turned a quarter turn into "world": the rotation, which 0.5 metadata cannot say,
+        # is in the source transform, and the client places the 8 x 6 voxels (0.5 micrometer) there.
+        space = open_in(page, srv, "rot.zarr")
+        assert space["names"] == ["x", "y"] and space["scales"] == pytest.approx([5e-7, 5e-7])
+        assert space["lower"] == pytest.approx([-0.5, -5.5]) and space["upper"] == pytest.approx([7.5, 0.5])
+        assert wait_until(lambda: srv.requested(r'"GET /-/zarr/rot.zarr/0/c/0/0 HTTP[^"]*" 200'))
 
         # A multi-page TIFF through /-/precomputed/: translated chunks, and something to see.
         space = open_in(page, srv, "stack.tif")
