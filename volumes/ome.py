@@ -40,18 +40,18 @@ def _axes(raw: list, rank: int) -> list[tuple[str, str, str | None]]:
 
 def read_ome(loc: Location, attrs: dict, zarr_version: int) -> Dataset:
     """The dataset of an OME-Zarr multiscale group whose attributes are ``attrs``."""
-    _, version = ome_attrs(attrs)
+    ome, version = ome_attrs(attrs)
+    ms = ome["multiscales"][0]
     presented = None
-    ms0 = ome_attrs(attrs)[0]["multiscales"][0]
-    if isinstance(version, str) and version.startswith("0.6") and isinstance(ms0, dict) and "coordinateSystems" in ms0:
+    if str(version).startswith("0.6") and isinstance(ms, dict) and "coordinateSystems" in ms:
         # 0.6 (coordinate systems, sequence transforms): read as the /-/zarr/ view presents it,
         # one mapping for both; what 0.4/0.5 cannot say (an affine) is kept in extras.
         from .present_zarr import present_ome
 
         presented = present_ome(attrs, zarr_version)
         attrs = presented.attributes
-    ome, _ = ome_attrs(attrs)
-    ms = ome["multiscales"][0]
+        ome, _ = ome_attrs(attrs)
+        ms = ome["multiscales"][0]
     datasets = ms.get("datasets") or []
     if not datasets:
         raise SourceError(f"{loc}: OME multiscales lists no datasets")
