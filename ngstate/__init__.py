@@ -15,8 +15,8 @@ from volumes import Dataset, naming, open_datasets
 from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
 from .state import LAYOUTS, State
-from .urls import DEMO_VIEWER, NGSERVE_VIEWER_PATH, encode_fragment, is_ngserve, origin_of, parse_url, shorten
-from .viewable import viewer_problem
+from .urls import DEMO_VIEWER, NGSERVE_VIEWER_PATH, encode_fragment, is_ngserve, origin_of, parse_url, shorten, view_url
+from .viewable import choose_view, viewer_problem
 
 _PER_LAYER = {
     "names": "name", "kinds": "kind", "visible": "visible", "opacity": "opacity", "contrast": "contrast",
@@ -30,7 +30,8 @@ def build_state(sources: Sequence[Any], **options) -> State:
     segmentation layer per label image it lists, each with that source's options.
 
     Options: ``layout``, ``position``, ``viewer``, ``served_at`` (local folder ->
-    URL), ``segments`` (ids selected in every segmentation layer), and per-layer
+    URL), ``ngserve`` (the base URL of the ngserve serving the sources, when not its origin),
+    ``segments`` (ids selected in every segmentation layer), and per-layer
     ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``, ``urls``, ``links``: a list
     aligned with ``sources``, or one value for all (``contrast`` is [lo, hi] or False; ``links``
     is a segmentation layer name or a relationship -> layer name mapping, see :meth:`State.add`).
@@ -76,5 +77,6 @@ def link(*sources: str | os.PathLike, viewer: str | None = None, **options) -> s
 
 __all__ = [
     "DEMO_VIEWER", "LAYOUTS", "LayerPlan", "NGSERVE_VIEWER_PATH", "State", "build_layer", "build_state",
-    "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of", "parse_url", "shorten", "viewer_problem",
+    "choose_view", "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of", "parse_url", "shorten",
+    "view_url", "viewer_problem",
 ]

@@ -24,6 +24,7 @@ class LayerPlan:
     # Annotation layers: the segmentation layer every relationship follows (a name), or per
     # relationship (a mapping); None lets the State match them (see State._link_annotations).
     link: str | Mapping[str, str] | None = None
+    view: str = "native"  # which of ngserve's views the source URL is: native, zarr, n5 or precomputed
 
     @property
     def name(self) -> str:
@@ -67,6 +68,44 @@ def source_spec(ds: Dataset, url: str) -> str | dict:
         "url": ng_url,
         "transform": {"outputDimensions": {a.name: a.to_json() for a in ds.axes}, "matrix": matrix},
     }
+
+
+def apply_affine(plan: LayerPlan, affine: dict) -> None:
+    """Carry an OME transform that the repaired metadata cannot say (a rotation, shear or
+    permutation; ``OmePresented.affine``) in the layer's source transform, and place the view
+    around the data where the transform puts it.
+
+    The client's coordinates of an OME source, which the matrix acts on, are its OME physical
+    coordinates (the affine's input) divided by the level-0 voxel size: voxel centres at whole
+    numbers plus translation / scale, so its bounds start at ``offset`` (checked in Chromium).
+    """
+    from itertools import product
+
+    from volumes.units import ome_unit
+
+    ds = plan.dataset
+    rank = len(ds.axes)
+    a = affine["matrix"]
+    f_in = [ome_unit(ax.get("unit"))[1] for ax in affine["input_axes"]]
+    out = [ome_unit(ax.get("unit")) for ax in affine["output_axes"]]
+    s = [ax.scale for ax in ds.axes]  # SI; each output dimension keeps its row's input voxel size
+    s_ome = [si / f for si, f in zip(s, f_in)]
+    matrix = []
+    for i in range(rank):
+        row = [out[i][1] * a[i][j] * s_ome[j] / s[i] for j in range(rank)]
+        matrix.append(row + [out[i][1] * a[i][rank] / s[i]])
+    names = [ax["name"] + ("'" if ax.get("type") == "channel" else "") for ax in affine["output_axes"]]
+    url = plan.layer["source"]["url"] if isinstance(plan.layer["source"], dict) else plan.layer["source"]
+    plan.layer["source"] = {"url": url, "transform": {
+        "outputDimensions": {n: [s[i], out[i][0]] for i, n in enumerate(names)}, "matrix": matrix}}
+    corners = [[sum(m[j] * v[j] for j in range(rank)) + m[rank] for m in matrix]
+               for v in product(*[(o, o + n) for o, n in zip(ds.offset, ds.shape)])]
+    plan.dims, plan.bounds, plan.first = {}, {}, {}
+    for i, n in enumerate(names):
+        if n.endswith("'"):
+            continue
+        plan.dims[n] = [s[i], out[i][0]]
+        plan.bounds[n] = (min(c[i] for c in corners) * s[i], max(c[i] for c in corners) * s[i])
 
 
 def build_layer(

@@ -9,11 +9,12 @@ from typing import Iterable, Mapping
 
 from urllib.parse import quote
 
-from volumes import Dataset, Location, open_dataset, strip_scheme
+from volumes import Dataset, Location, SourceError, open_dataset, strip_scheme
 
-from .layers import LayerPlan, build_layer
-from .viewable import require_viewable
-from .urls import default_viewer, state_url
+from .kinds import infer_kind
+from .layers import LayerPlan, apply_affine, build_layer
+from .viewable import choose_view, refusal, require_viewable
+from .urls import default_viewer, is_ngserve, origin_of, state_url, view_url
 
 LAYOUTS = ("xy", "xz", "yz", "3d", "4panel", "xy-3d", "xz-3d", "yz-3d")
 PANEL_PIXELS = 350  # a 4panel view in a ~1000x700 window; the zoom fits the data in one panel
@@ -24,7 +25,8 @@ class State:
     """A Neuroglancer state assembled layer by layer.
 
     ``served_at`` maps local folders to the URL that serves them (for local
-    sources); http(s) sources are used as they are.
+    sources); http(s) sources are used as they are.  ``ngserve`` is the base URL of the
+    ngserve those URLs are on, when it is not at the root of its origin (``/-/open`` knows it).
     """
 
     def __init__(
@@ -34,6 +36,7 @@ class State:
         position: Iterable[float] | None = None,
         viewer: str | None = None,
         served_at: Mapping[str, str] | None = None,
+        ngserve: str | None = None,
     ) -> None:
         if layout not in LAYOUTS:
             raise ValueError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
@@ -41,6 +44,7 @@ class State:
         self.position = list(position) if position is not None else None
         self.viewer = viewer
         self.served_at = {str(Path(k).expanduser().resolve()): v.rstrip("/") for k, v in (served_at or {}).items()}
+        self.ngserve = ngserve.rstrip("/") if ngserve else None
         self.plans: list[LayerPlan] = []
         self.notes: list[str] = []  # what the last to_json() could not decide, for the user to read
 
@@ -59,8 +63,13 @@ class State:
         relationship ids to layer names; by default they are matched (see :meth:`_link_annotations`).
         """
         ds = source if isinstance(source, Dataset) else open_dataset(source)
-        require_viewable(ds)  # before public_url: where it is served does not matter then
-        plan = build_layer(ds, url or self.public_url(ds.location), **options)
+        view, _ = choose_view(ds)
+        served = self._on_ngserve(ds, url) if view != "native" else None
+        if served is None:  # its own URL, or the refusal (in build_layer) when that cannot show it
+            require_viewable(ds)  # before public_url: where it is served does not matter then
+            plan = build_layer(ds, url or self.public_url(ds.location), **options)
+        else:
+            plan = self._through_view(ds, view, *served, options)
         plan.link = link
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
@@ -68,6 +77,55 @@ class State:
             plan.layer["name"] = f"{base} {n}"
             n += 1
         self.plans.append(plan)
+        return plan
+
+    def _on_ngserve(self, ds: Dataset, url: str | None) -> tuple[str, str] | None:
+        """(URL to read ``ds`` at, URL the viewer reads it at) when an ngserve serves it, else None."""
+        try:
+            shown = url or self.public_url(ds.location)
+        except ValueError:
+            return None  # not served anywhere
+        read = ds.location.root + ds.location.query_suffix if ds.location.is_http else shown
+        origin = origin_of(read)
+        return (read, shown) if origin is not None and is_ngserve(origin) else None
+
+    def _through_view(self, ds: Dataset, view: str | None, read: str, shown: str, options: dict) -> LayerPlan:
+        """The layer showing ``ds``, which an ngserve serves, through its ``/-/<view>/`` view
+        (the one line saying why when no view can show it).
+
+        The layer is built from the view's own metadata, read through the view's URL: it is
+        what the client will read, so dimensions, voxel size and offsets are the client's.
+        Kind, name and contrast come from the source (its statistics, any dtype).  A repaired view
+        that cannot be read, or whose metadata the client still cannot show, gives way to the
+        translated one.
+        """
+        if view is None:
+            raise SourceError(refusal(ds))
+        shown_base = self.ngserve if self.ngserve and shown.startswith(self.ngserve + "/") else None
+        if view != "precomputed":
+            try:
+                vds = open_dataset(view_url(read, view))
+                if choose_view(vds)[0] != "native":
+                    raise SourceError("the repaired metadata is still not viewable")
+            except SourceError:  # the repair does not suffice (or cannot be made): translate instead
+                view = "precomputed"
+        if view == "precomputed":
+            vds = open_dataset("precomputed://" + view_url(read, view))
+        options = dict(options)
+        if options.get("kind") is None:
+            options["kind"] = infer_kind(ds)[0]
+        options["name"] = options.get("name") or ds.name
+        if options["kind"] == "image" and options.get("contrast") is None:
+            from volumes import contrast_range  # lazily: it loads numpy and tensorstore
+
+            # The source's statistics: through a repaired view, which reads its very chunks the way the
+            # metadata should have said (0.2/0.3's nested keys); a translated view's only differ.
+            stats = ds if view == "precomputed" else vds
+            options["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(stats)
+        plan = build_layer(vds, view_url(shown, view, shown_base), **options)
+        if view == "zarr" and ds.extras.get("affine"):
+            apply_affine(plan, ds.extras["affine"])
+        plan.view = view
         return plan
 
     def public_url(self, loc: Location) -> str:

@@ -47,6 +47,22 @@ def is_ngserve(origin: str) -> bool:
     return False
 
 
+def view_url(url: str, view: str, base: str | None = None) -> str:
+    """``url`` of data on an ngserve, as the same data's ``/-/<view>/`` view.
+
+    ``base`` is where the server's URL space starts (its origin unless it is served below a
+    path); a share token's ``/-/t/<token>/`` prefix stays first, as the server expects.
+    """
+    base = (base or origin_of(url) or "").rstrip("/")
+    if not url.startswith(base + "/"):
+        raise ValueError(f"{url} is not below the ngserve at {base}")
+    path = url[len(base):]
+    if path.startswith("/-/t/"):
+        token, _, rest = path[len("/-/t/"):].partition("/")
+        return f"{base}/-/t/{token}/-/{view}/{rest}"
+    return f"{base}/-/{view}{path}"
+
+
 def default_viewer(source_urls: list[str]) -> str:
     """ngserve's own viewer when the first http source is served by ngserve, else the demo site."""
     for url in source_urls:

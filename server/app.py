@@ -9,6 +9,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from volumes import volume_file_kind
+
 from . import auth, states, viewer
 from .builds import BuildPool
 from .access_log import redact
@@ -194,9 +196,10 @@ async def handle_open(request: web.Request) -> web.Response:
     rel = "/".join(inner)
     if await storage.dataset_format(rel) is None:
         entry = await storage.stat(rel)
-        if entry is None or not entry.is_dir:
+        # A file volumes reads (TIFF, MRC, HDF5, NIfTI), judged by name as the listing does; a
+        # folder the listing offers no link for (TIFF slices, or the builder's error says what it holds).
+        if entry is None or not (entry.is_dir or volume_file_kind(segments[-1])):
             raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
-        # A folder the listing offers no link for: the builder's error says what it holds.
     path = quote("/".join(segments))
     # The viewer must read the data as this user does.  A session or token cookie
     # goes along by itself (same origin); a token that came in the query must stay
@@ -209,7 +212,7 @@ async def handle_open(request: web.Request) -> web.Response:
 
     try:
         # The builder blocks, and its reads come back to this loop: its own bounded pool.
-        state = await request.app[BUILDS].run(_open_state, source, url)
+        state = await request.app[BUILDS].run(_open_state, source, url, public_base(request))
     except (SourceError, ValueError) as exc:
         # Messages name the URLs read: say /NAME/... as the caller does, not our loopback address
         # and token; redact() still hides any token the message quotes in another form.
@@ -248,10 +251,11 @@ def _loopback_token(request: web.Request, segments: list[str], rel: str) -> str 
     return mint(authority.secret, mount, rel, LOOPBACK_TOKEN_TTL)
 
 
-def _open_state(source: str, url: str) -> dict:
+def _open_state(source: str, url: str, base: str) -> dict:
     from ngstate import build_state
 
-    return build_state([source], urls=[url]).to_json()  # an OME labels/ group: a layer per label image
+    # An OME labels/ group: a layer per label image.  ``base``: views are URLs of this server.
+    return build_state([source], urls=[url], ngserve=base).to_json()
 
 
 async def handle_health(request: web.Request) -> web.Response:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import html
 from urllib.parse import quote
 
+from volumes import volume_file_kind
+
 from .storage import Entry
 
 _STYLE = (
@@ -29,7 +31,8 @@ def render_listing(
 ) -> str:
     """Render the page for the folder at ``url_path`` (absolute, ending in ``/``).
 
-    ``formats`` maps a child folder's name to its dataset format, if it is one.
+    ``formats`` maps a child folder's name to its dataset format, if it is one; a file gets the
+    link when its name is a volume file's (TIFF, MRC, HDF5, NIfTI).
     ``open_query`` is appended to the "open in viewer" links (a share token).
     """
     title = html.escape(url_path)
@@ -39,7 +42,8 @@ def render_listing(
     for e in entries:
         label = e.name + ("/" if e.is_dir else "")
         href = quote(e.name) + ("/" if e.is_dir else "")
-        fmt = formats.get(e.name)
+        # Files by name alone (a listing may hold thousands): the volumes ngserve reads itself.
+        fmt = formats.get(e.name) if e.is_dir else volume_file_kind(e.name)
         extra = ""
         if fmt:
             target = "/-/open" + quote(url_path + e.name) + html.escape(open_query)

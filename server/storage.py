@@ -57,14 +57,15 @@ class Storage(ABC):
         return None if entries is None else await self.format_of(path, [e.name for e in entries])
 
     async def format_of(self, path: str, names: list[str]) -> str | None:
-        """The format ``names`` (in the folder at ``path``) show.  A zarr group counts only when its
-        metadata, one small file, makes it an OME image or labels group: a plain group would get an
-        "open in viewer" link that cannot work."""
+        """The format ``names`` (in the folder at ``path``) show.  A zarr folder counts only when its
+        metadata, one small file, makes it an array of a type some view shows, or an OME image or
+        labels group: a plain group or a string array would get an "open in viewer" link that
+        cannot work."""
         fmt = format_from_names(names)
         meta = group_metadata_file(names)
-        if meta is not None and not is_viewable_zarr(await self.read_small(f"{path}/{meta}" if path else meta)):
-            return None
-        return fmt
+        if meta is None:
+            return fmt
+        return fmt if is_viewable_zarr(await self.read_small(f"{path}/{meta}" if path else meta), meta) else None
 
     async def validators(self, paths: list[str]) -> list[str | None]:
         """For each file, a string that changes whenever its bytes do (``"absent"`` when there is

@@ -218,11 +218,13 @@ def test_inspect_prints_metadata_with_contrast(data):
     lo, hi = out["contrast"]
     assert 0 <= lo < hi <= 60000
     assert "Neuroglancer cannot read directly" in out["viewer_problem"]
+    assert out["view"] == "precomputed" and "/-/precomputed/" in out["view_reason"]  # how ngserve shows it
 
 
 def test_link_says_the_format_needs_ngserve(data):
     line = one_line_error(ngserve("link", str(data / "map.mrc"), "--served-at", f"{data}=http://127.0.0.1:9"))
-    assert "map.mrc: an MRC map, which Neuroglancer cannot read directly" in line and "/-/open" in line
+    # Not on an ngserve (nothing answers at :9): refused, saying to serve it.
+    assert "map.mrc: an MRC map, which Neuroglancer cannot read directly" in line and "serve it with ngserve" in line
     line = one_line_error(ngserve("link", str(data / "scan")))
     assert "a TIFF stack" in line
 

@@ -1,11 +1,13 @@
-"""Sources the bundled client cannot show: link and /-/open refuse in one line naming the source,
-inspect reports why."""
+"""Sources the bundled client cannot show as stored: link refuses them in one line naming the
+source when no ngserve serves them; served by ngserve, link and /-/open show them through a view
+(see test_view_choice.py); inspect reports why."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from urllib.parse import unquote
 
 import numpy as np
 import pytest
@@ -69,6 +71,7 @@ def test_link_refuses_in_one_line_naming_the_source(unviewable):
         lines = out.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in out.stderr, out.stderr
         assert name in lines[0] and word in lines[0] and "bundled Neuroglancer cannot show" in lines[0], lines[0]
+        assert "serve it with ngserve" in lines[0], lines[0]
 
 
 def test_inspect_reports_why_and_succeeds(unviewable):
@@ -76,15 +79,18 @@ def test_inspect_reports_why_and_succeeds(unviewable):
     for name, word in cases.items():
         out = ngserve("inspect", str(root / name))
         assert out.returncode == 0, (name, out.stderr)
-        assert word in json.loads(out.stdout)["viewer_problem"], out.stdout
+        got = json.loads(out.stdout)
+        assert word in got["viewer_problem"] and got["view"] in ("zarr", "precomputed"), out.stdout
     write_zarr_array(root / "u64.zarr", np.zeros((16, 16), np.uint64))  # ngserve's writer states fill_value 0
     assert "viewer_problem" not in json.loads(ngserve("inspect", str(root / "u64.zarr")).stdout)
 
 
-def test_open_answers_422_in_one_line(unviewable, start_server):
+def test_open_shows_them_through_a_view(unviewable, start_server):
     root, cases = unviewable
     srv = start_server("serve", str(root))
-    for name, word in cases.items():
-        status, _, body = get(f"{srv.url}/-/open/{name}")
-        assert status == 422, (name, status, body)
-        assert body.count("\n") == 1 and f"/{name}" in body and word in body, body
+    for name in cases:
+        status, headers, body = get(f"{srv.url}/-/open/{name}")
+        assert status == 302, (name, status, body)
+        layer = json.loads(unquote(headers["Location"].split("#!", 1)[1]))["layers"][0]
+        url = layer["source"]["url"] if isinstance(layer["source"], dict) else layer["source"]
+        assert url.split(srv.url)[1].rstrip("/") in (f"/-/zarr/{name}", f"/-/precomputed/{name}"), url

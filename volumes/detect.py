@@ -21,13 +21,22 @@ def open_dataset(source: str | os.PathLike | Location) -> Dataset:
     source is unreadable or holds no format we know.
     """
     loc = source if isinstance(source, Location) else Location(source)
+    # An explicit precomputed:// says the format: a view of a file is not that file (x.tif/info).
+    explicit = isinstance(source, str) and source.startswith("precomputed://")
     try:
-        return _read(loc)
+        return _read_precomputed(loc) if explicit else _read(loc)
     except (TypeError, KeyError, AttributeError, IndexError) as exc:
         # Metadata is JSON of any shape, and the readers take its fields as the format
         # specifies: a number where a list belongs, or a missing key, ends up here.
         detail = f"no {exc.args[0]!r} key" if isinstance(exc, KeyError) else str(exc)
         raise SourceError(f"{loc}: metadata that does not fit its format ({detail})") from None
+
+
+def _read_precomputed(loc: Location) -> Dataset:
+    info = loc.read_json("info")
+    if info is None:
+        raise SourceError(f"{loc}: no precomputed info file")
+    return read_precomputed(loc, info)
 
 
 def _read(loc: Location) -> Dataset:

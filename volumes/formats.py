@@ -21,11 +21,15 @@ MARKERS: tuple[tuple[str, str], ...] = (
 
 
 def format_from_names(names: Iterable[str]) -> str | None:
-    """``"zarr3"``, ``"zarr2"``, ``"n5"``, ``"precomputed"`` or None."""
+    """``"zarr3"``, ``"zarr2"``, ``"n5"``, ``"precomputed"``, ``"tiff stack"`` (a folder of TIFF
+    slices and nothing else we read: at least two, as :func:`volumes.detect.open_dataset` stacks
+    them) or None."""
     present = set(names)
     for marker, fmt in MARKERS:
         if marker in present or marker + ".gz" in present:
             return fmt
+    if sum(volume_file_kind(n) == "tiff" for n in present) >= 2:
+        return "tiff stack"
     return None
 
 
@@ -72,26 +76,46 @@ def ome_labels(attrs: dict) -> list[str]:
 
 def group_metadata_file(names: Iterable[str]) -> str | None:
     """For a zarr folder, the one file that tells whether it can be viewed: ``zarr.json`` (a v3
-    array or group) or a v2 group's ``.zattrs``.  None when the names alone decide."""
+    array or group), a v2 array's ``.zarray`` (its dtype) or a v2 group's ``.zattrs``.  None when
+    the names alone decide."""
     present = set(names)
     fmt = format_from_names(present)
     if fmt == "zarr3":
         return "zarr.json"
-    if fmt == "zarr2" and not {".zarray", ".zarray.gz"} & present:
-        return ".zattrs"
+    if fmt == "zarr2":
+        return ".zarray" if {".zarray", ".zarray.gz"} & present else ".zattrs"
     return None
 
 
-def is_viewable_zarr(metadata: bytes | None) -> bool:
-    """Whether the file :func:`group_metadata_file` named shows a zarr array, an OME multiscale
-    image or an OME ``labels/`` group.  Any other zarr group is a folder, not a dataset."""
+# numpy dtype codes of zarr v2 (kind and size, byte order dropped) -> the type names of v3 and of ``Level.dtype``
+_V2_DTYPES = {"b1": "bool", "u1": "uint8", "u2": "uint16", "u4": "uint32", "u8": "uint64", "i1": "int8",
+              "i2": "int16", "i4": "int32", "i8": "int64", "f2": "float16", "f4": "float32", "f8": "float64"}
+
+
+def shown_dtype(name: str | None) -> bool:
+    """Whether a view ngserve serves can show data of this type (every type precomputed presents)."""
+    from .present_precomputed import DATA_TYPES  # pure, no numpy: the one list of what can be shown
+
+    return name in DATA_TYPES
+
+
+def is_viewable_zarr(metadata: bytes | None, name: str = "") -> bool:
+    """Whether the file :func:`group_metadata_file` named shows a zarr array of a type some view
+    shows (not strings or structures), an OME multiscale image or an OME ``labels/`` group.  Any
+    other zarr group is a folder, not a dataset."""
     try:
         meta = json.loads(metadata) if metadata is not None else None
     except (ValueError, RecursionError):  # RecursionError: nested past json's limit, no metadata is
         return False
     if not isinstance(meta, dict):
         return False
+    # An array's type: a string names it; a list (v2) or object (v3) is a structure.  Without one
+    # the array's own reader will say what is wrong, so it keeps its link.
     if meta.get("node_type") == "array":
-        return True
+        dtype = meta.get("data_type", "uint8")
+        return isinstance(dtype, str) and shown_dtype(dtype)
+    if name == ".zarray":
+        dtype = meta.get("dtype", "|u1")
+        return isinstance(dtype, str) and shown_dtype(_V2_DTYPES.get(dtype.lstrip("<>|=")))
     attrs = meta.get("attributes") if "node_type" in meta else meta  # a v3 group, or v2 .zattrs
     return isinstance(attrs, dict) and (is_ome(attrs) or bool(ome_labels(attrs)))

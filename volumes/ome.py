@@ -42,6 +42,16 @@ def read_ome(loc: Location, attrs: dict, zarr_version: int) -> Dataset:
     """The dataset of an OME-Zarr multiscale group whose attributes are ``attrs``."""
     ome, version = ome_attrs(attrs)
     ms = ome["multiscales"][0]
+    presented = None
+    if str(version).startswith("0.6") and isinstance(ms, dict) and "coordinateSystems" in ms:
+        # 0.6 (coordinate systems, sequence transforms): read as the /-/zarr/ view presents it,
+        # one mapping for both; what 0.4/0.5 cannot say (an affine) is kept in extras.
+        from .present_zarr import present_ome
+
+        presented = present_ome(attrs, zarr_version)
+        attrs = presented.attributes
+        ome, _ = ome_attrs(attrs)
+        ms = ome["multiscales"][0]
     datasets = ms.get("datasets") or []
     if not datasets:
         raise SourceError(f"{loc}: OME multiscales lists no datasets")
@@ -92,6 +102,10 @@ def read_ome(loc: Location, attrs: dict, zarr_version: int) -> Dataset:
             w = ch.get("window") or {}
             if "start" in w and "end" in w:
                 ds.windows.append((float(w["start"]), float(w["end"])))
+    if presented is not None:
+        ds.notes += presented.notes
+        if presented.affine:
+            ds.extras["affine"] = presented.affine
     labels = _label_names(loc, zarr_version)
     if labels:
         ds.extras["labels"] = labels

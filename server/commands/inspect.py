@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ngstate import infer_kind, viewer_problem
+    from ngstate import choose_view, infer_kind, viewer_problem
     from volumes import SourceError, contrast_range, detail, first_line, open_dataset
 
     from . import UsageError
@@ -40,7 +40,10 @@ def run(args: argparse.Namespace) -> int:
     problem = viewer_problem(ds)
     if problem:  # reported, not an error: the dataset is fine, the bundled viewer is not
         out["viewer_problem"] = problem
-    if kind == "image" and not args.no_stats:  # any dtype: a translated view shows it with this range
+    # The view ngserve shows it through when it serves it (a source elsewhere: native only).
+    out["view"], out["view_reason"] = choose_view(ds)
+    # Any dtype a view shows: a translated view shows it with this range (none for strings).
+    if kind == "image" and not args.no_stats and out["view"] is not None:
         try:
             out["contrast"] = list(ds.windows[0]) if ds.windows else contrast_range(ds)
         except ValueError as exc:  # tensorstore reports unreadable arrays as ValueError
