@@ -24,6 +24,7 @@ def samples(tmp_path_factory):
 
 def state_of(samples, *names, **options):
     options.setdefault("viewer", VIEWER)
+    options.setdefault("labels", False)  # these tests look at each source's own layer
     sources = [samples[n] for n in names]
     st = ngstate.build_state(sources, served_at={str(sources[0].parent): BASE}, **options)
     return st, st.to_json()
@@ -190,8 +191,9 @@ def test_visibility_position_and_names(samples):
         state_of(samples, "ome04", layout="sideways")
 
 
-def test_local_sources_need_a_url(samples):
-    with pytest.raises(ValueError, match="--served-at"):
+def test_local_sources_need_a_url(samples, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # an empty registry: no server runs
+    with pytest.raises(ValueError, match=f"start one with `ngserve serve {samples['ome04'].parent}`"):
         ngstate.link(samples["ome04"])
 
 
@@ -229,7 +231,7 @@ def test_parse_url_refuses_a_deeply_nested_state_file_with_a_value_error(tmp_pat
 
 def test_default_viewer_is_ngserves_own_when_it_serves_the_data(samples, start_server):
     srv = start_server("serve", str(samples["ome04"].parent))
-    url = ngstate.link(f"{srv.url}/cells.ome.zarr", f"{srv.url}/pc_seg")
+    url = ngstate.link(f"{srv.url}/cells.ome.zarr", f"{srv.url}/pc_seg", labels=False)
     assert url.startswith(srv.url + "/-/viewer/v/ngserve/#!")
     s = ngstate.parse_url(url)
     assert [l["type"] for l in s["layers"]] == ["image", "segmentation"]
