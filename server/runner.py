@@ -123,6 +123,8 @@ def serve(
         # port with a SO_REUSEPORT socket the workers can join; it never listens.
         sock.close()
         sock = bind(config.host, port, reuse_port=True)
+    else:
+        sock.listen(1024)  # before the URLs are printed: a script that reads one may connect at once
     host = f"[{config.host}]" if ":" in config.host else config.host
     base = config.public_url or f"http://{host}:{port}"
     print(f"ngserve: serving on {base}/  (viewer: {base}/-/viewer/, workers: {workers if multi else 1})", flush=True)
