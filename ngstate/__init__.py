@@ -58,22 +58,35 @@ def build_state(sources: Sequence[Any], **options) -> State:
                 state.add(ds, url=_below(url, rel) if url else None, **layer_opts)
             if labels and set(datasets) == {""}:
                 # The image's own options (name, contrast, …) are not the labels'; selected segments are.
-                for rel, ds in _labels_of(datasets[""], sources).items():
+                for rel, ds in _labels_of(datasets[""], sources, state).items():
                     state.add(ds, url=_below(url, rel) if url else None, segments=segments)
         except ValueError as exc:  # with several sources, the line must say which one failed
             raise naming(str(source.location) if isinstance(source, Dataset) else source, exc) from exc
     return state
 
 
-def _labels_of(image: Dataset, sources: Sequence[Any]) -> dict[str, Dataset]:
+def _labels_of(image: Dataset, sources: Sequence[Any], state: State) -> dict[str, Dataset]:
     """The label images an OME-Zarr image's ``labels/`` group lists, by path below the image,
-    unless the image is not opened alone: some source is already inside its ``labels/``."""
+    unless the image is not opened alone: some source is already inside its ``labels/`` (as a
+    path or as a URL; a local path and the URL that serves it are the same place)."""
     names = (image.extras.get("labels") or []) if image.format == "ome-zarr" else []
-    group = image.location.child("labels")
-    given = [s.location if isinstance(s, Dataset) else s if isinstance(s, Location) else Location(s) for s in sources]
-    if not names or any(g.root == group.root or g.root.startswith(group.root + "/") for g in given):
+    if not names:
         return {}
+    group = image.location.child("labels")
+    places = {group.root, _url_or_none(state, group)} - {None}
+    for source in sources:
+        loc = source.location if isinstance(source, Dataset) else source if isinstance(source, Location) else Location(source)
+        if any(p and (p == place or p.startswith(place + "/")) for p in (loc.root, _url_or_none(state, loc))
+               for place in places):
+            return {}
     return {f"labels/{name}": open_dataset(group.child(name)) for name in names}
+
+
+def _url_or_none(state: State, loc: Location) -> str | None:
+    try:
+        return state.public_url(loc).split("?", 1)[0].rstrip("/")
+    except ValueError:  # a local path nothing serves: its own error comes when it is added
+        return None
 
 
 def _below(url: str, rel: str) -> str:

@@ -407,3 +407,20 @@ def test_time_axis_starts_at_the_first_sample(tmp_path):
     assert s["position"] == [5.5, 4.5, 3.5, 0.0]  # OME centres: sample 0 of t is centred on 0
     assert s["layers"][0]["localDimensions"] == {"c'": [1.0, ""]}
     assert_round_trips(s)
+
+
+def test_ome_image_alone_brings_its_labels(samples):
+    folder = str(samples["ome04"].parent)
+    layers = ngstate.build_state([samples["ome04"]], served_at={folder: BASE}).to_json()["layers"]
+    names = [n for n in ("nuclei", "cells") if (samples["ome04"] / "labels" / n).exists()]
+    assert [(l["type"], l["source"]) for l in layers] == [("image", f"zarr2://{BASE}/cells.ome.zarr/")] + [
+        ("segmentation", f"zarr2://{BASE}/cells.ome.zarr/labels/{n}/") for n in
+        json.loads((samples["ome04"] / "labels" / ".zattrs").read_text())["labels"]]
+    assert names and len(layers) == 1 + len(names)
+    # Turned off, or not alone (a label image given too; by its URL: test_cli_polish's --short): none added.
+    off = ngstate.build_state([samples["ome04"]], served_at={folder: BASE}, labels=False).to_json()["layers"]
+    assert len(off) == 1
+    given = ngstate.build_state([samples["ome04"], samples["ome04"] / "labels" / names[0]],
+                                served_at={folder: BASE}, labels=True)
+    assert [p.layer["source"] for p in given.plans] == [f"zarr2://{BASE}/cells.ome.zarr/",
+                                                         f"zarr2://{BASE}/cells.ome.zarr/labels/{names[0]}/"]
