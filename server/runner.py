@@ -127,14 +127,14 @@ def serve(
         sock.listen(1024)  # before the URLs are printed: a script that reads one may connect at once
     host = f"[{config.host}]" if ":" in config.host else config.host
     base = config.public_url or f"http://{host}:{port}"
-    print(f"ngserve: serving on {base}/  (viewer: {base}/-/viewer/, workers: {workers if multi else 1})", flush=True)
     entry = _register(config, base, "127.0.0.1" if config.host in ("0.0.0.0", "::") else host, port)
     try:
-        page = landing(base) if callable(landing) else base + landing
+        page = landing(base) if callable(landing) else base + landing  # may fail: then nothing was announced
     except BaseException:
         if entry is not None:
             registry.unregister(entry)
         raise
+    print(f"ngserve: serving on {base}/  (viewer: {base}/-/viewer/, workers: {workers if multi else 1})", flush=True)
     if page != base + "/":
         print(f"ngserve: open {page}", flush=True)
     open_url = page if config.open_browser else None

@@ -169,8 +169,11 @@ def test_headless_virtual_time_and_screenshot(tmp_path, data_home):
         view.stop()
 
 
-def test_screenshot_errors_are_one_line(tmp_path, data_home):
+def test_view_and_screenshot_errors_are_one_line(tmp_path, data_home):
+    (tmp_path / "empty").mkdir()
     for args, words in (
+        (["view", str(tmp_path / "absent"), "--no-browser"], "absent does not exist"),
+        (["view", str(tmp_path / "empty"), "--no-browser"], "no dataset here"),
         (["screenshot", str(tmp_path), "-o", str(tmp_path / "x.png"), "--size", "10x10"], "--size"),
         (["screenshot", "http://127.0.0.1:9/#!{}", "-o", str(tmp_path / "no" / "x.png")], "does not exist"),
         (["screenshot", str(tmp_path), "-o", str(tmp_path / "x.png"), "--chromium", str(tmp_path / "none")],
@@ -180,3 +183,5 @@ def test_screenshot_errors_are_one_line(tmp_path, data_home):
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         (line,) = r.stderr.strip().splitlines()
         assert words in line, line
+        assert "serving on" not in r.stdout  # nothing announced that is not there
+    assert registry.running() == [] and not list((registry.default_data_dir() / "servers").glob("*.json"))
