@@ -69,6 +69,9 @@ def test_numeric_options_are_range_checked(demo, tmp_path):
     for bad in ("3", "-0.1", "nan"):
         line = one_line_error(ngserve(*common, f"--opacity={bad}"))
         assert "--opacity" in line and bad in line, line
+    for bad in ("5,2", "1,1", "0,inf"):
+        line = one_line_error(ngserve(*common, f"--contrast={bad}"))
+        assert "--contrast" in line and "LO below HI" in line, line
     r = ngserve(*common, "--opacity", "0.5")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["layers"][0]["opacity"] == 0.5

@@ -113,6 +113,9 @@ def _options(args: argparse.Namespace, n: int) -> dict:
     if args.contrast:
         if len(args.contrast) != 2:
             raise UsageError("--contrast: expected two numbers, LO,HI")
+        lo, hi = args.contrast
+        if not -float("inf") < lo < hi < float("inf"):
+            raise UsageError(f"--contrast {lo:g},{hi:g}: expected finite numbers with LO below HI")
         opts["contrast"] = args.contrast
     return opts
 
