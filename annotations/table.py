@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import AnnotationInputError, row_of
+from .errors import AnnotationInputError, plain, row_of
 from .files import read_table, require
 from .geometry import ANNOTATION_TYPES, TWO_VECTOR_TYPES, Shapes
 from .properties import PropertySpec, as_property_spec, layout_order, resolve_property
@@ -86,7 +86,7 @@ def coordinates(frame: pd.DataFrame, columns: list[str], divisors: Sequence[floa
         if bad.any():
             row = row_of(bad)
             raise AnnotationInputError(
-                f"column {column!r}, row {row}: coordinate {raw.iloc[row - 1]!r} is not a finite number"
+                f"column {column!r}, row {row}: coordinate {plain(raw.iloc[row - 1])!r} is not a finite number"
             )
         out[:, j] = values / divisors[j] if divisors is not None else values
     return out

@@ -42,6 +42,7 @@ def write_annotations(
     overwrite: bool = False,
     progress: bool | None = None,
     seed: int | None = None,
+    stats: dict | None = None,
 ) -> Path:
     """Write ``table`` as a Neuroglancer precomputed annotation source at ``output``.
 
@@ -54,7 +55,8 @@ def write_annotations(
     columns of segment ids (one or a list per row).  ``sharded=None`` shards above
     ``UNSHARDED_MAX`` annotations.  ``compression`` is ``"auto"``, ``"gzip"`` or ``"raw"``.
     ``progress=None`` shows a bar on a terminal only.  Raises :class:`AnnotationInputError` on bad
-    input, leaving nothing behind.
+    input, leaving nothing behind.  A ``stats`` dict, when given, receives the number of
+    ``annotations`` and of spatial index ``levels`` written.
     """
     output = Path(output)
     if compression not in ("auto", "gzip", "raw"):
@@ -62,7 +64,7 @@ def write_annotations(
     if not (isinstance(limit, int) and limit > 0):
         raise AnnotationInputError(f"limit must be a positive integer, not {limit!r}")
     if output.exists() and not overwrite:
-        raise AnnotationInputError(f"{output} exists; pass --overwrite (overwrite=True) to replace it")
+        raise AnnotationInputError(f"{output} exists; pass overwrite=True to replace it")
     data = load_annotations(
         table,
         type=type,
@@ -92,7 +94,9 @@ def write_annotations(
         info = _write_indices(staging, data, records, levels, limit, sharded, compression, progress, lower, upper)
         (staging / "info").write_text(json.dumps(info, indent=1))
         if output.exists() and not overwrite:
-            raise AnnotationInputError(f"{output} appeared while writing; pass overwrite to replace it")
+            raise AnnotationInputError(f"{output} appeared while writing; pass overwrite=True to replace it")
+    if stats is not None:
+        stats.update(annotations=n, levels=len(info["spatial"]))
     return output
 
 

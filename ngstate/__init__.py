@@ -10,7 +10,7 @@ import os
 from typing import Any, Sequence
 from urllib.parse import quote
 
-from volumes import Dataset, naming, open_datasets
+from volumes import Dataset, Location, naming, open_dataset, open_datasets
 
 from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
@@ -29,14 +29,18 @@ def build_state(sources: Sequence[Any], **options) -> State:
     """A :class:`State` with one layer per source; an OME-Zarr ``labels/`` group gives one
     segmentation layer per label image it lists, each with that source's options.
 
+    An OME-Zarr image opened alone (none of its labels among ``sources``) also brings each label
+    image its ``labels/`` group lists, as a segmentation layer; ``labels=False`` turns that off.
+
     Options: ``layout``, ``position``, ``viewer``, ``served_at`` (local folder ->
     URL), ``ngserve`` (the base URL of the ngserve serving the sources, when not its origin),
-    ``segments`` (ids selected in every segmentation layer), and per-layer
+    ``segments`` (ids selected in every segmentation layer), ``labels``, and per-layer
     ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``, ``urls``, ``links``: a list
     aligned with ``sources``, or one value for all (``contrast`` is [lo, hi] or False; ``links``
     is a segmentation layer name or a relationship -> layer name mapping, see :meth:`State.add`).
     """
     segments = options.pop("segments", None)
+    labels = options.pop("labels", True)
     per_layer = {key: options.pop(key) for key in list(options) if key in _PER_LAYER}
     state = State(**options)
     for i, source in enumerate(sources):
@@ -53,9 +57,37 @@ def build_state(sources: Sequence[Any], **options) -> State:
             datasets = {"": source} if isinstance(source, Dataset) else open_datasets(source)
             for rel, ds in datasets.items():
                 state.add(ds, url=_below(url, rel) if url else None, **layer_opts)
+            if labels and set(datasets) == {""}:
+                # The image's own options (name, contrast, …) are not the labels'; selected segments are.
+                for rel, ds in _labels_of(datasets[""], sources, state).items():
+                    state.add(ds, url=_below(url, rel) if url else None, segments=segments)
         except ValueError as exc:  # with several sources, the line must say which one failed
             raise naming(str(source.location) if isinstance(source, Dataset) else source, exc) from exc
     return state
+
+
+def _labels_of(image: Dataset, sources: Sequence[Any], state: State) -> dict[str, Dataset]:
+    """The label images an OME-Zarr image's ``labels/`` group lists, by path below the image,
+    unless the image is not opened alone: some source is already inside its ``labels/`` (as a
+    path or as a URL; a local path and the URL that serves it are the same place)."""
+    names = (image.extras.get("labels") or []) if image.format == "ome-zarr" else []
+    if not names:
+        return {}
+    group = image.location.child("labels")
+    places = {group.root, _url_or_none(state, group)} - {None}
+    for source in sources:
+        loc = source.location if isinstance(source, Dataset) else source if isinstance(source, Location) else Location(source)
+        if any(p and (p == place or p.startswith(place + "/")) for p in (loc.root, _url_or_none(state, loc))
+               for place in places):
+            return {}
+    return {f"labels/{name}": open_dataset(group.child(name)) for name in names}
+
+
+def _url_or_none(state: State, loc: Location) -> str | None:
+    try:
+        return state.public_url(loc).split("?", 1)[0].rstrip("/")
+    except ValueError:  # a local path nothing serves: its own error comes when it is added
+        return None
 
 
 def _below(url: str, rel: str) -> str:

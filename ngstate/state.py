@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from volumes import Dataset, Location, SourceError, open_dataset, strip_scheme
 
+from . import registry
 from .kinds import infer_kind
 from .layers import LayerPlan, apply_affine, build_layer
 from .viewable import choose_view, refusal, require_viewable
@@ -47,6 +48,7 @@ class State:
         self.ngserve = ngserve.rstrip("/") if ngserve else None
         self.plans: list[LayerPlan] = []
         self.notes: list[str] = []  # what the last to_json() could not decide, for the user to read
+        self._servers: list[dict] | None = None  # running ngserve servers, for local paths (see registry)
 
     # -- building -------------------------------------------------------------------
     def add(
@@ -129,16 +131,22 @@ class State:
         return plan
 
     def public_url(self, loc: Location) -> str:
-        """How a viewer reaches ``loc``: itself (query string included) when http(s), else through ``served_at``."""
+        """How a viewer reaches ``loc``: itself (query string included) when http(s), else through
+        ``served_at``, else through a running ngserve that serves its folder (see :mod:`ngstate.registry`)."""
         if loc.is_http:
             return loc.root + loc.query_suffix
         for folder, base in sorted(self.served_at.items(), key=lambda kv: -len(kv[0])):
             if loc.root == folder or loc.root.startswith(folder.rstrip("/") + "/"):
                 rel = loc.root[len(folder):].strip("/")
                 return base + ("/" + "/".join(quote(p) for p in rel.split("/")) if rel else "")
+        if self._servers is None:  # asked once per state: each check waits on the servers' /-/health
+            self._servers = registry.running()
+        found = registry.serving_url(loc.root, self._servers)
+        if found is not None:
+            return found
         raise ValueError(
-            f"{loc.root} is a local path a browser cannot read: say where it is served, "
-            f"e.g. --served-at {Path(loc.root).parent}=http://127.0.0.1:9000"
+            f"{loc.root}: no running ngserve serves this local path; start one with "
+            f"`ngserve serve {Path(loc.root).parent}`, then link again"
         )
 
     # -- output -----------------------------------------------------------------------

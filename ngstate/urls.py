@@ -77,9 +77,17 @@ def parse_url(url: str) -> dict:
 
     Accepts ``#!{json}``, ``#!+{json}`` (a partial state, returned as it is),
     the legacy URL-safe JSON (``'`` quotes, ``_`` commas) and ``#!https://…``
-    pointing at a state file, which is fetched.
+    pointing at a state file, which is fetched.  A URL without a ``#`` state is refused
+    without fetching it.
     """
-    fragment = urllib.parse.urlsplit(url).fragment if "#" in url else url
+    if "#" in url:
+        fragment = urllib.parse.urlsplit(url).fragment
+    elif url.startswith(("http://", "https://")):
+        fragment = ""  # a page, not a state: fetching it would only find HTML
+    else:
+        fragment = url  # the fragment alone, or the JSON itself
+    if not fragment.strip():
+        raise ValueError(f"no Neuroglancer state in this URL: {url} has no '#!' part")
     text = urllib.parse.unquote(fragment)
     text = text[1:] if text.startswith("!") else text
     text = text[1:] if text.startswith("+") else text

@@ -11,11 +11,16 @@ import socket
 import sys
 import threading
 import webbrowser
+from typing import Callable
 
 from aiohttp import web
 
 from .auth import insecure_cookie_warning
-from .config import ConfigError, ServerConfig
+from pathlib import Path
+
+from ngstate import registry
+
+from .config import ConfigError, ServerConfig, is_remote
 
 log = logging.getLogger("ngserve")
 
@@ -93,10 +98,13 @@ def _check_app(config: ServerConfig) -> None:
         raise ConfigError(f"cannot start: {exc}") from None
 
 
-def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") -> None:
+def serve(
+    config: ServerConfig, *, access_log: bool = True, landing: str | Callable[[str], str] = "/"
+) -> None:
     """Bind, print where we are, and serve ``config`` until interrupted.
 
-    ``landing`` is the page announced (and opened with ``open_browser``).
+    ``landing`` is the page announced (and opened with ``open_browser``): a path, or a function
+    of the base URL giving a full URL (a view whose state names the port just bound).
     """
     config.validate()
     _check_app(config)
@@ -115,14 +123,45 @@ def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") 
         # port with a SO_REUSEPORT socket the workers can join; it never listens.
         sock.close()
         sock = bind(config.host, port, reuse_port=True)
+    else:
+        sock.listen(1024)  # before the URLs are printed: a script that reads one may connect at once
     host = f"[{config.host}]" if ":" in config.host else config.host
     base = config.public_url or f"http://{host}:{port}"
+    entry = _register(config, base, "127.0.0.1" if config.host in ("0.0.0.0", "::") else host, port)
+    try:
+        page = landing(base) if callable(landing) else base + landing  # may fail: then nothing was announced
+    except BaseException:
+        if entry is not None:
+            registry.unregister(entry)
+        raise
     print(f"ngserve: serving on {base}/  (viewer: {base}/-/viewer/, workers: {workers if multi else 1})", flush=True)
-    if landing != "/":
-        print(f"ngserve: open {base}{landing}", flush=True)
-    open_url = base + landing if config.open_browser else None
+    if page != base + "/":
+        print(f"ngserve: open {page}", flush=True)
+    open_url = page if config.open_browser else None
+    try:
+        _serve(config, sock, port, access_log, open_url, workers if multi else 1)
+    finally:
+        if entry is not None:
+            registry.unregister(entry)
 
-    if not multi:
+
+def _register(config: ServerConfig, base: str, host: str, port: int) -> Path | None:
+    """Put this server in the registry, so ``ngserve link``/``view`` on a local path find it.
+
+    Only public local mounts: a protected one cannot be read by a plain link anyway.  Links
+    use ``base`` (``public_url`` when set); readers check ``/-/health`` on the local address.
+    """
+    mounts = {m.name: m.source for m in config.mounts if not is_remote(m.source) and m.access == "public"}
+    try:
+        return registry.register(base, mounts, config.data_dir, health_url=f"http://{host}:{port}")
+    except OSError as exc:  # a read-only data dir must not stop the server
+        log.warning("cannot record this server in %s: %s", config.data_dir or registry.default_data_dir(), exc)
+        return None
+
+
+def _serve(config: ServerConfig, sock: socket.socket, port: int, access_log: bool, open_url: str | None,
+           workers: int) -> None:
+    if workers == 1:
         _worker(config, sock, port, access_log, open_url)
         return
     # The parent keeps its bound (not listening) socket only to hold the port.

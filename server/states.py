@@ -20,11 +20,12 @@ import asyncio
 import base64
 import hashlib
 import json
-import os
 import sqlite3
 from pathlib import Path
 
 from aiohttp import web
+
+from ngstate.registry import default_data_dir  # the one place: servers register there too
 
 from . import auth
 from .throttle import RateLimiter, Throttled, too_many_requests
@@ -34,12 +35,6 @@ DB_NAME = "states.sqlite3"
 DB_PATH = web.AppKey("states_db", Path)
 LIMITER = web.AppKey("states_limiter", RateLimiter)
 _ID_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
-def default_data_dir() -> Path:
-    """``$XDG_DATA_HOME/ngserve``, else ``~/.local/share/ngserve``."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "ngserve"
 
 
 def _connect(path: Path) -> sqlite3.Connection:

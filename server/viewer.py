@@ -6,7 +6,9 @@ without one it shows "Disconnected from Python server".  We answer that
 stream (and the state POSTs the client sends) so the viewer runs cleanly, while
 the view itself comes from the ``#!`` state in the URL hash, which
 ``viewer_state.js`` (put into ``index.html``) applies and keeps up to date in
-place of the client's own binding; that file says why.
+place of the client's own binding; that file says why.  With a ``#!`` state that
+script also gives the client a silent stand-in for the event stream, so such a
+page makes no never-ending request (headless screenshots can finish).
 """
 
 from __future__ import annotations

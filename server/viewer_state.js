@@ -25,6 +25,26 @@
   }
   history.replaceState(null, "", location.pathname + location.search);
 
+  // Nothing listens for this page's state: the hash owns it.  So the client's event stream
+  // (…/events/<token>) gets a stand-in that opens and stays silent without a request.  A real,
+  // never-ending stream would keep headless Chromium's --virtual-time-budget from ever finishing
+  // (screenshots); a closed one would show "Disconnected from Python server".
+  const NativeEventSource = window.EventSource;
+  window.EventSource = function (url, init) {
+    if (!/\/events\/[^/]+$/.test(new URL(url, location.href).pathname)) return new NativeEventSource(url, init);
+    const quiet = new EventTarget();
+    Object.assign(quiet, { url: String(url), readyState: 0, onopen: null, onmessage: null, onerror: null });
+    quiet.close = () => { quiet.readyState = 2; };
+    setTimeout(() => {
+      if (quiet.readyState !== 0) return;
+      quiet.readyState = 1;
+      const opened = new Event("open");
+      quiet.dispatchEvent(opened);
+      if (quiet.onopen) quiet.onopen(opened);
+    }, 0);
+    return quiet;
+  };
+
   const encode = (text) =>
     encodeURI(text).replace(/[!'()*;,]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
   const bigints = (key, value) => (typeof value === "bigint" ? value.toString() : value);

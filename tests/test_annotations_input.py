@@ -144,7 +144,7 @@ def test_failure_while_writing_leaves_nothing(tmp_path, monkeypatch):
 def test_existing_output_needs_overwrite(tmp_path):
     first = write_annotations(np.zeros((3, 3)), tmp_path / "out", columns=["x", "y", "z"])
     (first / "marker").write_text("old")
-    with pytest.raises(AnnotationInputError, match="exists; pass --overwrite"):
+    with pytest.raises(AnnotationInputError, match="exists; pass overwrite=True"):
         write_annotations(np.zeros((4, 3)), tmp_path / "out", columns=["x", "y", "z"])
     write_annotations(np.zeros((4, 3)), tmp_path / "out", columns=["x", "y", "z"], overwrite=True)
     assert not (first / "marker").exists()

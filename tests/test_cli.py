@@ -81,10 +81,15 @@ def test_open_launches_the_browser_on_the_landing_page(start_server, tmp_path):
 
 
 def test_demo_open_launches_the_viewer(start_server, tmp_path):
+    # The URL carries a JSON state, so the "browser" writes it without a shell in between.
     opened = tmp_path / "opened.txt"
-    env = {**os.environ, "BROWSER": f"sh -c 'echo %s > {opened}'"}
+    script = tmp_path / "browser.py"
+    script.write_text(f"import sys; open({str(opened)!r}, 'w').write(sys.argv[1])")
+    env = {**os.environ, "BROWSER": f"{sys.executable} {script} %s"}
     srv = start_server("demo", "--out", str(tmp_path / "d"), "--open", env=env)
-    assert wait_for_file(opened).strip() == srv.url + "/-/open/demo.ome.zarr"
+    url = wait_for_file(opened).strip()
+    assert url == next(line.split(" ", 2)[2].strip() for line in srv.stdout if line.startswith("ngserve: open "))
+    assert url.startswith(srv.url + "/-/viewer/v/ngserve/#!")
 
 
 def wait_for_file(path, timeout: float = 20) -> str:

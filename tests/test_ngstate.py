@@ -24,6 +24,7 @@ def samples(tmp_path_factory):
 
 def state_of(samples, *names, **options):
     options.setdefault("viewer", VIEWER)
+    options.setdefault("labels", False)  # these tests look at each source's own layer
     sources = [samples[n] for n in names]
     st = ngstate.build_state(sources, served_at={str(sources[0].parent): BASE}, **options)
     return st, st.to_json()
@@ -190,8 +191,9 @@ def test_visibility_position_and_names(samples):
         state_of(samples, "ome04", layout="sideways")
 
 
-def test_local_sources_need_a_url(samples):
-    with pytest.raises(ValueError, match="--served-at"):
+def test_local_sources_need_a_url(samples, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))  # an empty registry: no server runs
+    with pytest.raises(ValueError, match=f"start one with `ngserve serve {samples['ome04'].parent}`"):
         ngstate.link(samples["ome04"])
 
 
@@ -229,7 +231,7 @@ def test_parse_url_refuses_a_deeply_nested_state_file_with_a_value_error(tmp_pat
 
 def test_default_viewer_is_ngserves_own_when_it_serves_the_data(samples, start_server):
     srv = start_server("serve", str(samples["ome04"].parent))
-    url = ngstate.link(f"{srv.url}/cells.ome.zarr", f"{srv.url}/pc_seg")
+    url = ngstate.link(f"{srv.url}/cells.ome.zarr", f"{srv.url}/pc_seg", labels=False)
     assert url.startswith(srv.url + "/-/viewer/v/ngserve/#!")
     s = ngstate.parse_url(url)
     assert [l["type"] for l in s["layers"]] == ["image", "segmentation"]
@@ -405,3 +407,20 @@ def test_time_axis_starts_at_the_first_sample(tmp_path):
     assert s["position"] == [5.5, 4.5, 3.5, 0.0]  # OME centres: sample 0 of t is centred on 0
     assert s["layers"][0]["localDimensions"] == {"c'": [1.0, ""]}
     assert_round_trips(s)
+
+
+def test_ome_image_alone_brings_its_labels(samples):
+    folder = str(samples["ome04"].parent)
+    layers = ngstate.build_state([samples["ome04"]], served_at={folder: BASE}).to_json()["layers"]
+    names = [n for n in ("nuclei", "cells") if (samples["ome04"] / "labels" / n).exists()]
+    assert [(l["type"], l["source"]) for l in layers] == [("image", f"zarr2://{BASE}/cells.ome.zarr/")] + [
+        ("segmentation", f"zarr2://{BASE}/cells.ome.zarr/labels/{n}/") for n in
+        json.loads((samples["ome04"] / "labels" / ".zattrs").read_text())["labels"]]
+    assert names and len(layers) == 1 + len(names)
+    # Turned off, or not alone (a label image given too; by its URL: test_cli_polish's --short): none added.
+    off = ngstate.build_state([samples["ome04"]], served_at={folder: BASE}, labels=False).to_json()["layers"]
+    assert len(off) == 1
+    given = ngstate.build_state([samples["ome04"], samples["ome04"] / "labels" / names[0]],
+                                served_at={folder: BASE}, labels=True)
+    assert [p.layer["source"] for p in given.plans] == [f"zarr2://{BASE}/cells.ome.zarr/",
+                                                         f"zarr2://{BASE}/cells.ome.zarr/labels/{names[0]}/"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from . import float_list
 
@@ -11,6 +12,17 @@ TYPES = ("point", "line", "axis_aligned_bounding_box", "ellipsoid", "polyline")
 
 def _names(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is less than 1")
+    return value
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "LABELS (a,b,c or 1=a,2=b) make an enum. Repeatable",
     )
     p.add_argument("--relationship", action="append", default=[], metavar="C", help="segment id(s) per row. Repeatable")
-    p.add_argument("--limit", type=int, default=None, help="most annotations per spatial cell (default 10000)")
+    p.add_argument("--limit", type=positive_int, default=None, help="most annotations per spatial cell (default 10000)")
     shard = p.add_mutually_exclusive_group()
     shard.add_argument("--sharded", dest="sharded", action="store_true", default=None, help="sharded output")
     shard.add_argument("--unsharded", dest="sharded", action="store_false", help="one file per id and cell")
@@ -57,6 +69,11 @@ def run(args: argparse.Namespace) -> int:
 
     from . import UsageError
 
+    if args.scale and not all(0 < v < float("inf") for v in args.scale):
+        raise UsageError(f"--scale {','.join(f'{v:g}' for v in args.scale)}: each voxel size must be a positive number")
+    if Path(args.output).exists() and not args.overwrite:
+        raise UsageError(f"{args.output} exists; pass --overwrite to replace it")
+    stats: dict = {}
     try:
         out = annotations.write_annotations(
             args.input,
@@ -75,10 +92,22 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compression,
             overwrite=args.overwrite,
             seed=args.seed,
+            stats=stats,
         )
     except annotations.AnnotationInputError as exc:
         raise UsageError(str(exc)) from None
     except OSError as exc:  # the input is read under AnnotationInputError: this is the output
         raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
-    print(f"ngserve annotate: wrote {out}")
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    levels = stats["levels"]
+    print(f"ngserve annotate: wrote {out}: {stats['annotations']:,} annotations, "
+          f"{levels} level{'s' * (levels != 1)}, {_bytes(size)}")
     return 0
+
+
+def _bytes(n: int) -> str:
+    """``1.2 MB`` for people; exact below 1 kB."""
+    for unit, step in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= step:
+            return f"{n / step:.1f} {unit} ({n:,} bytes)"
+    return f"{n} bytes"

@@ -1,4 +1,4 @@
-"""``ngserve demo``: write a small synthetic OME-Zarr and serve it."""
+"""``ngserve demo``: write a small synthetic OME-Zarr with labels, serve it and open its view."""
 
 from __future__ import annotations
 
@@ -38,9 +38,9 @@ def write_demo(folder: Path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import MountConfig, ServerConfig
-    from ..runner import serve
     from . import UsageError
+    from .link import state_defaults
+    from .view import show
 
     if args.write_only and not args.out:
         raise UsageError("--write-only needs --out DIR, or the dataset would be deleted at once")
@@ -54,10 +54,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"ngserve demo: wrote {folder / DEMO_NAME}", flush=True)
         if args.write_only:
             return 0
-        config = ServerConfig(
-            host=args.host, port=args.port, mounts=[MountConfig("", str(folder))], open_browser=args.open
-        )
-        serve(config, landing=f"/-/open/{DEMO_NAME}")
+        # The view `ngserve view` gives: the image with its labels, as ngstate builds it.
+        show(state_defaults(), [str(folder / DEMO_NAME)], [folder], host=args.host, port=args.port, browser=args.open,
+             access_log=True)
     finally:
         if not args.out:
             shutil.rmtree(folder, ignore_errors=True)

@@ -6,6 +6,8 @@ import argparse
 import csv
 import json
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from . import float_list
 
@@ -19,11 +21,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     # Either output, not both: --short prints a URL where --json promises JSON.
     output = p.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print the state JSON instead of a URL")
-    output.add_argument("--short", metavar="SERVER", help="store the state on this ngserve and print the short link (not with --json)")
+    output.add_argument("--short", metavar="SERVER", nargs="?", const="",
+                        help="store the state on this ngserve and print the short link (not with --json); "
+                             "without SERVER (put --short after the sources), the ngserve that serves every source")
     p.add_argument("--batch", metavar="TABLE.csv",
-                   help="one link per row: columns source, source2, … (others are kept); writes CSV with a url column")
+                   help="one link per row: columns source, source2, … (others are kept); writes CSV with a url "
+                        "column, and an error column for rows that failed (exit status 1 then)")
     p.add_argument("--served-at", action="append", default=[], metavar="DIR=URL",
-                   help="local folder DIR is served at URL (needed for local sources)")
+                   help="local folder DIR is served at URL (default: a running ngserve that serves it)")
+    add_state_options(p)
+    p.add_argument("--token-ttl", metavar="DURATION",
+                   help="put a share token valid this long (e.g. 12h, 7d) in each source on a protected ngserve, "
+                        "so the link opens without an account")
+    p.add_argument("--config", metavar="FILE",
+                   help="with --token-ttl: the server's ngserve.toml, for its secret and mounts (else $NGSERVE_SECRET)")
+    p.set_defaults(run=run)
+
+
+def add_state_options(p: argparse.ArgumentParser) -> None:
+    """What the view shows: the options ``link`` and ``view`` share."""
     p.add_argument("--name", action="append", default=[], help="layer name, once per source in order")
     p.add_argument("--kind", action="append", default=[], choices=["image", "segmentation", "annotation"],
                    help="layer type, once per source in order (default: inferred)")
@@ -31,20 +47,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--position", type=float_list,
                    help="comma-separated position in the state's dimensions (default: centre)")
     p.add_argument("--segments", type=segment_ids, help="comma-separated segment ids to select in segmentation layers")
-    p.add_argument("--opacity", type=float, help="opacity of every layer")
+    p.add_argument("--opacity", type=fraction, help="opacity of every layer, 0 to 1")
     p.add_argument("--hidden", action="append", default=[], metavar="NAME", help="start with this layer hidden")
     p.add_argument("--link", action="append", default=[], metavar="REL=LAYER",
                    help="link annotation relationship REL to segmentation layer LAYER (default: the layer named "
                         "REL, else the only segmentation layer)")
     p.add_argument("--contrast", type=float_list, help="LO,HI contrast range for image layers (default: omero window or percentiles)")
-    p.add_argument("--token-ttl", metavar="DURATION",
-                   help="put a share token valid this long (e.g. 12h, 7d) in each source on a protected ngserve, "
-                        "so the link opens without an account")
-    p.add_argument("--config", metavar="FILE",
-                   help="with --token-ttl: the server's ngserve.toml, for its secret and mounts (else $NGSERVE_SECRET)")
+    p.add_argument("--no-labels", dest="labels", action="store_false",
+                   help="do not add an OME-Zarr image's labels/ images as segmentation layers")
     p.add_argument("--verbose", action="store_true",
                    help="on an error, also print the full messages behind it (tensorstore's specs included)")
-    p.set_defaults(run=run)
+
+
+def state_defaults() -> argparse.Namespace:
+    """The state options at their defaults, for commands that show a view without asking (``demo``)."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_state_options(p)
+    return p.parse_args([])
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is outside 0..1")
+    return value
 
 
 def segment_ids(text: str) -> list[int]:
@@ -66,7 +96,8 @@ def segment_ids(text: str) -> list[int]:
 def _options(args: argparse.Namespace, n: int) -> dict:
     from . import UsageError
 
-    opts: dict = {"layout": args.layout, "viewer": args.viewer, "served_at": dict(_served_at(args))}
+    opts: dict = {"layout": args.layout, "viewer": getattr(args, "viewer", None), "labels": args.labels,
+                  "served_at": dict(_served_at(args))}
     for flag, key in (("name", "names"), ("kind", "kinds")):
         values = getattr(args, flag)
         if values:
@@ -82,6 +113,9 @@ def _options(args: argparse.Namespace, n: int) -> dict:
     if args.contrast:
         if len(args.contrast) != 2:
             raise UsageError("--contrast: expected two numbers, LO,HI")
+        lo, hi = args.contrast
+        if not -float("inf") < lo < hi < float("inf"):
+            raise UsageError(f"--contrast {lo:g},{hi:g}: expected finite numbers with LO below HI")
         opts["contrast"] = args.contrast
     return opts
 
@@ -202,7 +236,7 @@ def _served_at(args: argparse.Namespace) -> list[tuple[str, str]]:
     from . import UsageError
 
     pairs = []
-    for item in args.served_at:
+    for item in getattr(args, "served_at", []):
         folder, sep, url = item.partition("=")
         if not sep or not url.startswith(("http://", "https://")):
             raise UsageError(f"--served-at {item!r}: expected DIR=URL, e.g. --served-at ./data=http://127.0.0.1:9000")
@@ -214,13 +248,44 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
     """The URL (or JSON) for one set of sources; errors become one line."""
     from tqdm import tqdm
 
-    from ngstate import build_state, shorten
-    from volumes import detail, first_line
+    from ngstate import shorten
+
+    state = build(args, sources, signer)
+    with user_errors(args, signer):
+        if args.json:
+            out = json.dumps(state.to_json(), indent=2)
+        elif args.short is not None:
+            out = shorten(state.to_json(), args.short or _common_server(state))
+        else:
+            out = state.to_url()
+    for note in state.notes:
+        tqdm.write(f"note: {note}", file=sys.stderr)  # above a --batch progress bar, not through it
+    return out
+
+
+def _common_server(state) -> str:
+    """``--short`` without a server: the ngserve that serves every layer's source."""
+    from ngstate import is_ngserve, origin_of
+    from volumes import strip_scheme
 
     from . import UsageError
 
-    try:
-        options = _options(args, len(sources))
+    sources = [p.layer["source"] for p in state.plans]
+    origins = {origin_of(strip_scheme(s["url"] if isinstance(s, dict) else s)) for s in sources}
+    if len(origins) != 1 or None in origins or not is_ngserve(next(iter(origins))):
+        raise UsageError("--short: the sources are not all on one ngserve; name the server, --short=http://host:9000")
+    return next(iter(origins))
+
+
+def build(args: argparse.Namespace, sources: list[str], signer: _Signer | None = None, **overrides):
+    """The :class:`ngstate.State` for ``sources`` with the state options in ``args`` (``overrides``
+    win: ``served_at``, ``viewer``); errors become one line."""
+    from ngstate import build_state
+
+    from . import UsageError
+
+    with user_errors(args, signer):
+        options = {**_options(args, len(sources)), **overrides}
         if signer is not None:
             sources, options["urls"] = signer.sign(sources)
         state = build_state(sources, **options)
@@ -232,16 +297,22 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
             if plan.name in hidden:
                 plan.layer["visible"] = False
         _apply_links(args.link, state.plans)
-        if args.json:
-            out = json.dumps(state.to_json(), indent=2)
-        elif args.short:
-            out = shorten(state.to_json(), args.short)
-        else:
-            out = state.to_url()
-        for note in state.notes:
-            tqdm.write(f"note: {note}", file=sys.stderr)  # above a --batch progress bar, not through it
-        return out
-    except ValueError as exc:  # SourceError, our own checks, and tensorstore failing to read arrays
+        state.to_json()  # what cannot be shown fails here, as one line, not later
+    return state
+
+
+@contextmanager
+def user_errors(args: argparse.Namespace, signer: _Signer | None = None) -> Iterator[None]:
+    """ValueError (SourceError, our own checks, tensorstore failing to read arrays) -> one line."""
+    from tqdm import tqdm
+
+    from volumes import detail, first_line
+
+    from . import UsageError
+
+    try:
+        yield
+    except ValueError as exc:
         text, full = first_line(exc), detail(exc)
         if signer is not None:  # messages name the URLs that failed: hide the tokens in them
             from ..access_log import redact
@@ -260,7 +331,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError("give either SOURCE arguments or --batch TABLE.csv, not both")
         return _batch(args)
     if not args.sources:
-        raise UsageError("give at least one SOURCE (a dataset path or URL)")
+        hint = " (put --short after the sources, or write --short=SERVER)" if args.short else ""
+        raise UsageError(f"give at least one SOURCE (a dataset path or URL){hint}")
     print(_render(args, args.sources, _signer(args)))
     return 0
 
@@ -285,18 +357,25 @@ def _batch(args: argparse.Namespace) -> int:
         raise UsageError(f"--batch {args.batch}: needs a header row with a 'source' column")
     columns = [k for k in rows[0] if k and k.startswith("source")]
     signer = _signer(args)
-    writer = csv.DictWriter(sys.stdout, fieldnames=[*rows[0].keys(), "url"], lineterminator="\n")
+    fields = [*rows[0].keys()] + [c for c in ("url", "error") if c not in rows[0]]
+    writer = csv.DictWriter(sys.stdout, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     from tqdm import tqdm
 
+    failed = 0
     # Each row reads metadata and contrast statistics; disable=None shows the bar on a terminal only.
+    # A bad row does not stop the others: it gets an error column, and the exit status says so.
     for number, row in enumerate(tqdm(rows, desc="links", unit=" rows", leave=False, disable=None), start=2):
         sources = [row[c].strip() for c in columns if row.get(c) and row[c].strip()]
-        if not sources:
-            raise UsageError(f"--batch {args.batch}, line {number}: no source")
         try:
-            row["url"] = _render(args, sources, signer)
+            if not sources:
+                raise UsageError("no source")
+            row["url"], row["error"] = _render(args, sources, signer), ""
         except UsageError as exc:
-            raise UsageError(f"--batch {args.batch}, line {number}: {exc}") from None
+            failed += 1
+            row["url"], row["error"] = "", str(exc)
+            tqdm.write(f"ngserve link: error: --batch {args.batch}, line {number}: {exc}", file=sys.stderr)
         writer.writerow(row)
-    return 0
+    if failed:
+        tqdm.write(f"ngserve link: {failed} of {len(rows)} rows failed (see their error column)", file=sys.stderr)
+    return 1 if failed else 0
