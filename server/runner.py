@@ -9,6 +9,8 @@ import os
 import signal
 import socket
 import sys
+import shutil
+import tempfile
 import threading
 import webbrowser
 
@@ -18,6 +20,7 @@ from .auth import insecure_cookie_warning
 from .config import ConfigError, ServerConfig
 
 log = logging.getLogger("ngserve")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as server.metrics reads it; not imported here (see serve)
 
 
 def _use_uvloop() -> bool:
@@ -56,9 +59,10 @@ def _worker(
     """Serve until a signal.  In multi-worker mode each worker binds its own SO_REUSEPORT
     socket, so the kernel spreads connections evenly across processes.  ``open_url`` is
     opened in a browser once this worker listens (connections wait in the backlog)."""
-    from .access_log import AccessLogger, quiet_bad_requests
+    from .access_log import AccessLogger, quiet_bad_requests, setup_logging
     from .app import create_app
 
+    setup_logging(config.log_format, access_log)
     quiet_bad_requests()
 
     _use_uvloop()
@@ -72,9 +76,12 @@ def _worker(
         app,
         sock=sock,
         print=None,
-        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        access_log=logging.getLogger("aiohttp.access"),  # lines or not, it counts the request metrics
         access_log_class=AccessLogger,  # who read what; share tokens redacted
         handle_signals=True,
+        # On SIGTERM/SIGINT: stop listening, close idle connections, and give requests in
+        # flight this long to finish before their connections are cut.
+        shutdown_timeout=config.drain_seconds,
     )
 
 
@@ -99,6 +106,9 @@ def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") 
     ``landing`` is the page announced (and opened with ``open_browser``).
     """
     config.validate()
+    # prometheus_client picks single- or multi-process mode when first imported (in _check_app):
+    # only our own folder, made below for several workers, may put it in multi-process mode.
+    os.environ.pop(MULTIPROC_ENV, None)
     _check_app(config)
     warning = insecure_cookie_warning(config)
     if warning:
@@ -126,6 +136,17 @@ def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") 
         _worker(config, sock, port, access_log, open_url)
         return
     # The parent keeps its bound (not listening) socket only to hold the port.
+    metrics_dir = tempfile.mkdtemp(prefix="ngserve-metrics-")  # the workers' metric files, summed per scrape
+    os.environ[MULTIPROC_ENV] = metrics_dir  # spawned workers inherit it before importing prometheus_client
+    try:
+        _run_workers(config, workers, port, access_log, open_url)
+    finally:
+        sock.close()
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool, open_url: str | None) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(config, None, port, access_log, open_url if i == 0 else None), daemon=True)
@@ -143,6 +164,5 @@ def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") 
     signal.signal(signal.SIGINT, stop)
     for p in procs:
         p.join()
-    sock.close()
     if any(p.exitcode not in (0, -signal.SIGINT, -signal.SIGTERM) for p in procs):
         sys.exit(1)
