@@ -48,6 +48,7 @@ CLI_KEYS = {
     "data_dir": "server.data_dir",
     "open": "server.open",
     "quiet": "server.access_log",
+    "log_format": "server.log_format",
     "config": None,  # the file itself
 }
 

@@ -130,6 +130,8 @@ async def handle_metrics(request: web.Request) -> web.Response:
         await authority.require_identity(request, "sign in to read the metrics")
         if not (await authority.identify(request)).user:  # a share token is for data, not for operators
             raise web.HTTPForbidden(text="403 only signed-in users may read the metrics\n")
+    if not watching_connections:
+        watch_server(getattr(request.protocol, "_manager", None))  # see server.access_log
     body = await asyncio.get_running_loop().run_in_executor(None, _collect)  # reads every worker's files
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST, "Cache-Control": "no-store"})
 
