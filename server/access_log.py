@@ -23,6 +23,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
+from . import metrics
 from .auth import PRINCIPAL
 from .request_id import KEY as REQUEST_ID, current_request_id
 from .routing import TARGET
@@ -50,8 +51,6 @@ class AccessLogger(AbstractAccessLogger):
         return True  # aiohttp calls log() only when enabled: the metrics need every request
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        from . import metrics  # imported in the worker, after the runner chose the metrics mode
-
         target = request.get(TARGET)
         metrics.observe_request(target.kind if target else "server", response.status, response.body_length, time)
         if not metrics.watching_connections:

@@ -190,11 +190,19 @@ access = "token"
     assert get(srv.url + "/up/info")[0] == 200
     assert get(srv.url + "/priv/x")[0] == 401
     assert get(srv.url + "/loc/missing")[0] == 404
-    after = scrape(srv)
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
+    # A request is counted once its answer is out, and other workers hand over their counts
+    # once a second: scrape until the last one shows.
+    deadline = time.monotonic() + 30
+    while True:
+        after = scrape(srv)
+        if moved("ngserve_request_duration_seconds_count", kind="data") >= 8:
+            break
+        assert time.monotonic() < deadline, "the requests never showed in the metrics"
+        time.sleep(0.2)
     # Summed over every worker: with several, each connection may land on any of them.
     assert moved("ngserve_requests_total", kind="data", status="200") == 6
     assert moved("ngserve_requests_total", kind="data", status="401") == 1
