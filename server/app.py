@@ -42,7 +42,8 @@ def make_storage(mount: MountConfig) -> Storage:
     if is_remote(mount.source):
         from .remote import RemoteStorage
 
-        storage: Storage = RemoteStorage(mount.source, mount.upstream, label=f"mount {mount.name!r}", mount=mount.name)
+        label = f"mount {mount.name!r}"
+        storage: Storage = RemoteStorage(mount.source, mount.upstream, label=label, mount=mount.name)
     else:
         storage = LocalStorage(mount.source)
     storage.cache_control = mount.cache_control

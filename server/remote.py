@@ -49,8 +49,8 @@ from volumes import MARKERS
 from . import metrics
 from .config import UpstreamConfig, parse_host
 from .lru import ByteBudgetLRU
-from .request_id import current_request_id
 from .paths import is_visible
+from .request_id import current_request_id
 from .responses import METADATA_NAMES, FileMeta, content_type, file_response
 from .secret_file import RotatingSecret
 from .storage import Entry, Storage

@@ -6,10 +6,10 @@ import errno
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
-import shutil
 import tempfile
 import threading
 import webbrowser
@@ -109,6 +109,9 @@ def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") 
     # prometheus_client picks single- or multi-process mode when first imported (in _check_app):
     # only our own folder, made below for several workers, may put it in multi-process mode.
     os.environ.pop(MULTIPROC_ENV, None)
+    from .access_log import setup_logging
+
+    setup_logging(config.log_format, access_log)  # the parent's own lines too (workers set it up again)
     _check_app(config)
     warning = insecure_cookie_warning(config)
     if warning:
