@@ -175,6 +175,11 @@ class ServerConfig:
                     f"mount {m.name!r}: cache_control {m.cache_control!r} is not a header value: "
                     "use e.g. \"public, max-age=3600\""
                 )
+            if m.access != "public" and m.cache_control and "public" in _directives(m.cache_control):
+                raise ConfigError(
+                    f"mount {m.name!r} has access={m.access!r} but cache_control says public: a shared cache "
+                    "could hand its data to anyone; use \"private, max-age=…\""
+                )
         if self.metrics not in (None, *METRICS_MODES):
             raise ConfigError(f"metrics {self.metrics!r} is not one of {', '.join(METRICS_MODES)}")
         if self.metrics == "users" and not self.users and not self.auth.trusted_proxies:
@@ -200,6 +205,10 @@ class ServerConfig:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ConfigError(f"auth.trusted_proxies: {proxy!r} is not an IP address or network") from None
+
+
+def _directives(cache_control: str) -> list[str]:
+    return [d.strip().split("=", 1)[0].lower() for d in cache_control.split(",")]
 
 
 _FRAME_KEYWORDS = {"self": "'self'", "'self'": "'self'", "none": "'none'", "'none'": "'none'", "*": "*"}

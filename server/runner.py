@@ -12,6 +12,7 @@ import socket
 import sys
 import tempfile
 import threading
+import time
 import webbrowser
 
 from aiohttp import web
@@ -21,6 +22,7 @@ from .config import ConfigError, ServerConfig
 
 log = logging.getLogger("ngserve")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as server.metrics reads it; not imported here (see serve)
+KILL_GRACE = 10.0  # seconds past drain_seconds a worker has for its cleanup before it is killed
 
 
 def _use_uvloop() -> bool:
@@ -158,14 +160,24 @@ def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool
     for p in procs:
         p.start()
 
-    def stop(signum, frame):  # pass the signal on, then let join() return
+    stop_by: list[float] = []  # when the workers must be gone, once told to stop
+
+    def stop(signum, frame):  # pass the signal on; the workers drain, then exit
+        if not stop_by:
+            stop_by.append(time.monotonic() + config.drain_seconds + KILL_GRACE)
         for p in procs:
             if p.is_alive():
                 os.kill(p.pid, signal.SIGINT)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for p in procs:
-        p.join()
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(0.5)
+        if stop_by and time.monotonic() > stop_by[0]:  # a worker stuck past its drain: end it
+            for p in procs:
+                if p.is_alive():
+                    log.warning("worker %d did not stop within drain_seconds; killing it", p.pid)
+                    p.kill()
     if any(p.exitcode not in (0, -signal.SIGINT, -signal.SIGTERM) for p in procs):
         sys.exit(1)

@@ -440,6 +440,24 @@ def test_cache_control_must_be_one_header_line(tmp_path, upstream):
         load_config(conf).validate()
 
 
+@pytest.mark.parametrize("server, mount, words", [
+    ('log_format = "xml"', "", "log format 'xml' is not one of text, json"),
+    ('metrics = "everyone"', "", "metrics 'everyone' is not one of public, users, off"),
+    ("drain_seconds = -1", "", "drain_seconds must be between 0 and 3600"),
+    ('metrics = "users"', "", "metrics = 'users' but there are no [[users]]"),
+    ("", 'access = "token"\ncache_control = "max-age=60, Public"', "cache_control says public"),
+])
+def test_operations_settings_are_checked(tmp_path, upstream, server, mount, words):
+    from server.config import ConfigError
+    from server.config_file import load_config
+
+    conf = deployment(tmp_path, upstream.root, upstream.url, server=server)
+    conf.write_text(conf.read_text().replace('name = "loc"\n', f'name = "loc"\n{mount}\n'))
+    with pytest.raises(ConfigError) as err:
+        load_config(conf).validate()
+    assert words in str(err.value)
+
+
 def test_upstream_etags_pass_through(tmp_path, upstream, start):
     srv = start(deployment(tmp_path, upstream.root, upstream.url))
     for name in ("a.bin", "info"):  # proxied, and cached metadata
