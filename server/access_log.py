@@ -23,7 +23,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
-from . import metrics
+from . import metrics, request_id
 from .auth import PRINCIPAL
 from .request_id import KEY as REQUEST_ID, current_request_id
 from .routing import TARGET
@@ -51,6 +51,7 @@ class AccessLogger(AbstractAccessLogger):
         return True  # aiohttp calls log() only when enabled: the metrics need every request
 
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        request_id.clear()
         target = request.get(TARGET)
         metrics.observe_request(target.kind if target else "server", response.status, response.body_length, time)
         if not metrics.watching_connections:

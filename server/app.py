@@ -64,14 +64,19 @@ async def _add_cors(request: web.BaseRequest, response: web.StreamResponse) -> N
     response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
     # Every answer, so no browser ever sniffs data or an error into a script or a page.
     response.headers["X-Content-Type-Options"] = "nosniff"
-    rid = request.get(request_id.KEY)
+    rid = request_id.current_request_id()  # a context variable: cheaper than the request's dict
     if rid:
         response.headers[request_id.HEADER] = rid
-    cache_control = request.get(CACHE_CONTROL)  # the mount's, set for file answers only
-    if cache_control and response.status in (200, 206, 304):
-        response.headers["Cache-Control"] = cache_control
     if response.headers.get("Content-Type", "").startswith("text/html"):
         response.headers.update(request.app[HTML_HEADERS])
+
+
+async def _add_cache_control(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The mount's Cache-Control on its file answers (handle_data marks them); installed only when
+    some mount has one."""
+    cache_control = request.get(CACHE_CONTROL)
+    if cache_control and response.status in (200, 206, 304):
+        response.headers["Cache-Control"] = cache_control
 
 
 def frame_headers(ancestors: list[str]) -> dict[str, str]:
@@ -90,7 +95,7 @@ def frame_headers(ancestors: list[str]) -> dict[str, str]:
 
 @web.middleware
 async def _preflight_and_errors(request: web.Request, handler) -> web.StreamResponse:
-    request_id.assign(request, request.app[auth.AUTHORITY].from_trusted_proxy(request))
+    request_id.assign(request, request.app[auth.AUTHORITY].from_trusted_proxy)
     if request.method == "OPTIONS":
         return web.Response(
             status=204,
@@ -293,6 +298,8 @@ def create_app(config: ServerConfig) -> web.Application:
 
     auth.setup(app, config)
     app.on_response_prepare.append(_add_cors)
+    if any(m.cache_control for m in config.mounts):
+        app.on_response_prepare.append(_add_cache_control)
     app.on_cleanup.append(_close_storages)
     app.router.add_get("/-/health", handle_health)
     readiness.add_routes(app)

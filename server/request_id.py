@@ -11,6 +11,7 @@ import contextvars
 import itertools
 import os
 import re
+from typing import Any, Callable
 
 HEADER = "X-Request-ID"
 KEY = "ngserve.request_id"  # request key
@@ -22,10 +23,10 @@ _count = itertools.count(1)
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("ngserve_request_id", default=None)
 
 
-def assign(request, trusted: bool) -> str:
-    """The request's id (the proxy's when ``trusted`` and well-formed, else a new one), made current."""
-    given = request.headers.get(HEADER) if trusted else None
-    rid = given if given and _VALID.match(given) else f"{_PREFIX}{next(_count):06x}"
+def assign(request, trusted: Callable[[Any], bool]) -> str:
+    """The request's id (a well-formed one from a ``trusted(request)`` proxy, else a new one), made current."""
+    given = request.headers.get(HEADER)
+    rid = given if given and _VALID.match(given) and trusted(request) else f"{_PREFIX}{next(_count):06x}"
     request[KEY] = rid
     _current.set(rid)  # the handler's task: upstream requests and log records made for it see it
     return rid
@@ -34,3 +35,9 @@ def assign(request, trusted: bool) -> str:
 def current_request_id() -> str | None:
     """The id of the request being answered in this task, if any."""
     return _current.get()
+
+
+def clear() -> None:
+    """Forget the current id once its request is done: the next request on a keep-alive connection
+    runs in the same task, and one the parser refuses never gets an id of its own."""
+    _current.set(None)
