@@ -160,9 +160,3 @@ def setup(app: web.Application, mode: str) -> None:
     app[MODE] = mode
     app.cleanup_ctx.append(_sampler)
     app.router.add_get("/-/metrics", handle_metrics)
-
-
-def mark_process_dead(pid: int) -> None:
-    """Drop a finished worker's live gauges (its counters stay in the sums)."""
-    if os.environ.get(MULTIPROC_ENV):
-        multiprocess.mark_process_dead(pid)

@@ -151,6 +151,13 @@ def serve(config: ServerConfig, *, access_log: bool = True, landing: str = "/") 
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
+def _forget_worker_gauges(pid: int) -> None:
+    """A finished worker's open connections and cache sizes no longer count (its counters still do)."""
+    from prometheus_client import multiprocess  # in multi-process mode here: MULTIPROC_ENV is set
+
+    multiprocess.mark_process_dead(pid)
+
+
 def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool, open_url: str | None) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
@@ -171,9 +178,13 @@ def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    gone: set[int] = set()
     while any(p.is_alive() for p in procs):
         for p in procs:
             p.join(0.5)
+            if not p.is_alive() and p.pid not in gone:
+                gone.add(p.pid)
+                _forget_worker_gauges(p.pid)
         if stop_by and time.monotonic() > stop_by[0]:  # a worker stuck past its drain: end it
             for p in procs:
                 if p.is_alive():
