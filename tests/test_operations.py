@@ -231,6 +231,7 @@ access = "token"
 def test_upstream_errors_are_counted_per_mount(tmp_path, upstream, start):
     srv = start(deployment(tmp_path, upstream.root, upstream.url))
     assert get(srv.url + "/up/broken")[0] == 502
+    srv.settle()
     assert value(scrape(srv), "ngserve_upstream_errors_total", mount="up") == 1
 
 
@@ -476,3 +477,29 @@ def test_vary_accept_encoding_where_gzip_static_varies(tmp_path, upstream, start
     assert "Accept-Encoding" in headers.get_all("Vary")  # a shared cache must not hand this to gzip clients
     assert "Origin" in headers.get_all("Vary")  # origins restricted: the CORS answer varies too
     assert "Accept-Encoding" not in get(srv.url + "/loc/a.bin")[1].get_all("Vary")  # no .gz: nothing varies
+
+
+def test_view_chunk_cache_and_view_requests_are_counted(tmp_path, upstream, start):
+    import numpy as np
+    import tensorstore as ts
+
+    data = tmp_path / "vol"
+    data.mkdir()
+    ts.open({"driver": "zarr", "kvstore": f"file://{data}/img.zarr", "metadata": {"shape": [8, 8, 8],
+             "chunks": [8, 8, 8], "dtype": "|u1"}}, create=True).result().write(
+        np.arange(512, dtype=np.uint8).reshape(8, 8, 8)).result()
+    conf = deployment(tmp_path, data, upstream.url)
+    srv = start(conf)
+    status, _, body = get(srv.url + "/-/precomputed/loc/img.zarr/info")
+    assert status == 200
+    scale = json.loads(body)["scales"][0]
+    size = scale["size"]
+    chunk = f"{srv.url}/-/precomputed/loc/img.zarr/{scale['key']}/0-{size[0]}_0-{size[1]}_0-{size[2]}"
+    assert get(chunk)[0] == 200
+    assert get(chunk)[0] == 200
+    srv.settle()  # requests are counted as they are logged, once their answer is out
+    samples = scrape(srv)
+    assert value(samples, "ngserve_cache_misses_total", cache="view_chunks") == 1
+    assert value(samples, "ngserve_cache_hits_total", cache="view_chunks") == 1
+    assert value(samples, "ngserve_cache_bytes", cache="view_chunks") >= 512
+    assert value(samples, "ngserve_requests_total", kind="view", status="200") == 3
