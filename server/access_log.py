@@ -1,22 +1,34 @@
 """The access log: who read what, and never a secret.
 
 Like aiohttp's ``%a "%r" %s %b %Tfs`` line, with the principal appended
-(``user:alice``, ``token:em/run1``, ``-``).  Share tokens in the ``token`` query
+(``user:alice``, ``token:em/run1``, ``-``).  With ``log_format = "json"`` every
+log record, access lines and errors alike, is one JSON object carrying the
+request id (:mod:`server.request_id`).  The access logger also feeds the
+request metrics (:mod:`server.metrics`): it is the one hook that runs once the
+whole body is out, with its size and the time taken.  Share tokens in the ``token`` query
 parameter and in the ``/-/t/<token>/`` path prefix are replaced by ``REDACTED``,
 since share links carry them in their source URLs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import sys
+import time
 from urllib.parse import unquote
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web import BaseRequest, StreamResponse
 
+from . import metrics, request_id
 from .auth import PRINCIPAL
+from .request_id import KEY as REQUEST_ID, current_request_id
+from .routing import TARGET
+
+_lines = True  # whether access lines are written (metrics are counted either way)
 
 _PARAM = re.compile(r"((?:^|[?&;])([^=&;#?\s]+)=)[^&;#]*")
 # The router matches decoded paths, so /%2D/%74/<token>/ must be hidden like /-/t/<token>/.
@@ -34,20 +46,79 @@ def redact(path_qs: str) -> str:
 
 
 class AccessLogger(AbstractAccessLogger):
+    @property
+    def enabled(self) -> bool:
+        return True  # aiohttp calls log() only when enabled: the metrics need every request
+
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        request_id.clear()
+        target = request.get(TARGET)
+        metrics.observe_request(target.kind if target else "server", response.status, response.body_length, time)
+        if not metrics.watching_connections:
+            # aiohttp names no public way from an app to its Server; its RequestHandler knows it.
+            metrics.watch_server(getattr(request.protocol, "_manager", None))
+        if not _lines:
+            return
         v = request.version
+        path = redact(request.rel_url.raw_path_qs)
+        principal = request.get(PRINCIPAL, "-")
+        extra = None
+        if _json:
+            extra = {"fields": {
+                "type": "access", "remote": request.remote, "method": request.method, "path": path,
+                "status": response.status, "bytes": response.body_length, "seconds": round(time, 6),
+                "principal": principal, "request_id": request.get(REQUEST_ID),
+            }}
         self.logger.info(
             '%s "%s %s HTTP/%d.%d" %d %d %.6fs %s',
             request.remote,
             request.method,
-            redact(request.rel_url.raw_path_qs),
+            path,
             v.major,
             v.minor,
             response.status,
             response.body_length,
             time,
-            request.get(PRINCIPAL, "-"),
+            principal,
+            extra=extra,
         )
+
+
+_json = False
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, the request id, and an error's traceback."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        obj = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if fields:
+            obj.update(fields)
+        else:
+            rid = current_request_id()
+            if rid:
+                obj["request_id"] = rid
+        if record.exc_info:
+            obj["error"] = self.formatException(record.exc_info)
+        return json.dumps(obj, ensure_ascii=False)
+
+
+def setup_logging(log_format: str, access_lines: bool) -> None:
+    """The process's log handler on stderr, text or JSON, and whether access lines are written."""
+    global _json, _lines
+    _json, _lines = log_format == "json", access_lines
+    handler = logging.StreamHandler(sys.stderr)
+    if _json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 class OneLineBadRequests(logging.Filter):

@@ -11,7 +11,7 @@ from aiohttp import web
 
 from volumes import volume_file_kind
 
-from . import auth, states, viewer
+from . import auth, metrics, readiness, request_id, states, viewer
 from .builds import BuildPool
 from .access_log import redact
 from .config import MountConfig, ServerConfig, is_remote
@@ -28,6 +28,7 @@ MAX_DETECTED_FOLDERS = 256  # listings detect datasets among at most this many c
 CONFIG = web.AppKey("config", ServerConfig)
 MOUNTS = web.AppKey("mounts", dict)  # name -> Storage; "" is the root
 BUILDS = web.AppKey("builds", BuildPool)  # /-/open state builds
+CACHE_CONTROL = "ngserve.cache_control"  # request key: the mount's Cache-Control for this file answer
 HTML_HEADERS = web.AppKey("html_headers", dict)  # what every HTML page carries: who may frame it
 
 EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
@@ -43,8 +44,12 @@ def make_storage(mount: MountConfig) -> Storage:
     if is_remote(mount.source):
         from .remote import RemoteStorage
 
-        return RemoteStorage(mount.source, mount.upstream, label=f"mount {mount.name!r}")
-    return LocalStorage(mount.source)
+        label = f"mount {mount.name!r}"
+        storage: Storage = RemoteStorage(mount.source, mount.upstream, label=label, mount=mount.name)
+    else:
+        storage = LocalStorage(mount.source)
+    storage.cache_control = mount.cache_control
+    return storage
 
 
 # -- cross-cutting behaviour ---------------------------------------------------------
@@ -61,8 +66,19 @@ async def _add_cors(request: web.BaseRequest, response: web.StreamResponse) -> N
     response.headers["Access-Control-Expose-Headers"] = EXPOSE_HEADERS
     # Every answer, so no browser ever sniffs data or an error into a script or a page.
     response.headers["X-Content-Type-Options"] = "nosniff"
+    rid = request_id.current_request_id()  # a context variable: cheaper than the request's dict
+    if rid:
+        response.headers[request_id.HEADER] = rid
     if response.headers.get("Content-Type", "").startswith("text/html"):
         response.headers.update(request.app[HTML_HEADERS])
+
+
+async def _add_cache_control(request: web.BaseRequest, response: web.StreamResponse) -> None:
+    """The mount's Cache-Control on its file answers (handle_data marks them); installed only when
+    some mount has one."""
+    cache_control = request.get(CACHE_CONTROL)
+    if cache_control and response.status in (200, 206, 304):
+        response.headers["Cache-Control"] = cache_control
 
 
 def frame_headers(ancestors: list[str]) -> dict[str, str]:
@@ -81,6 +97,7 @@ def frame_headers(ancestors: list[str]) -> dict[str, str]:
 
 @web.middleware
 async def _preflight_and_errors(request: web.Request, handler) -> web.StreamResponse:
+    request_id.assign(request, request.app[auth.AUTHORITY].from_trusted_proxy)
     if request.method == "OPTIONS":
         return web.Response(
             status=204,
@@ -166,6 +183,8 @@ async def handle_data(request: web.Request) -> web.StreamResponse:
         if not target.raw.endswith("/"):
             raise web.HTTPMovedPermanently(to_folder())
         return await _listing(request, storage, rel, url_path)
+    if storage.cache_control:
+        request[CACHE_CONTROL] = storage.cache_control
     try:
         return await storage.serve_file(request, rel)
     except web.HTTPNotFound:
@@ -283,8 +302,12 @@ def create_app(config: ServerConfig) -> web.Application:
 
     auth.setup(app, config)
     app.on_response_prepare.append(_add_cors)
+    if any(m.cache_control for m in config.mounts):
+        app.on_response_prepare.append(_add_cache_control)
     app.on_cleanup.append(_close_storages)
     app.router.add_get("/-/health", handle_health)
+    readiness.add_routes(app)
+    metrics.setup(app, config.metrics_access())
     viewer.add_routes(app)
     states.add_routes(app)
     app.router.add_get("/-/open/{path:.*}", handle_open)

@@ -150,6 +150,10 @@ class Authority:
         request[PRINCIPAL] = ident.label()
         return ident
 
+    def from_trusted_proxy(self, request: web.Request) -> bool:
+        """Whether the request comes from a configured trusted proxy (its forwarded headers count)."""
+        return self._from_trusted_proxy(request)
+
     def _from_trusted_proxy(self, request: web.Request) -> bool:
         if not self.proxies or not request.remote:
             return False

@@ -97,18 +97,30 @@ class DiskCache:
             self._path(key).unlink(missing_ok=True)
 
 
+def _nothing() -> None:
+    pass
+
+
 class ChunkCache:
     """Memory LRU in front of an optional :class:`DiskCache`; concurrent misses for a key compute once."""
 
-    def __init__(self, memory_bytes: int, disk: DiskCache | None = None) -> None:
+    def __init__(self, memory_bytes: int, disk: DiskCache | None = None, name: str | None = None) -> None:
         self.memory: ByteBudgetLRU[Item] = ByteBudgetLRU(memory_bytes, lambda item: len(item[0]) + 64)
         self.disk = disk
         self._inflight: dict[str, asyncio.Task] = {}
+        self._hit = self._miss = _nothing
+        if name:  # counted in the metrics as cache ``name``
+            from . import metrics
+
+            self._hit, self._miss = metrics.CACHE_HITS.labels(name).inc, metrics.CACHE_MISSES.labels(name).inc
+            metrics.watch_cache(name, self.memory)
 
     async def get(self, key: str, compute: Callable[[], Awaitable[bytes]]) -> Item:
         hit = self.memory.get(key)
         if hit is not None:
+            self._hit()
             return hit
+        self._miss()
         task = self._inflight.get(key)
         if task is None:
             # A task of its own: a client that goes away does not cancel the work others wait for.

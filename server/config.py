@@ -16,6 +16,9 @@ class ConfigError(ValueError):
 
 
 ACCESS_MODES = ("public", "users", "token")
+METRICS_MODES = ("public", "users", "off")
+LOG_FORMATS = ("text", "json")
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e]+$")  # printable ASCII: no line break can end the header
 REMOTE_SCHEMES = ("webdav+https://", "webdav+http://", "https://", "http://")
 
 
@@ -46,6 +49,7 @@ class UpstreamConfig:
     username: str | None = None
     password: str | None = field(default=None, repr=False)
     bearer: str | None = field(default=None, repr=False)  # dCache macaroon or OIDC access token
+    bearer_file: str | None = None  # where ``bearer`` came from: re-read when it changes (rotation)
     client_cert: str | None = None  # PEM file; with client_key for X.509 doors
     client_key: str | None = None
     ca_file: str | None = None  # extra CA bundle for the upstream's TLS certificate
@@ -91,6 +95,7 @@ class MountConfig:
     access: str = "public"  # "public" | "users" | "token"
     users: list[str] | None = None  # with access="users": only these names (None: every user)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    cache_control: str | None = None  # Cache-Control sent with this mount's file answers
 
 
 @dataclass
@@ -129,6 +134,16 @@ class ServerConfig:
     # Translated view chunks (/-/precomputed/): kept in memory, and on disk when cache_dir is set.
     cache_dir: Path | None = None
     cache_bytes: int = 1 << 30  # the disk cache's budget
+    metrics: str | None = None  # who reads /-/metrics: "public" | "users" | "off"; None: public iff every mount is
+    log_format: str = "text"  # "text" | "json": one JSON object per access-log line and per error
+    drain_seconds: float = 10.0  # on SIGTERM, how long requests in flight may take to finish
+
+    def metrics_access(self) -> str:
+        """Who may read /-/metrics: as configured, else public only when every mount is public
+        (a protected deployment's mount names and traffic are for its operators)."""
+        if self.metrics:
+            return self.metrics
+        return "public" if all(m.access == "public" for m in self.mounts) else "users"
 
     def validate(self) -> None:
         if not self.mounts:
@@ -155,6 +170,25 @@ class ServerConfig:
                     f"mount {m.name!r} has access='users' but there are no [[users]] and no "
                     "[auth] trusted_proxies: nobody could sign in"
                 )
+            if m.cache_control is not None and not _HEADER_VALUE.match(m.cache_control):
+                raise ConfigError(
+                    f"mount {m.name!r}: cache_control {m.cache_control!r} is not a header value: "
+                    "use e.g. \"public, max-age=3600\""
+                )
+            if m.access != "public" and m.cache_control and "public" in _directives(m.cache_control):
+                raise ConfigError(
+                    f"mount {m.name!r} has access={m.access!r} but cache_control says public: a shared cache "
+                    "could hand its data to anyone; use \"private, max-age=…\""
+                )
+        if self.metrics not in (None, *METRICS_MODES):
+            raise ConfigError(f"metrics {self.metrics!r} is not one of {', '.join(METRICS_MODES)}")
+        if self.metrics == "users" and not self.users and not self.auth.trusted_proxies:
+            raise ConfigError("metrics = 'users' but there are no [[users]] and no [auth] trusted_proxies: "
+                              "nobody could read them (use \"public\" or \"off\")")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"log format {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if not 0 <= self.drain_seconds <= 3600:
+            raise ConfigError(f"drain_seconds must be between 0 and 3600, not {self.drain_seconds}")
         self.frame_ancestors = [frame_ancestor(v) for v in self.frame_ancestors]
         if "'none'" in self.frame_ancestors and len(self.frame_ancestors) > 1:
             raise ConfigError("frame_ancestors: 'none' cannot be combined with other sources")
@@ -171,6 +205,10 @@ class ServerConfig:
                 ipaddress.ip_network(proxy, strict=False)
             except ValueError:
                 raise ConfigError(f"auth.trusted_proxies: {proxy!r} is not an IP address or network") from None
+
+
+def _directives(cache_control: str) -> list[str]:
+    return [d.strip().split("=", 1)[0].lower() for d in cache_control.split(",")]
 
 
 _FRAME_KEYWORDS = {"self": "'self'", "'self'": "'self'", "none": "'none'", "'none'": "'none'", "*": "*"}

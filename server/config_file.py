@@ -48,6 +48,7 @@ CLI_KEYS = {
     "data_dir": "server.data_dir",
     "open": "server.open",
     "quiet": "server.access_log",
+    "log_format": "server.log_format",
     "config": None,  # the file itself
 }
 
@@ -206,6 +207,9 @@ def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True) -> Server
     config.cache_bytes = server.get("cache_bytes", (str, int), config.cache_bytes, parse_size)
     config.open_browser = server.get("open", bool, False)
     config.access_log = server.get("access_log", bool, True)
+    config.metrics = server.get("metrics", str)
+    config.log_format = server.get("log_format", str, config.log_format)
+    config.drain_seconds = server.get("drain_seconds", (int, float), config.drain_seconds)
     server.finish()
 
     auth = _Table(top.get("auth", dict, {}), "auth", base)
@@ -248,12 +252,14 @@ def _mount(t: _Table, upstreams: bool = True) -> MountConfig:
     if access not in ACCESS_MODES:
         raise ConfigError(f"{t.key('access')}: {access!r} is not one of {', '.join(ACCESS_MODES)}")
     users = t.get("users", list, None, _str_list)
+    cache_control = t.get("cache_control", str)
     up_raw = t.get("upstream", dict, {})
     t.finish()
     if up_raw and not is_remote(source):
         raise ConfigError(f"{t.key('upstream')}: only remote sources (webdav+https://, https://) have an upstream")
     upstream = _upstream(_Table(up_raw, t.key("upstream"), t.base)) if upstreams else UpstreamConfig()
-    return MountConfig(name=name, source=source, access=access, users=users, upstream=upstream)
+    return MountConfig(name=name, source=source, access=access, users=users, upstream=upstream,
+                       cache_control=cache_control)
 
 
 def _upstream(t: _Table) -> UpstreamConfig:
@@ -275,6 +281,8 @@ def _upstream(t: _Table) -> UpstreamConfig:
         redirect_hosts=t.get("redirect_hosts", list, [], _host_list),
     )
     t.finish()
+    if up.bearer and t.data.get("bearer_file"):  # re-read when it changes: macaroons are rotated
+        up.bearer_file = str((t.base / t.data["bearer_file"]).resolve())
     if (up.username is None) != (up.password is None):
         raise ConfigError(f"{t.key('username')}: basic auth needs both username and password_env/password_file")
     if up.username and up.bearer:

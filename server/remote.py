@@ -46,10 +46,13 @@ from yarl import URL
 
 from volumes import MARKERS
 
+from . import metrics
 from .config import UpstreamConfig, parse_host
 from .lru import ByteBudgetLRU
 from .paths import is_visible
+from .request_id import current_request_id
 from .responses import METADATA_NAMES, FileMeta, content_type, file_response
+from .secret_file import RotatingSecret
 from .storage import Entry, Storage
 
 log = logging.getLogger("ngserve.remote")
@@ -155,7 +158,7 @@ def _cached(resp: aiohttp.ClientResponse, data: bytes, checked: float) -> _Cache
 class RemoteStorage(Storage):
     """A mount backed by a WebDAV or plain HTTP(S) upstream, through one pooled client session."""
 
-    def __init__(self, source: str, upstream: UpstreamConfig | None = None, label: str = "") -> None:
+    def __init__(self, source: str, upstream: UpstreamConfig | None = None, label: str = "", mount: str = "") -> None:
         self.config = upstream or UpstreamConfig()
         self.dav = source.lower().startswith("webdav+")
         url = source.split("+", 1)[1] if self.dav else source
@@ -178,6 +181,19 @@ class RemoteStorage(Storage):
         self._origin = _origin_of(URL(self.origin))
         self._redirect_hosts = {parse_host(h) for h in c.redirect_hosts}
         self.upstream_requests = 0  # requests sent upstream, retries included (tests count them)
+        self._bearer = (RotatingSecret(c.bearer_file, c.bearer, self.label) if c.bearer and c.bearer_file
+                        else None)
+        # Metric children looked up once: labels() takes a lock and a dict lookup per call.
+        self._m_requests = metrics.UPSTREAM_REQUESTS.labels(mount).inc
+        self._m_errors = metrics.UPSTREAM_ERRORS.labels(mount).inc
+        self._m_latency = metrics.UPSTREAM_LATENCY.labels(mount).observe
+        self._m_meta = (metrics.CACHE_HITS.labels("upstream_metadata").inc,
+                        metrics.CACHE_MISSES.labels("upstream_metadata").inc)
+        self._m_chunks = (metrics.CACHE_HITS.labels("upstream_chunks").inc,
+                          metrics.CACHE_MISSES.labels("upstream_chunks").inc)
+        metrics.watch_cache("upstream_metadata", self._meta)
+        if self._chunks is not None:
+            metrics.watch_cache("upstream_chunks", self._chunks)
 
     # -- the client session ------------------------------------------------------------
     def _ssl(self) -> ssl.SSLContext | bool:
@@ -190,7 +206,7 @@ class RemoteStorage(Storage):
         if self._session is None or self._session.closed:
             c = self.config
             headers = {"User-Agent": "ngserve"}
-            if c.bearer:
+            if c.bearer and self._bearer is None:
                 headers["Authorization"] = f"Bearer {c.bearer}"
             elif c.username:
                 pair = f"{c.username}:{c.password or ''}".encode()
@@ -270,12 +286,26 @@ class RemoteStorage(Storage):
         host, but not the client certificate), so we follow them ourselves and
         never connect to a host that is neither the source's origin nor listed.
         """
+        headers = dict(headers)
+        if self._bearer is not None:  # per request: the file may have been rotated since the last one
+            headers["Authorization"] = f"Bearer {self._bearer.get()}"
+        request_id = current_request_id()
+        if request_id:  # the upstream's logs can then be matched with ours
+            headers["X-Request-ID"] = request_id
+        loop = asyncio.get_running_loop()
         for _ in range(MAX_REDIRECTS + 1):
             self.upstream_requests += 1
-            resp = await asyncio.wait_for(
-                self.session().request(method, url, headers=headers, data=body, allow_redirects=False),
-                self.config.connect_timeout + self.config.read_timeout,
-            )
+            self._m_requests()
+            started = loop.time()
+            try:
+                resp = await asyncio.wait_for(
+                    self.session().request(method, url, headers=headers, data=body, allow_redirects=False),
+                    self.config.connect_timeout + self.config.read_timeout,
+                )
+            except (asyncio.TimeoutError, aiohttp.ClientError):
+                self._m_errors()
+                raise
+            self._m_latency(loop.time() - started)
             location = resp.headers.get("Location")
             if resp.status not in REDIRECT_STATUSES or not location:
                 return resp
@@ -318,6 +348,7 @@ class RemoteStorage(Storage):
         status = resp.status
         if self._is_missing(status):
             return web.HTTPNotFound()
+        self._m_errors()
         if status in (401, 403):
             log.error("%s: upstream refused our credentials (%d) for /%s", self.label, status, path)
             return _fail(502, "upstream refused the server's credentials")
@@ -357,7 +388,9 @@ class RemoteStorage(Storage):
         """
         item = cache.get(path)
         if item is not None and self._fresh(item):
+            self._m_meta[0]()
             return item
+        self._m_meta[1]()
         key = f"{id(cache)}:{path}"
         pending = self._inflight.get(key)
         if pending is not None:
@@ -421,7 +454,9 @@ class RemoteStorage(Storage):
         if self._chunks is not None:
             item = self._chunks.get(path)
             if item is not None and self._fresh(item):
+                self._m_chunks[0]()
                 return await self._answer_cached(request, path, item)
+            self._m_chunks[1]()
         return await self._proxy(request, path, name)
 
     async def _proxy(self, request: web.Request, path: str, name: str) -> web.StreamResponse:
@@ -492,6 +527,30 @@ class RemoteStorage(Storage):
             raise ConnectionResetError("upstream broke off") from None
         await answer.write_eof()
         return answer
+
+    async def ping(self, timeout: float) -> str | None:
+        """Why the upstream is not ready (one short phrase), or None when its root answers.
+
+        A HEAD (plain HTTP) or PROPFIND Depth 0 (WebDAV) of the source's root, once, within
+        ``timeout``: any answer but a 5xx or refused credentials counts (a bucket's root may be 404).
+        """
+        method, headers, body = ("PROPFIND", {"Depth": "0", "Content-Type": "application/xml; charset=utf-8"},
+                                 _PROPFIND_BODY) if self.dav else ("HEAD", {"Accept-Encoding": "identity"}, None)
+        try:
+            resp = await asyncio.wait_for(self._follow(method, URL(self._url("", True), encoded=True), headers,
+                                                       body, ""), timeout)
+        except asyncio.TimeoutError:
+            return "upstream timed out"
+        except aiohttp.ClientError as exc:
+            return f"upstream unreachable ({type(exc).__name__})"
+        except web.HTTPException as exc:
+            return (exc.text or exc.reason).strip().split(" ", 1)[-1]
+        async with resp:
+            if resp.status >= 500:
+                return f"upstream answered {resp.status}"
+            if resp.status in (401, 403) and not self.anonymous_bucket:
+                return f"upstream refused the server's credentials ({resp.status})"
+        return None
 
     # -- listings --------------------------------------------------------------------------
     async def list_dir(self, path: str) -> list[Entry] | None:

@@ -6,10 +6,13 @@ import errno
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
+import time
 import webbrowser
 from typing import Callable
 
@@ -23,6 +26,8 @@ from ngstate import registry
 from .config import ConfigError, ServerConfig, is_remote
 
 log = logging.getLogger("ngserve")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # as server.metrics reads it; not imported here (see serve)
+KILL_GRACE = 10.0  # seconds past drain_seconds a worker has for its cleanup before it is killed
 
 
 def _use_uvloop() -> bool:
@@ -61,9 +66,10 @@ def _worker(
     """Serve until a signal.  In multi-worker mode each worker binds its own SO_REUSEPORT
     socket, so the kernel spreads connections evenly across processes.  ``open_url`` is
     opened in a browser once this worker listens (connections wait in the backlog)."""
-    from .access_log import AccessLogger, quiet_bad_requests
+    from .access_log import AccessLogger, quiet_bad_requests, setup_logging
     from .app import create_app
 
+    setup_logging(config.log_format, access_log)
     quiet_bad_requests()
 
     _use_uvloop()
@@ -77,9 +83,12 @@ def _worker(
         app,
         sock=sock,
         print=None,
-        access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        access_log=logging.getLogger("aiohttp.access"),  # lines or not, it counts the request metrics
         access_log_class=AccessLogger,  # who read what; share tokens redacted
         handle_signals=True,
+        # On SIGTERM/SIGINT: stop listening, close idle connections, and give requests in
+        # flight this long to finish before their connections are cut.
+        shutdown_timeout=config.drain_seconds,
     )
 
 
@@ -107,6 +116,12 @@ def serve(
     of the base URL giving a full URL (a view whose state names the port just bound).
     """
     config.validate()
+    # prometheus_client picks single- or multi-process mode when first imported (in _check_app):
+    # only our own folder, made below for several workers, may put it in multi-process mode.
+    os.environ.pop(MULTIPROC_ENV, None)
+    from .access_log import setup_logging
+
+    setup_logging(config.log_format, access_log)  # the parent's own lines too (workers set it up again)
     _check_app(config)
     warning = insecure_cookie_warning(config)
     if warning:
@@ -165,6 +180,24 @@ def _serve(config: ServerConfig, sock: socket.socket, port: int, access_log: boo
         _worker(config, sock, port, access_log, open_url)
         return
     # The parent keeps its bound (not listening) socket only to hold the port.
+    metrics_dir = tempfile.mkdtemp(prefix="ngserve-metrics-")  # the workers' metric files, summed per scrape
+    os.environ[MULTIPROC_ENV] = metrics_dir  # spawned workers inherit it before importing prometheus_client
+    try:
+        _run_workers(config, workers, port, access_log, open_url)
+    finally:
+        sock.close()
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _forget_worker_gauges(pid: int) -> None:
+    """A finished worker's open connections and cache sizes no longer count (its counters still do)."""
+    from prometheus_client import multiprocess  # in multi-process mode here: MULTIPROC_ENV is set
+
+    multiprocess.mark_process_dead(pid)
+
+
+def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool, open_url: str | None) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
         ctx.Process(target=_worker, args=(config, None, port, access_log, open_url if i == 0 else None), daemon=True)
@@ -173,15 +206,28 @@ def _serve(config: ServerConfig, sock: socket.socket, port: int, access_log: boo
     for p in procs:
         p.start()
 
-    def stop(signum, frame):  # pass the signal on, then let join() return
+    stop_by: list[float] = []  # when the workers must be gone, once told to stop
+
+    def stop(signum, frame):  # pass the signal on; the workers drain, then exit
+        if not stop_by:
+            stop_by.append(time.monotonic() + config.drain_seconds + KILL_GRACE)
         for p in procs:
             if p.is_alive():
                 os.kill(p.pid, signal.SIGINT)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    for p in procs:
-        p.join()
-    sock.close()
+    gone: set[int] = set()
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(0.5)
+            if not p.is_alive() and p.pid not in gone:
+                gone.add(p.pid)
+                _forget_worker_gauges(p.pid)
+        if stop_by and time.monotonic() > stop_by[0]:  # a worker stuck past its drain: end it
+            for p in procs:
+                if p.is_alive():
+                    log.warning("worker %d did not stop within drain_seconds; killing it", p.pid)
+                    p.kill()
     if any(p.exitcode not in (0, -signal.SIGINT, -signal.SIGTERM) for p in procs):
         sys.exit(1)

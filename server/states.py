@@ -66,6 +66,15 @@ def _used_bytes(conn: sqlite3.Connection) -> int:
     return pages * conn.execute("PRAGMA page_size").fetchone()[0]
 
 
+def check_store(path: Path) -> None:
+    """Raise (sqlite3.Error, OSError) unless the store answers a query: /-/ready asks."""
+    conn = _connect(path)
+    try:
+        conn.execute("SELECT 1 FROM states LIMIT 1").fetchall()
+    finally:
+        conn.close()
+
+
 def _load(path: Path, state_id: str) -> str | None:
     conn = _connect(path)
     try:

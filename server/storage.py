@@ -35,6 +35,8 @@ class Entry:
 class Storage(ABC):
     """One mounted root."""
 
+    cache_control: str | None = None  # the mount's Cache-Control for file answers (config ``cache_control``)
+
     @abstractmethod
     async def stat(self, path: str) -> Entry | None:
         """The entry at ``path`` ("" is the root), or None when absent."""
@@ -220,6 +222,9 @@ class LocalStorage(Storage):
                 # Rare: a client that cannot inflate. Send the plain bytes instead.
                 data = gzip.decompress(data)
                 meta = FileMeta(name, len(data), st.st_mtime, meta.etag[:-1] + '-plain"')
+                answer = await file_response(request, meta, data=data)
+                answer.headers["Vary"] = "Accept-Encoding"  # others get the .gz: caches must keep both
+                return answer
             return await file_response(request, meta, data=data)
 
         loop = asyncio.get_running_loop()

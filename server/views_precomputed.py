@@ -66,7 +66,7 @@ class PrecomputedViews:
         self.pool = BuildPool(THREADS, QUEUE, TIMEOUT, name="ngserve-precomputed",
                               busy="chunks are being translated", slow="translating the chunk")
         disk = DiskCache(cache_dir, cache_bytes) if cache_dir and cache_bytes else None
-        self.chunks = ChunkCache(MEMORY_BYTES, disk)
+        self.chunks = ChunkCache(MEMORY_BYTES, disk, name="view_chunks")
         self.datasets: ByteBudgetLRU[_Opened] = ByteBudgetLRU(DATASETS, lambda _: 1)
         self.opening = ChunkCache(0)  # single flight for opening (its memory holds nothing)
         self.computed = 0  # chunks computed rather than answered from a cache (tests count these)

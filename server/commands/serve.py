@@ -34,6 +34,8 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder for the server's own state, e.g. short links (default ~/.local/share/ngserve)")
     p.add_argument("--open", action="store_true", default=None, help="open the landing page in a browser")
     p.add_argument("--quiet", action="store_true", default=None, help="no access log")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   help="text lines (default) or one JSON object per log line, with request ids")
 
 
 def config_from_args(args: argparse.Namespace, root: str | None) -> ServerConfig:
@@ -71,6 +73,8 @@ def config_from_args(args: argparse.Namespace, root: str | None) -> ServerConfig
         config.open_browser = True
     if args.quiet:
         config.access_log = False
+    if getattr(args, "log_format", None):
+        config.log_format = args.log_format
     config.validate()
     return config
 
