@@ -12,8 +12,8 @@ from aiohttp import web
 from volumes import volume_file_kind
 
 from . import auth, metrics, readiness, request_id, states, viewer
-from .builds import BuildPool
 from .access_log import redact
+from .builds import BuildPool
 from .config import MountConfig, ServerConfig, is_remote
 from .listing import render_listing
 from .paths import Target, token_path
