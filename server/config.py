@@ -131,6 +131,9 @@ class ServerConfig:
     states_per_minute: float = 30.0
     states_burst: int = 10
     states_max_bytes: int = 1 << 30
+    states_url: str | None = None  # postgresql://user@host:port/db: short links shared by replicas
+    states_password: str | None = None  # from states_password_env/_file, never the file itself
+    accel_redirect: str | None = None  # e.g. "/_ngserve_files/": nginx sends local files (X-Accel-Redirect)
     # Translated view chunks (/-/precomputed/): kept in memory, and on disk when cache_dir is set.
     cache_dir: Path | None = None
     cache_bytes: int = 1 << 30  # the disk cache's budget

@@ -143,6 +143,24 @@ def _no_nul(value: str) -> str:
     return value
 
 
+def _postgres_url(value: str) -> str:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"{value!r} is not a PostgreSQL URL: use postgresql://USER@HOST:PORT/DATABASE")
+    if parts.password is not None:
+        raise ValueError("secrets are not written in the config file: drop the password from the URL "
+                         "and use states_password_env or states_password_file")
+    return value
+
+
+def _accel_prefix(value: str) -> str:
+    if not (value.startswith("/") and value.endswith("/") and len(value) > 2) or any(c in value for c in " ?#%\r\n"):
+        raise ValueError(f"{value!r} is not a URL path prefix: use e.g. \"/_ngserve_files/\" (with both slashes)")
+    return value
+
+
 def _str_list(value: list) -> list[str]:
     if not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of strings")
@@ -202,6 +220,9 @@ def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True) -> Server
     config.states_per_minute = server.get("states_per_minute", (int, float), config.states_per_minute)
     config.states_burst = server.get("states_burst", int, config.states_burst)
     config.states_max_bytes = server.get("states_max_bytes", (str, int), config.states_max_bytes, parse_size)
+    config.states_url = server.get("states_url", str, None, _postgres_url)
+    config.states_password = server.secret("states_password")
+    config.accel_redirect = server.get("accel_redirect", str, None, _accel_prefix)
     cache_dir = server.path("cache_dir")
     config.cache_dir = Path(cache_dir) if cache_dir else None
     config.cache_bytes = server.get("cache_bytes", (str, int), config.cache_bytes, parse_size)

@@ -9,7 +9,6 @@ probe every second costs the upstreams little.  503 names what is not ready.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 
 from aiohttp import web
@@ -28,9 +27,9 @@ async def _problems(app: web.Application) -> dict[tuple[str, str], str]:
 
     problems: dict[tuple[str, str], str] = {}
     try:
-        await asyncio.get_running_loop().run_in_executor(None, states.check_store, app[states.DB_PATH])
-    except (sqlite3.Error, OSError) as exc:
-        problems[("states", "")] = f"the short-link store does not answer ({type(exc).__name__})"
+        await asyncio.get_running_loop().run_in_executor(None, app[states.STORE].check)
+    except states.StoreUnavailable:
+        problems[("states", "")] = "the short-link store does not answer"
     remotes = {name: s for name, s in app[MOUNTS].items() if isinstance(s, RemoteStorage)}
     answers = await asyncio.gather(*(s.ping(TIMEOUT) for s in remotes.values()))
     for name, problem in zip(remotes, answers):

@@ -1,0 +1,105 @@
+"""Short links in PostgreSQL (``[server] states_url``), shared by every replica.
+
+The same :class:`~server.states.StateStore` calls as SQLite, with psycopg 3
+(sync, run in the default executor like SQLite).  Connections are kept in a
+small pool; a broken one is dropped, so a restarted database costs one failed
+request per pooled connection at most.  The budget check and the insert run in
+one transaction under an advisory lock, so two replicas storing at once cannot
+both squeeze past ``states_max_bytes``.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg
+
+from .states import StateStore, StoreUnavailable
+
+_LOCK_KEY = 0x6E67_7374  # "ngst": the advisory lock serialising schema creation and budget checks
+_POOL = 4  # idle connections kept; more are opened under load and closed after use
+CONNECT_TIMEOUT = 5  # seconds
+
+
+class PostgresStore(StateStore):
+    def __init__(self, url: str, password: str | None) -> None:
+        self.url, self.password = url, password
+        self._idle: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+        with self._conn() as conn:  # the schema, on start; the lock: replicas start together
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS ngserve_states "
+                "(id text PRIMARY KEY, body text NOT NULL, created timestamptz NOT NULL DEFAULT now())"
+            )
+
+    def _where(self) -> str:
+        info = psycopg.conninfo.conninfo_to_dict(self.url)
+        return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+
+    def _open(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, password=self.password, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailable(f"cannot connect to PostgreSQL at {self._where()}: {reason}") from None
+
+    @contextmanager
+    def _conn(self) -> Iterator[psycopg.Connection]:
+        """A pooled connection inside a transaction, committed on success."""
+        with self._lock:
+            conn = self._idle.pop() if self._idle else None
+        if conn is None or conn.closed:
+            conn = self._open()
+        try:
+            with conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            conn.close()  # maybe broken: never pooled again
+            raise StoreUnavailable(f"PostgreSQL at {self._where()}: {type(exc).__name__}") from None
+        except BaseException:
+            conn.close()
+            raise
+        with self._lock:
+            if len(self._idle) < _POOL:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def store(self, state_id: str, body: str, max_bytes: int) -> bool:
+        with self._conn() as conn:
+            if conn.execute("SELECT 1 FROM ngserve_states WHERE id = %s", (state_id,)).fetchone():
+                return True
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+            if self._used_bytes(conn) + len(body.encode()) > max_bytes:
+                return False
+            conn.execute(
+                "INSERT INTO ngserve_states (id, body) VALUES (%s, %s) ON CONFLICT (id) DO NOTHING", (state_id, body)
+            )
+            return True
+
+    @staticmethod
+    def _used_bytes(conn: psycopg.Connection) -> int:
+        # The table with its index and TOAST, from the catalog: no scan of the table.
+        return conn.execute("SELECT pg_total_relation_size('ngserve_states')").fetchone()[0]
+
+    def load(self, state_id: str) -> str | None:
+        with self._conn() as conn:
+            row = conn.execute("SELECT body FROM ngserve_states WHERE id = %s", (state_id,)).fetchone()
+        return row[0] if row else None
+
+    def size(self) -> int:
+        with self._conn() as conn:
+            return self._used_bytes(conn)
+
+    def check(self) -> None:
+        with self._conn() as conn:
+            conn.execute("SELECT 1 FROM ngserve_states LIMIT 1").fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            conn.close()
