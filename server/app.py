@@ -39,15 +39,19 @@ ALLOW_HEADERS = (
 )
 
 
-def make_storage(mount: MountConfig) -> Storage:
-    """The backend for a mount's source: a local folder, or a WebDAV/HTTP(S) URL."""
+def make_storage(mount: MountConfig, accel_redirect: str | None = None) -> Storage:
+    """The backend for a mount's source: a local folder, or a WebDAV/HTTP(S) URL.
+
+    ``accel_redirect`` (``[server] accel_redirect``): local files are sent by nginx from
+    ``<prefix><mount>/<path>`` after ngserve's checks."""
     if is_remote(mount.source):
         from .remote import RemoteStorage
 
         label = f"mount {mount.name!r}"
         storage: Storage = RemoteStorage(mount.source, mount.upstream, label=label, mount=mount.name)
     else:
-        storage = LocalStorage(mount.source)
+        accel = accel_redirect + (quote(mount.name) + "/" if mount.name else "") if accel_redirect else None
+        storage = LocalStorage(mount.source, accel=accel)
     storage.cache_control = mount.cache_control
     return storage
 
@@ -296,7 +300,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app = web.Application(middlewares=[_preflight_and_errors])
     app[CONFIG] = config
     app[HTML_HEADERS] = frame_headers(config.frame_ancestors)
-    app[MOUNTS] = {m.name: make_storage(m) for m in config.mounts}
+    app[MOUNTS] = {m.name: make_storage(m, config.accel_redirect) for m in config.mounts}
     app[BUILDS] = BuildPool()
     from . import views_precomputed  # imports this module: loaded once it is complete
 

@@ -43,7 +43,9 @@ class PostgresStore(StateStore):
         try:
             return psycopg.connect(self.url, password=self.password, connect_timeout=CONNECT_TIMEOUT)
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            # libpq's first line ends with the reason: '…port 5432 failed: Connection refused'
+            first = str(exc).strip().split("\n", 1)[0]
+            reason = first.rsplit(": ", 1)[-1].strip() or type(exc).__name__
             raise StoreUnavailable(f"cannot connect to PostgreSQL at {self._where()}: {reason}") from None
 
     @contextmanager
