@@ -1,0 +1,112 @@
+"""``[server] accel_redirect``: ngserve checks, a real nginx sends the file (X-Accel-Redirect)."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import ServerProcess
+from deploy import Nginx, nginx_accel_locations
+from server.tokens import mint
+from test_replicas import request
+
+SECRET = "accel-test-secret-0123456789abcdef"
+PREFIX = "/_ngserve_files/"
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    root = tmp_path_factory.mktemp("accel")
+    data, team = root / "data", root / "team"
+    data.mkdir()
+    team.mkdir()
+    big = os.urandom(3 << 20)  # above the in-memory size: ngserve would stream it
+    (data / "big.bin").write_bytes(big)
+    (data / "with space #1.json").write_text('{"a": 1}')
+    (data / "info.gz").write_bytes(gzip.compress(b'{"type": "image"}'))  # a gzip_static sibling only
+    (team / "t.bin").write_bytes(b"team bytes")
+    (root / "secret").write_text(SECRET)
+    cfg = root / "ngserve.toml"
+    cfg.write_text(f"""
+[server]
+accel_redirect = "{PREFIX}"
+data_dir = "state"
+
+[auth]
+secret_file = "secret"
+
+[[mounts]]
+name = "data"
+source = "data"
+
+[[mounts]]
+name = "team"
+source = "team"
+access = "token"
+""")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    server = ServerProcess(["serve", "--config", str(cfg), "--port", "0"], env=env)
+    proxy = None
+    try:
+        proxy = Nginx([server.url.removeprefix("http://")], nginx_accel_locations(PREFIX, {"data": data, "team": team}))
+        yield server, proxy, big
+    finally:
+        if proxy:
+            proxy.close()
+        server.stop()
+
+
+def test_ngserve_answers_with_x_accel_redirect_and_no_body(site):
+    server, _, _ = site
+    status, headers, body = request(server.url, "/data/big.bin")
+    assert status == 200 and headers["X-Accel-Redirect"] == f"{PREFIX}data/big.bin" and body == b""
+    assert request(server.url, "/data/with%20space%20%231.json")[1]["X-Accel-Redirect"] == (
+        f"{PREFIX}data/with%20space%20%231.json")
+    status, headers, body = request(server.url, "/data/")  # listings are ngserve's own, as before
+    assert status == 200 and "X-Accel-Redirect" not in headers and b"big.bin" in body
+    status, headers, body = request(server.url, "/data/big.bin", method="HEAD")  # HEAD: ngserve answers
+    assert status == 200 and "X-Accel-Redirect" not in headers and headers["Content-Length"] == str(3 << 20)
+
+
+def test_nginx_sends_the_file_with_ranges_and_validators(site):
+    _, proxy, big = site
+    status, headers, body = request(proxy.url, "/data/big.bin")
+    assert status == 200 and body == big and "X-Accel-Redirect" not in headers
+    assert headers["Content-Type"] == "application/octet-stream"
+    assert headers["Access-Control-Allow-Origin"] == "*" and headers["X-Content-Type-Options"] == "nosniff"
+    etag = headers["ETag"]
+
+    status, headers, body = request(proxy.url, "/data/big.bin", headers={"Range": "bytes=1000-1999"})
+    assert status == 206 and body == big[1000:2000] and headers["Content-Range"] == f"bytes 1000-1999/{len(big)}"
+    # tensorstore reads a shard's chunks with If-Match: nginx must agree with ngserve's ETag.
+    status, _, body = request(proxy.url, "/data/big.bin", headers={"Range": "bytes=-10", "If-Match": etag})
+    assert status == 206 and body == big[-10:]
+    assert request(proxy.url, "/data/big.bin", headers={"If-Match": '"other"'})[0] == 412
+    assert request(proxy.url, "/data/big.bin", headers={"If-None-Match": etag})[0] == 304
+    status, _, body = request(proxy.url, "/data/big.bin", headers={"Range": "bytes=0-9", "If-Range": etag})
+    assert status == 206 and body == big[:10]
+    status, _, body = request(proxy.url, "/data/big.bin", headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
+    assert status == 200 and body == big
+    assert request(proxy.url, "/data/big.bin", headers={"Range": f"bytes={len(big)}-"})[0] == 416
+
+    status, headers, body = request(proxy.url, "/data/with%20space%20%231.json")
+    assert (status, body, headers["Content-Type"]) == (200, b'{"a": 1}', "application/json")
+
+
+def test_nginx_accel_keeps_gzip_siblings_404_and_protection(site):
+    _, proxy, _ = site
+    status, headers, body = request(proxy.url, "/data/info", headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip" and gzip.decompress(body) == b'{"type": "image"}'
+    assert headers["Vary"] == "Accept-Encoding" and headers["Content-Type"] == "application/json"
+    status, headers, body = request(proxy.url, "/data/info")  # a client that cannot inflate: ngserve does
+    assert status == 200 and "Content-Encoding" not in headers and body == b'{"type": "image"}'
+
+    assert request(proxy.url, "/data/missing.bin")[0] == 404
+    assert request(proxy.url, "/team/t.bin")[0] == 401
+    token = mint(SECRET.encode(), "team")
+    assert request(proxy.url, f"/-/t/{token}/team/t.bin")[:3:2] == (200, b"team bytes")
+    # The internal location is not reachable from outside: nginx answers 404 for it.
+    assert request(proxy.url, f"{PREFIX}team/t.bin")[0] == 404
