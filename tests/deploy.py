@@ -130,6 +130,7 @@ class Nginx:
             "      proxy_set_header Host $http_host;\n"
             "      proxy_next_upstream error timeout http_502;\n"
             "      proxy_connect_timeout 2s;\n"
+            "      proxy_buffering off;\n"  # as the README advises: X-Accel-Redirect works the same
             "    }\n"
             f"{extra_locations}"
             "  }\n"
