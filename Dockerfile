@@ -12,7 +12,7 @@ COPY server ./server
 COPY ngstate ./ngstate
 COPY volumes ./volumes
 COPY annotations ./annotations
-RUN pip install . && rm -rf /src
+RUN pip install '.[postgres]' && rm -rf /src
 
 RUN useradd --system --uid 10001 --home-dir /var/lib/ngserve --create-home ngserve
 USER ngserve
