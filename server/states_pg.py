@@ -2,8 +2,7 @@
 
 The same :class:`~server.states.StateStore` calls as SQLite, with psycopg 3
 (sync, run in the default executor like SQLite).  Connections are kept in a
-small pool; a broken one is dropped, so a restarted database costs one failed
-request per pooled connection at most.  The budget check and the insert run in
+small pool; one the database dropped is replaced on the spot (see :meth:`PostgresStore._run`).  The budget check and the insert run in
 one transaction under an advisory lock, so two replicas storing at once cannot
 both squeeze past ``states_max_bytes``.
 """
@@ -11,8 +10,7 @@ both squeeze past ``states_max_bytes``.
 from __future__ import annotations
 
 import threading
-from contextlib import contextmanager
-from typing import Iterator
+from typing import Callable, TypeVar
 
 import psycopg
 
@@ -21,6 +19,7 @@ from .states import StateStore, StoreUnavailable
 _LOCK_KEY = 0x6E67_7374  # "ngst": the advisory lock serialising schema creation and budget checks
 _POOL = 4  # idle connections kept; more are opened under load and closed after use
 CONNECT_TIMEOUT = 5  # seconds
+T = TypeVar("T")
 
 
 class PostgresStore(StateStore):
@@ -28,12 +27,16 @@ class PostgresStore(StateStore):
         self.url, self.password = url, password
         self._idle: list[psycopg.Connection] = []
         self._lock = threading.Lock()
-        with self._conn() as conn:  # the schema, on start; the lock: replicas start together
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS ngserve_states "
-                "(id text PRIMARY KEY, body text NOT NULL, created timestamptz NOT NULL DEFAULT now())"
-            )
+        self._run(self._create_schema)
+
+    @staticmethod
+    def _create_schema(conn: psycopg.Connection) -> None:
+        # Under the lock: replicas starting together would otherwise race on the catalog.
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS ngserve_states "
+            "(id text PRIMARY KEY, body text NOT NULL, created timestamptz NOT NULL DEFAULT now())"
+        )
 
     def _where(self) -> str:
         info = psycopg.conninfo.conninfo_to_dict(self.url)
@@ -48,30 +51,43 @@ class PostgresStore(StateStore):
             reason = first.rsplit(": ", 1)[-1].strip() or type(exc).__name__
             raise StoreUnavailable(f"cannot connect to PostgreSQL at {self._where()}: {reason}") from None
 
-    @contextmanager
-    def _conn(self) -> Iterator[psycopg.Connection]:
-        """A pooled connection inside a transaction, committed on success."""
-        with self._lock:
-            conn = self._idle.pop() if self._idle else None
-        if conn is None or conn.closed:
-            conn = self._open()
-        try:
-            with conn.transaction():
-                yield conn
-        except psycopg.Error as exc:
-            conn.close()  # maybe broken: never pooled again
-            raise StoreUnavailable(f"PostgreSQL at {self._where()}: {type(exc).__name__}") from None
-        except BaseException:
+    def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """``work`` in a transaction on a pooled connection, committed on success.
+
+        A pooled connection the database dropped (it restarted, or closed idle sessions) fails
+        at its first statement: the work is then done once more on a new connection, which is
+        safe as every call here is idempotent (a state's id is its content).
+        """
+        for attempt in (1, 2):
+            with self._lock:
+                conn = self._idle.pop() if self._idle else None
+            pooled = conn is not None and not conn.closed
+            if not pooled:
+                conn = self._open()
+            try:
+                with conn.transaction():
+                    result = work(conn)
+            except psycopg.OperationalError as exc:
+                conn.close()  # broken: never pooled again
+                if pooled and attempt == 1:
+                    continue
+                raise StoreUnavailable(f"PostgreSQL at {self._where()}: {type(exc).__name__}") from None
+            except psycopg.Error as exc:
+                conn.close()
+                raise StoreUnavailable(f"PostgreSQL at {self._where()}: {type(exc).__name__}") from None
+            except BaseException:
+                conn.close()
+                raise
+            with self._lock:
+                if len(self._idle) < _POOL:
+                    self._idle.append(conn)
+                    return result
             conn.close()
-            raise
-        with self._lock:
-            if len(self._idle) < _POOL:
-                self._idle.append(conn)
-                return
-        conn.close()
+            return result
+        raise AssertionError("unreachable")
 
     def store(self, state_id: str, body: str, max_bytes: int) -> bool:
-        with self._conn() as conn:
+        def work(conn: psycopg.Connection) -> bool:
             if conn.execute("SELECT 1 FROM ngserve_states WHERE id = %s", (state_id,)).fetchone():
                 return True
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
@@ -82,23 +98,22 @@ class PostgresStore(StateStore):
             )
             return True
 
+        return self._run(work)
+
     @staticmethod
     def _used_bytes(conn: psycopg.Connection) -> int:
         # The table with its index and TOAST, from the catalog: no scan of the table.
         return conn.execute("SELECT pg_total_relation_size('ngserve_states')").fetchone()[0]
 
     def load(self, state_id: str) -> str | None:
-        with self._conn() as conn:
-            row = conn.execute("SELECT body FROM ngserve_states WHERE id = %s", (state_id,)).fetchone()
+        row = self._run(lambda conn: conn.execute("SELECT body FROM ngserve_states WHERE id = %s", (state_id,)).fetchone())
         return row[0] if row else None
 
     def size(self) -> int:
-        with self._conn() as conn:
-            return self._used_bytes(conn)
+        return self._run(self._used_bytes)
 
     def check(self) -> None:
-        with self._conn() as conn:
-            conn.execute("SELECT 1 FROM ngserve_states LIMIT 1").fetchall()
+        self._run(lambda conn: conn.execute("SELECT 1 FROM ngserve_states LIMIT 1").fetchall())
 
     def close(self) -> None:
         with self._lock:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -74,17 +75,41 @@ class Postgres:
              f"--pwfile={pwfile}", "-E", "UTF8", "--no-sync"],
             check=True, capture_output=True,
         )
+        self.as_user = as_user
         self.port = free_port()
+        self.url = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+        self.start()
+
+    def start(self) -> None:
+        """Start (or restart, on the same port and data) the server."""
         self.proc = subprocess.Popen(
-            [*as_user, _postgres_bin("postgres"), "-D", str(self.dir / "data"), "-k", str(self.dir),
+            [*self.as_user, _postgres_bin("postgres"), "-D", str(self.dir / "data"), "-k", str(self.dir),
              "-p", str(self.port), "-h", "127.0.0.1", "-c", "fsync=off"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
-        self.url = f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
         wait_for_port(self.port, self.proc, "postgres")
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """A fast shutdown (SIGINT to the postmaster): SIGTERM would wait for every client to leave."""
+        if self.proc.poll() is None:
+            try:
+                pid = int((self.dir / "data" / "postmaster.pid").read_text().split("\n", 1)[0])
+                os.kill(pid, signal.SIGINT)
+                self.proc.wait(20)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                pass
         stop(self.proc)
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url, password=self.password, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def close(self) -> None:
+        self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

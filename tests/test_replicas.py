@@ -193,3 +193,60 @@ def test_state_store_config_errors_are_one_line(tmp_path, postgres, server_table
     assert done.returncode == 2
     assert done.stderr.startswith(f"ngserve serve: error: {message.format(**fill)}")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def one_replica(tmp_path: Path, url: str, password: str, extra: str = "") -> ServerProcess:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "pgpw").write_text(password)
+    (tmp_path / "c.toml").write_text(
+        f'[server]\nstates_url = "{url}"\nstates_password_file = "pgpw"\n{extra}\n[[mounts]]\nname = "d"\nsource = "d"\n')
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return ServerProcess(["serve", "--config", str(tmp_path / "c.toml"), "--port", "0", "--quiet"], env=env)
+
+
+def test_a_database_outage_answers_503_and_recovery_needs_no_restart(tmp_path):
+    pg = Postgres()  # its own: this test stops it
+    server = None
+    try:
+        server = one_replica(tmp_path, pg.url, pg.password)
+        status, _, body = request(server.url, "/-/api/states", method="POST", body=b'{"layers": []}',
+                                  headers={"Content-Type": "application/json"})
+        assert status == 201
+        sid = json.loads(body)["id"]
+        assert request(server.url, f"/-/api/states/{sid}")[0] == 200  # pools a connection
+
+        pg.stop()
+        status, _, body = request(server.url, f"/-/api/states/{sid}")
+        assert (status, body) == (503, b"503 the short-link store does not answer; try again shortly\n")
+        status, _, body = request(server.url, "/-/ready")
+        assert status == 503 and json.loads(body)["problems"] == {"states": "the short-link store does not answer"}
+        assert request(server.url, "/d/")[0] == 200  # the data is served all along
+
+        pg.start()  # the pooled connections are dead now: the first read after must not fail
+        assert request(server.url, f"/-/api/states/{sid}")[0] == 200
+    finally:
+        if server:
+            server.stop()
+        pg.close()
+
+
+def test_the_budget_holds_on_postgres(tmp_path, postgres):
+    url = postgres.create_database("budget")
+    server = one_replica(tmp_path, url, postgres.password, 'states_max_bytes = "200KiB"')
+    try:
+        codes, first = [], None
+        for i in range(30):  # random text: TOAST cannot compress it away
+            state = {"layers": [], "pad": os.urandom(12000).hex(), "i": i}
+            status, _, body = request(server.url, "/-/api/states", method="POST", body=json.dumps(state).encode(),
+                                      headers={"Content-Type": "application/json"})
+            codes.append(status)
+            first = first or state
+            if status == 507:
+                assert b"server.states_max_bytes" in body
+                break
+        assert codes[0] == 201 and codes[-1] == 507
+        status, _, _ = request(server.url, "/-/api/states", method="POST", body=json.dumps(first).encode(),
+                               headers={"Content-Type": "application/json"})
+        assert status == 201  # a state already stored always has room
+    finally:
+        server.stop()
