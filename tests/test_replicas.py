@@ -222,7 +222,10 @@ def test_a_database_outage_answers_503_and_recovery_needs_no_restart(tmp_path):
         assert status == 503 and json.loads(body)["problems"] == {"states": "the short-link store does not answer"}
         assert request(server.url, "/d/")[0] == 200  # the data is served all along
 
-        pg.start()  # the pooled connections are dead now: the first read after must not fail
+        pg.start()
+        assert request(server.url, f"/-/api/states/{sid}")[0] == 200
+        pg.stop()  # a restart between two requests: the pooled connection is dead, and no read may fail for it
+        pg.start()
         assert request(server.url, f"/-/api/states/{sid}")[0] == 200
     finally:
         if server:
