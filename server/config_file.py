@@ -149,7 +149,11 @@ def _postgres_url(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError(f"{value!r} is not a PostgreSQL URL: use postgresql://USER@HOST:PORT/DATABASE")
-    if parts.password is not None:
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ValueError(f"{value!r} has a port that is not a number: use postgresql://USER@HOST:PORT/DATABASE") from None
+    if parts.password is not None or "password=" in parts.query:
         raise ValueError("secrets are not written in the config file: drop the password from the URL "
                          "and use states_password_env or states_password_file")
     return value

@@ -2,15 +2,17 @@
 
 The same :class:`~server.states.StateStore` calls as SQLite, with psycopg 3
 (sync, run in the default executor like SQLite).  Connections are kept in a
-small pool; one the database dropped is replaced on the spot (see :meth:`PostgresStore._run`).  The budget check and the insert run in
-one transaction under an advisory lock, so two replicas storing at once cannot
-both squeeze past ``states_max_bytes``.
+small pool; one the database dropped is replaced on the spot (see
+:meth:`PostgresStore._run`).  The budget check and the insert run in one
+transaction under an advisory lock, so two replicas storing at once cannot both
+squeeze past ``states_max_bytes``.
 """
 
 from __future__ import annotations
 
 import threading
 from typing import Callable, TypeVar
+from urllib.parse import urlsplit
 
 import psycopg
 
@@ -39,8 +41,8 @@ class PostgresStore(StateStore):
         )
 
     def _where(self) -> str:
-        info = psycopg.conninfo.conninfo_to_dict(self.url)
-        return f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        parts = urlsplit(self.url)  # its port was checked with the config
+        return f"{parts.hostname or 'localhost'}:{parts.port or 5432}{parts.path}"
 
     def _open(self) -> psycopg.Connection:
         try:

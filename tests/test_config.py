@@ -146,6 +146,7 @@ def test_every_serve_flag_has_a_config_key():
         ('[server]\naccel_redirect = "_ngserve_files"\n',
          "server.accel_redirect: '_ngserve_files' is not a URL path prefix: use e.g. \"/_ngserve_files/\""),
         ('[server]\nstates_url = "postgresql://u:hunter2@db/ng"\n', "server.states_url: secrets are not written"),
+        ('[server]\nstates_url = "postgresql://u@db:pg/ng"\n', "server.states_url: 'postgresql://u@db:pg/ng' has a port"),
         ('[server]\nstates_burst = 0\n[[mounts]]\nname = "a"\nsource = "data"\n', "states_burst at least 1"),
         ('[[mounts]]\nname = "a"\nsource = "https://h/"\n[mounts.upstream]\nredirect_hosts = ["https://pool1/"]\n',
          "mounts[0].upstream.redirect_hosts: 'https://pool1/' is not a host name: write e.g. pool1.example.org"),
