@@ -3,11 +3,11 @@
 ``POST /-/api/states`` stores a state and answers ``{"id", "url"}``; the short
 URL is ``<viewer>#!<public base>/-/api/states/<id>``, which Neuroglancer
 fetches itself.  Ids are derived from the content, so posting the same state
-twice gives the same link.  The database lives in the server's data folder
-and every worker process opens it on its own (WAL mode allows that).
-
-With ``[server] states_url = "postgresql://…"`` the states live in PostgreSQL
-instead (:mod:`server.states_pg`), so replicas behind a load balancer share them.
+twice gives the same link.  By default the store is a SQLite file in the
+server's data folder, which every worker process opens on its own (WAL mode
+allows that); with ``[server] states_url = "postgresql://…"`` it is PostgreSQL
+(:mod:`server.states_pg`), so replicas behind a load balancer share it.  Both
+are a :class:`StateStore`.
 
 A stored state can hold share tokens in its source URLs, so shared caches must
 not keep it, and when any mount is protected only a signed-in user or a token

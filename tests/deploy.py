@@ -119,7 +119,7 @@ def nginx_accel_locations(prefix: str, mounts: dict[str, Path]) -> str:
     for name, folder in mounts.items():
         out.append(
             f"location {prefix}{name + '/' if name else ''} {{\n"
-            f"  internal;\n  alias {folder}/;\n"
+            f"  internal;\n  alias {folder}/;\n  max_ranges 1;\n"
             "  add_header Content-Encoding $upstream_http_content_encoding;\n"
             "  add_header Vary $upstream_http_vary;\n"
             "  add_header Access-Control-Allow-Origin $upstream_http_access_control_allow_origin;\n"

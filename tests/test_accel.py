@@ -91,6 +91,8 @@ def test_nginx_sends_the_file_with_ranges_and_validators(site):
     status, _, body = request(proxy.url, "/data/big.bin", headers={"Range": "bytes=0-9", "If-Range": '"stale"'})
     assert status == 200 and body == big
     assert request(proxy.url, "/data/big.bin", headers={"Range": f"bytes={len(big)}-"})[0] == 416
+    status, _, body = request(proxy.url, "/data/big.bin", headers={"Range": "bytes=0-1,5-9"})
+    assert status == 200 and body == big  # several ranges: the whole file, as ngserve sends it
 
     status, headers, body = request(proxy.url, "/data/with%20space%20%231.json")
     assert (status, body, headers["Content-Type"]) == (200, b'{"a": 1}', "application/json")
