@@ -1,0 +1,150 @@
+"""Segment properties: the presenter (OME image-label, tables) against the precomputed spec."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from annotations.files import read_table
+from volumes import SourceError
+from volumes.segment_properties import colors_of, from_frame, from_image_label, image_label_of
+
+NUMBER_TYPES = {"uint8", "int8", "uint16", "int16", "uint32", "int32", "float32"}
+
+
+def check_spec(info: dict) -> None:
+    """The shape segment_properties.md asks for (the neuroglancer package has no reader for it)."""
+    assert info["@type"] == "neuroglancer_segment_properties"
+    inline = info["inline"]
+    ids = inline["ids"]
+    assert all(isinstance(i, str) and i.isdigit() and int(i) < 2**64 for i in ids)
+    kinds = [p["type"] for p in inline["properties"]]
+    for once in ("label", "description", "tags"):
+        assert kinds.count(once) <= 1
+    for p in inline["properties"]:
+        assert isinstance(p["id"], str) and len(p["values"]) == len(ids)
+        if p["type"] in ("label", "description", "string"):
+            assert all(isinstance(v, str) for v in p["values"])
+        elif p["type"] == "number":
+            assert p["data_type"] in NUMBER_TYPES
+            assert all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p["values"])
+        else:
+            assert p["type"] == "tags" and "description" not in p
+            assert all(isinstance(t, str) and t and " " not in t and not t.startswith("#") for t in p["tags"])
+            for v in p["values"]:
+                assert v == sorted(v) and all(0 <= k < len(p["tags"]) for k in v)
+    json.dumps(info, allow_nan=False)
+
+
+def by_type(info: dict) -> dict:
+    return {p["type"] if p["type"] != "number" else p["id"]: p for p in info["inline"]["properties"]}
+
+
+OME_LABEL = {
+    "version": "0.4",
+    "properties": [
+        {"label-value": 1, "name": "nucleus", "class": "organelle", "area": 120, "score": 0.5},
+        {"label-value": 2, "name": "mito", "class": "organelle", "area": 30, "score": 0.25, "dividing": True},
+        {"label-value": 2**64 - 1, "name": "big id", "description": "a long text", "area": 3},
+    ],
+    "colors": [{"label-value": 1, "rgba": [255, 0, 16, 255]}, {"label-value": 2, "rgba": [0, 128, 0, 128]}],
+}
+
+
+def test_ome_properties_become_label_tags_and_numbers():
+    info = from_image_label(OME_LABEL)
+    check_spec(info)
+    assert info["inline"]["ids"] == ["1", "2", str(2**64 - 1)]
+    props = by_type(info)
+    assert props["label"]["values"] == ["nucleus", "mito", "big id"]
+    assert props["description"]["values"] == ["", "", "a long text"]
+    assert props["area"] == {"id": "area", "type": "number", "data_type": "int32", "values": [120, 30, 3]}
+    assert props["score"]["data_type"] == "float32" and props["score"]["values"] == [0.5, 0.25, 0]
+    tags = props["tags"]
+    assert [[tags["tags"][k] for k in v] for v in tags["values"]] == [["organelle"], ["dividing", "organelle"], []]
+
+
+def test_ome_colors_become_segment_colors():
+    assert colors_of(OME_LABEL) == {"1": "#ff0010", "2": "#008000"}
+    assert colors_of({}) == {}
+
+
+def test_ome_0_5_image_label_sits_under_ome():
+    assert image_label_of({"ome": {"version": "0.5", "image-label": OME_LABEL}}) is OME_LABEL
+    assert image_label_of({"image-label": OME_LABEL}) is OME_LABEL
+    assert image_label_of({"multiscales": []}) is None
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        ({"properties": [{"label-value": -1}]}, "label-value -1 is not a segment id"),
+        ({"properties": [{"label-value": 1}, {"label-value": 1}]}, "segment 1 is listed twice"),
+        ({"properties": [{"label-value": 1, "x": 1}, {"label-value": 2, "x": "a"}]}, "'x' mixes numbers and text"),
+        ({"properties": {"1": "a"}}, "properties must be a list of objects"),
+        ({"properties": [{"label-value": 1, "x": float("inf")}]}, "'x' has inf, which a float32 property cannot hold"),
+        ({"properties": [{"label-value": 1, "name": 3}]}, "'name' must be text"),
+    ],
+)
+def test_bad_ome_properties_say_what_is_wrong(label, message):
+    with pytest.raises(SourceError, match=message):
+        from_image_label(label)
+
+
+def test_bad_colors_say_what_is_wrong():
+    with pytest.raises(SourceError, match="rgba of segment 3"):
+        colors_of({"colors": [{"label-value": 3, "rgba": [0, 300, 0]}]})
+
+
+def test_no_properties_no_info():
+    assert from_image_label({"version": "0.4", "colors": []}) is None
+    assert from_image_label({"properties": []}) is None
+
+
+def test_table_with_exact_uint64_ids(tmp_path):
+    big = 2**64 - 2  # past float64 and int64: the table reader must keep it exact
+    path = tmp_path / "cells.csv"
+    path.write_text(f"id,name,cell_type,volume\n{big},alpha,pyramidal cell,1.5\n7,beta,,2\n")
+    frame = read_table(path, ["id", "name", "cell_type", "volume"], exact=["id"])
+    info = from_frame(frame, where=str(path))
+    check_spec(info)
+    assert info["inline"]["ids"] == [str(big), "7"]
+    props = by_type(info)
+    assert props["label"]["values"] == ["alpha", "beta"]
+    assert props["volume"]["data_type"] == "float32"
+    assert props["tags"]["tags"] == ["pyramidal_cell"] and props["tags"]["values"] == [[0], []]
+
+
+def test_table_parquet_and_label_column(tmp_path):
+    path = tmp_path / "t.parquet"
+    pd.DataFrame({"id": [3, 4], "title": ["c", "d"], "n": [1, 2]}).to_parquet(path)
+    info = from_frame(read_table(path, ["id", "title", "n"], exact=["id"]), label="title")
+    check_spec(info)
+    assert by_type(info)["label"]["values"] == ["c", "d"]
+    with pytest.raises(SourceError, match="no column 'id'"):
+        from_frame(pd.DataFrame({"segment": [1]}), where="t.csv")
+
+
+_value = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.integers(), st.floats(allow_nan=True), st.text(max_size=8),
+    st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
+_entry = st.dictionaries(st.sampled_from(["name", "label", "description", "kind", "size", "flag"]), _value, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2**64 - 1) | st.integers(-5, 2**64 + 5) | st.text(max_size=3), _entry),
+                max_size=6, unique_by=lambda t: t[0]))
+def test_any_properties_give_valid_json_or_one_line(entries):
+    label = {"properties": [{"label-value": v, **e} for v, e in entries]}
+    try:
+        info = from_image_label(label)
+    except SourceError as exc:
+        assert "\n" not in str(exc) and str(exc)
+        return
+    if info is not None:
+        check_spec(info)
