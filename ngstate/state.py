@@ -13,7 +13,7 @@ from volumes import Dataset, Location, SourceError, open_dataset, strip_scheme
 
 from . import registry
 from .kinds import infer_kind
-from .layers import LayerPlan, apply_affine, build_layer
+from .layers import LayerPlan, add_source, apply_affine, build_layer, source_url
 from .viewable import choose_view, refusal, require_viewable
 from .urls import default_viewer, is_ngserve, origin_of, state_url, view_url
 
@@ -73,6 +73,8 @@ class State:
         else:
             plan = self._through_view(ds, view, *served, options)
         plan.link = link
+        if plan.kind == "segmentation" and ds.extras.get("image_label"):
+            self._attach_image_label(plan, ds, url)
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
         while plan.name in taken:
@@ -80,6 +82,31 @@ class State:
             n += 1
         self.plans.append(plan)
         return plan
+
+    def _attach_image_label(self, plan: LayerPlan, ds: Dataset, url: str | None) -> None:
+        """OME label ``colors`` as ``segmentColors``, and ``properties`` (names, tags) as a
+        ``neuroglancer_segment_properties`` source from the serving ngserve's
+        ``/-/segment_properties/`` view: the client ignores both in OME metadata.  Metadata that
+        cannot be presented is left out rather than keep the labels from showing."""
+        from volumes.segment_properties import colors_of, from_image_label
+
+        image_label = ds.extras["image_label"]
+        try:
+            colors = colors_of(image_label, str(ds.location))
+        except SourceError:
+            colors = {}
+        if colors:
+            plan.layer["segmentColors"] = colors
+        try:
+            has_names = from_image_label(image_label, str(ds.location)) is not None
+        except SourceError:
+            has_names = False
+        served = self._on_ngserve(ds, url) if has_names else None
+        if served is not None:
+            shown, _, query = served[1].partition("?")
+            base = self.ngserve if self.ngserve and shown.startswith(self.ngserve + "/") else None
+            props = view_url(shown.rstrip("/"), "segment_properties", base) + ("?" + query if query else "")
+            add_source(plan.layer, "precomputed://" + props)
 
     def _on_ngserve(self, ds: Dataset, url: str | None) -> tuple[str, str] | None:
         """(URL to read ``ds`` at, URL the viewer reads it at) when an ngserve serves it, else None."""
@@ -243,5 +270,5 @@ def _tidy(v: float) -> float:
     return float(f"{v:.9g}")
 
 
-def _url_of(source: str | dict) -> str:
-    return strip_scheme(source["url"] if isinstance(source, dict) else source)
+def _url_of(source: str | dict | list) -> str:
+    return strip_scheme(source_url(source))

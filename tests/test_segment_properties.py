@@ -148,3 +148,78 @@ def test_any_properties_give_valid_json_or_one_line(entries):
         return
     if info is not None:
         check_spec(info)
+
+
+# -- served and attached ----------------------------------------------------------------
+
+def write_labelled(root, zarr_version: int = 2, image_label: dict | None = OME_LABEL):
+    """An OME image with labels/cells whose image-label has ``image_label``'s properties/colors."""
+    import numpy as np
+
+    from volumes import add_labels_group, blobs, write_ome_zarr
+
+    image, labels = blobs((8, 40, 48), n_blobs=4, seed=3)
+    path = root / "img.ome.zarr"
+    write_ome_zarr(path, (image * 1000).astype(np.uint16), levels=1, zarr_version=zarr_version)
+    cells = add_labels_group(path, ["cells"], zarr_version) / "cells"
+    write_ome_zarr(cells, labels.astype(np.uint32), levels=1, method="mode", label=True, zarr_version=zarr_version)
+    if image_label:
+        meta_file = cells / (".zattrs" if zarr_version == 2 else "zarr.json")
+        meta = json.loads(meta_file.read_text())
+        attrs = meta if zarr_version == 2 else meta["attributes"]["ome"]
+        attrs["image-label"].update({k: image_label[k] for k in ("properties", "colors") if k in image_label})
+        meta_file.write_text(json.dumps(meta))
+    return path, cells, labels
+
+
+@pytest.mark.parametrize("zarr_version", [2, 3])
+def test_served_info_and_state(tmp_path, start_server, zarr_version):
+    import neuroglancer
+
+    import ngstate
+    from http_get import get
+
+    path, cells, _ = write_labelled(tmp_path, zarr_version)
+    srv = start_server("serve", str(tmp_path))
+    url = f"{srv.url}/-/segment_properties/img.ome.zarr/labels/cells"
+    status, headers, body = get(url + "/info")
+    assert status == 200, body
+    info = json.loads(body)
+    assert info == from_image_label(OME_LABEL)
+    check_spec(info)
+    assert get(url + "/info", {"If-None-Match": headers["ETag"]})[0] == 304
+    # the same files, the same answer; another label image or no properties: 404
+    assert get(f"{srv.url}/-/segment_properties/img.ome.zarr/info")[0] == 404
+    assert get(f"{srv.url}/-/segment_properties/img.ome.zarr/labels/cells/")[0] == 404
+
+    state = ngstate.build_state([cells], served_at={str(tmp_path): srv.url}).to_json()
+    layer = state["layers"][0]
+    assert layer["type"] == "segmentation"
+    scheme = "zarr2" if zarr_version == 2 else "zarr3"
+    assert layer["source"] == [f"{scheme}://{srv.url}/img.ome.zarr/labels/cells/", f"precomputed://{url}"]
+    assert layer["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
+    assert neuroglancer.ViewerState(state).to_json()["layers"][0]["source"] == layer["source"]
+
+
+def test_bad_properties_answer_one_line(tmp_path, start_server):
+    from http_get import get
+
+    write_labelled(tmp_path, image_label={"properties": [{"label-value": "one", "name": "x"}]})
+    srv = start_server("serve", str(tmp_path))
+    status, _, body = get(f"{srv.url}/-/segment_properties/img.ome.zarr/labels/cells/info")
+    assert status == 422
+    assert body.decode().count("\n") == 1 and "label-value 'one' is not a segment id" in body.decode()
+
+
+def test_no_properties_no_extra_source(tmp_path, start_server):
+    import ngstate
+
+    _, cells, _ = write_labelled(tmp_path, image_label=None)
+    srv = start_server("serve", str(tmp_path))
+    layer = ngstate.build_state([cells], served_at={str(tmp_path): srv.url}).to_json()["layers"][0]
+    assert isinstance(layer["source"], str) and "segmentColors" not in layer
+    # colors alone: colors, and still one source
+    _, cells, _ = write_labelled(tmp_path / "c", image_label={"colors": OME_LABEL["colors"]})
+    layer = ngstate.build_state([cells], served_at={str(tmp_path): srv.url}).to_json()["layers"][0]
+    assert isinstance(layer["source"], str) and layer["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
+

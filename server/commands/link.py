@@ -266,12 +266,13 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
 def _common_server(state) -> str:
     """``--short`` without a server: the ngserve that serves every layer's source."""
     from ngstate import is_ngserve, origin_of
+    from ngstate.layers import source_url
     from volumes import strip_scheme
 
     from . import UsageError
 
     sources = [p.layer["source"] for p in state.plans]
-    origins = {origin_of(strip_scheme(s["url"] if isinstance(s, dict) else s)) for s in sources}
+    origins = {origin_of(strip_scheme(source_url(s))) for s in sources}
     if len(origins) != 1 or None in origins or not is_ngserve(next(iter(origins))):
         raise UsageError("--short: the sources are not all on one ngserve; name the server, --short=http://host:9000")
     return next(iter(origins))
