@@ -223,3 +223,45 @@ def test_no_properties_no_extra_source(tmp_path, start_server):
     layer = ngstate.build_state([cells], served_at={str(tmp_path): srv.url}).to_json()["layers"][0]
     assert isinstance(layer["source"], str) and layer["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
 
+
+
+def test_segment_table_from_python_and_cli(tmp_path, start_server):
+    import subprocess
+    import sys
+
+    import ngstate
+    from http_get import get
+
+    _, cells, _ = write_labelled(tmp_path)  # OME names too: the table's win, the OME colors stay
+    table = tmp_path / "cells.csv"
+    table.write_text("id,name,kind\n1,first cell,round\n2,second cell,long\n")
+    srv = start_server("serve", str(tmp_path))
+    layer = ngstate.build_state([cells], served_at={str(tmp_path): srv.url}, segment_table=table).to_json()["layers"][0]
+    props_url = f"{srv.url}/cells.csv.segment_properties"
+    assert layer["source"][1:] == [f"precomputed://{props_url}"]
+    assert layer["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
+    status, _, body = get(props_url + "/info")
+    assert status == 200
+    info = json.loads(body)
+    check_spec(info)
+    assert by_type(info)["label"]["values"] == ["first cell", "second cell"]
+
+    table.write_text("id,name\n1,renamed\n")  # the link rewrites the folder: it follows the table
+    out = subprocess.run([sys.executable, "-m", "server", "link", str(cells), "--json", "--segment-table", str(table),
+                          "--served-at", f"{tmp_path}={srv.url}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["layers"][0]["source"][1] == f"precomputed://{props_url}"
+    assert by_type(json.loads(get(props_url + "/info")[2]))["label"]["values"] == ["renamed"]
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name or ".old-" in p.name]
+
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-other.csv"
+    elsewhere.write_text("id,name\n1,a\n")
+    bad = subprocess.run([sys.executable, "-m", "server", "link", str(cells), "--json", "--segment-table", str(elsewhere),
+                          "--served-at", f"{tmp_path}={srv.url}"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0, bad.stderr
+    assert "must sit in a folder an ngserve serves" in bad.stderr
+    assert not (tmp_path.parent / f"{elsewhere.name}.segment_properties").exists()
+    table.write_text("segment,name\n1,a\n")
+    bad = subprocess.run([sys.executable, "-m", "server", "link", str(cells), "--json", "--segment-table", str(table),
+                          "--served-at", f"{tmp_path}={srv.url}"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "no column 'id'" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
