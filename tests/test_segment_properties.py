@@ -265,3 +265,18 @@ def test_segment_table_from_python_and_cli(tmp_path, start_server):
     bad = subprocess.run([sys.executable, "-m", "server", "link", str(cells), "--json", "--segment-table", str(table),
                           "--served-at", f"{tmp_path}={srv.url}"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "no column 'id'" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_open_attaches_names_and_colors(tmp_path, start_server):
+    from test_open import get as get_no_redirect
+
+    import ngstate
+
+    write_labelled(tmp_path)
+    srv = start_server("serve", str(tmp_path))
+    status, headers, _ = get_no_redirect(f"{srv.url}/-/open/img.ome.zarr")
+    assert status == 302
+    layers = {l["name"]: l for l in ngstate.parse_url(headers["Location"])["layers"]}
+    assert layers["cells"]["source"][1] == f"precomputed://{srv.url}/-/segment_properties/img.ome.zarr/labels/cells"
+    assert layers["cells"]["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
+    assert isinstance(layers["img"]["source"], str)
