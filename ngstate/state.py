@@ -79,7 +79,7 @@ class State:
         plan.link = link
         if plan.kind == "segmentation" and segment_table is not None:
             add_source(plan.layer, "precomputed://" + self._segment_table_url(segment_table))
-        if plan.kind == "segmentation" and ds.extras.get("image_label"):
+        if plan.kind == "segmentation" and ds.extras.get("_image_label"):
             self._attach_image_label(plan, ds, url, names=segment_table is None)
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
@@ -113,7 +113,7 @@ class State:
         a segment table gives the names instead."""
         from volumes.segment_properties import colors_of, from_image_label
 
-        image_label = ds.extras["image_label"]
+        image_label = ds.extras["_image_label"]
         try:
             colors = colors_of(image_label, str(ds.location))
         except SourceError:

@@ -280,3 +280,12 @@ def test_open_attaches_names_and_colors(tmp_path, start_server):
     assert layers["cells"]["source"][1] == f"precomputed://{srv.url}/-/segment_properties/img.ome.zarr/labels/cells"
     assert layers["cells"]["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
     assert isinstance(layers["img"]["source"], str)
+
+
+def test_inspect_counts_properties_and_colors(tmp_path):
+    from volumes import open_dataset
+
+    _, cells, _ = write_labelled(tmp_path)
+    summary = open_dataset(cells).to_json()
+    assert summary["segment_properties"] == {"properties": 3, "colors": 2}
+    assert "_image_label" not in summary

@@ -97,7 +97,10 @@ def read_ome(loc: Location, attrs: dict, zarr_version: int) -> Dataset:
         ds.kind_hint, ds.kind_reason = "segmentation", "OME image-label metadata"
         image_label = image_label_of(attrs)
         if image_label and (image_label.get("properties") or image_label.get("colors")):
-            ds.extras["image_label"] = image_label  # names and colors for the layer (ngstate)
+            ds.extras["_image_label"] = image_label  # names and colors for the layer (ngstate)
+            ds.extras["segment_properties"] = {
+                k: len(image_label[k]) for k in ("properties", "colors") if isinstance(image_label.get(k), list)
+            }
     elif loc.root.rstrip("/").rsplit("/", 2)[-2:-1] == ["labels"]:
         ds.kind_hint, ds.kind_reason = "segmentation", "inside an OME labels/ group"
     omero = attrs.get("omero") or ome.get("omero")
