@@ -127,6 +127,8 @@ def test_table_parquet_and_label_column(tmp_path):
     assert by_type(info)["label"]["values"] == ["c", "d"]
     with pytest.raises(SourceError, match="no column 'id'"):
         from_frame(pd.DataFrame({"segment": [1]}), where="t.csv")
+    with pytest.raises(SourceError, match=r"t.csv: segment '1.5' is not a segment id"):
+        from_frame(pd.DataFrame({"segment": ["1.5"]}), "segment", where="t.csv")
 
 
 _value = st.one_of(

@@ -1,4 +1,5 @@
-"""OME label names in the built-in viewer: the segment list shows them and its search finds them."""
+"""Segment names in the built-in viewer: from OME properties the segment list shows them and its search
+finds them; a segment table's names replace them."""
 
 from __future__ import annotations
 
@@ -39,4 +40,16 @@ def test_segment_list_shows_and_finds_ome_names(tmp_path, start_server):
         assert wait_until(lambda: found.append(page.evaluate(LIST_JS)) or ["2", "mito #dividing #organelle"] in found[-1], timeout=60), found[-1:]
         assert all(row[0] != "1" for row in found[-1]), found[-1]
         assert srv.requested(r'"GET /-/segment_properties/img\.ome\.zarr/labels/cells/info HTTP[^"]*" 200')
+        assert_only_metadata_probes_failed(srv, errors)
+
+        # A table's names, for the same labels (they replace the OME ones).
+        table = tmp_path / "names.csv"
+        table.write_text("id,name,kind\n1,alpha cell,round\n3,gamma cell,long\n")
+        doc = ngstate.build_state([tmp_path / "img.ome.zarr"], served_at={str(tmp_path): srv.url}, layout="xy",
+                                  segment_table=table).to_json()
+        page.goto(url.split("#!", 1)[0] + "#!" + json.dumps(doc))
+        page.reload()
+        assert wait_until(lambda: page.evaluate(LABELS_JS) == ["alpha cell #round", None, "gamma cell #long"], timeout=90), (
+            page.evaluate(LABELS_JS))
+        assert srv.requested(r'"GET /names\.csv\.segment_properties/info HTTP[^"]*" 200')
         assert_only_metadata_probes_failed(srv, errors)

@@ -27,9 +27,9 @@ _FLOAT32_MAX = 3.4028234663852886e38
 _INT32 = (-(2**31), 2**31 - 1)
 
 
-def _segment_id(value: Any, where: str) -> int:
+def _segment_id(value: Any, where: str, what: str = "label-value") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_ID:
-        raise SourceError(f"{where}: label-value {value!r} is not a segment id (an integer 0 to 2**64-1)")
+        raise SourceError(f"{where}: {what} {value!r} is not a segment id (an integer 0 to 2**64-1)")
     return value
 
 
@@ -155,12 +155,13 @@ def from_frame(frame, id_column: str = "id", label: str | None = None, where: st
     (exact uint64 values, e.g. from ``annotations``' table reader), every other column a property."""
     if id_column not in frame.columns:
         raise SourceError(f"{where}: no column {id_column!r}; it has {', '.join(map(str, frame.columns))}")
-    ids = [_segment_id(_as_int(v, where), where) for v in frame[id_column].tolist()]
+    ids = [_segment_id(_as_int(v), where, id_column) for v in frame[id_column].tolist()]
     columns = {str(c): [_plain(v) for v in frame[c].tolist()] for c in frame.columns if c != id_column}
     return build_info(ids, columns, label, where)
 
 
-def _as_int(v: Any, where: str) -> Any:
+def _as_int(v: Any) -> Any:
+    """An id as read from a table (exact text, a Python int, a whole float) as an int, else as it is."""
     if isinstance(v, str) and v.strip().isdigit():
         return int(v)
     if isinstance(v, float) and v.is_integer():
