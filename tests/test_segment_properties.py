@@ -49,7 +49,7 @@ OME_LABEL = {
     "properties": [
         {"label-value": 1, "name": "nucleus", "class": "organelle", "area": 120, "score": 0.5},
         {"label-value": 2, "name": "mito", "class": "organelle", "area": 30, "score": 0.25, "dividing": True},
-        {"label-value": 2**64 - 1, "name": "big id", "description": "a long text", "area": 3},
+        {"label-value": 2**64 - 1, "name": "big id", "description": "a long text", "area": 3, "class": "# "},
     ],
     "colors": [{"label-value": 1, "rgba": [255, 0, 16, 255]}, {"label-value": 2, "rgba": [0, 128, 0, 128]}],
 }
@@ -133,6 +133,7 @@ def test_table_parquet_and_label_column(tmp_path):
 
 _value = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.integers(), st.floats(allow_nan=True), st.text(max_size=8),
+    st.text(alphabet="# a\t", max_size=4),
     st.lists(st.text(max_size=5), max_size=3), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
 )
 _entry = st.dictionaries(st.sampled_from(["name", "label", "description", "kind", "size", "flag"]), _value, max_size=4)

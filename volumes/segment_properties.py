@@ -46,7 +46,8 @@ def _fits_float32(v: int | float) -> bool:
 
 
 def _tag(text: str) -> str:
-    return "_".join(str(text).split())
+    """Text as a tag: no spaces, no leading ``#`` (the client adds it), empty when nothing is left."""
+    return "_".join(str(text).split()).lstrip("#")
 
 
 def build_info(ids: Sequence[int], columns: Mapping[str, Sequence[Any]], label: str | None = None, where: str = "properties") -> dict:
@@ -76,26 +77,18 @@ def build_info(ids: Sequence[int], columns: Mapping[str, Sequence[Any]], label: 
             bad = next((v for v in present if not _fits_float32(v)), None)
             if bad is not None:
                 raise SourceError(f"{where}: {key!r} has {bad}, which a float32 property cannot hold")
-            numbers = [math.nan if _missing(v) else float(v) for v in values]
             whole = len(present) == len(values) and all(float(v).is_integer() and _INT32[0] <= v <= _INT32[1] for v in present)
             properties.append({
                 "id": key, "type": "number", "data_type": "int32" if whole else "float32",
-                "values": [int(v) for v in numbers] if whole else [None if math.isnan(v) else v for v in numbers],
+                # JSON has no NaN: a segment without a value says 0.
+                "values": [int(v) for v in values] if whole else [0 if _missing(v) else float(v) for v in values],
             })
         elif all(isinstance(v, (str, bool)) or _is_list_of_text(v) for v in present):
             for tags, v in zip(tag_sets, values):
-                if v is True:
-                    tags.add(_tag(key))
-                elif isinstance(v, str) and v.strip():
-                    tags.add(_tag(v))
-                elif isinstance(v, (list, tuple)):
-                    tags.update(_tag(t) for t in v if t.strip())
+                texts = [key] if v is True else [v] if isinstance(v, str) else v if isinstance(v, (list, tuple)) else []
+                tags.update(t for t in map(_tag, texts) if t)
         else:
             raise SourceError(f"{where}: {key!r} mixes numbers and text; give it one kind of value")
-    # JSON has no NaN: a number property with gaps cannot be said exactly, so it says 0 there.
-    for p in properties:
-        if p["type"] == "number":
-            p["values"] = [0 if v is None else v for v in p["values"]]
     all_tags = sorted(set().union(*tag_sets), key=str.lower) if tag_sets else []
     if all_tags:
         index = {t: i for i, t in enumerate(all_tags)}
