@@ -35,8 +35,9 @@ def check_spec(info: dict) -> None:
         else:
             assert p["type"] == "tags" and "description" not in p
             assert all(isinstance(t, str) and t and " " not in t and not t.startswith("#") for t in p["tags"])
+            assert len({t.lower() for t in p["tags"]}) == len(p["tags"])  # the client matches them case-insensitively
             for v in p["values"]:
-                assert v == sorted(v) and all(0 <= k < len(p["tags"]) for k in v)
+                assert v == sorted(set(v)) and all(0 <= k < len(p["tags"]) for k in v)
     json.dumps(info, allow_nan=False)
 
 
@@ -48,7 +49,7 @@ OME_LABEL = {
     "version": "0.4",
     "properties": [
         {"label-value": 1, "name": "nucleus", "class": "organelle", "area": 120, "score": 0.5},
-        {"label-value": 2, "name": "mito", "class": "organelle", "area": 30, "score": 0.25, "dividing": True},
+        {"label-value": 2, "name": "mito", "class": "Organelle", "area": 30, "score": 0.25, "dividing": True},
         {"label-value": 2**64 - 1, "name": "big id", "description": "a long text", "area": 3, "class": "# "},
     ],
     "colors": [{"label-value": 1, "rgba": [255, 0, 16, 255]}, {"label-value": 2, "rgba": [0, 128, 0, 128]}],

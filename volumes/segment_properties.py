@@ -89,11 +89,16 @@ def build_info(ids: Sequence[int], columns: Mapping[str, Sequence[Any]], label: 
                 tags.update(t for t in map(_tag, texts) if t)
         else:
             raise SourceError(f"{where}: {key!r} mixes numbers and text; give it one kind of value")
-    all_tags = sorted(set().union(*tag_sets), key=str.lower) if tag_sets else []
-    if all_tags:
-        index = {t: i for i, t in enumerate(all_tags)}
-        properties.append({"id": "tags", "type": "tags", "tags": all_tags,
-                           "values": [sorted(index[t] for t in tags) for tags in tag_sets]})
+    # The client matches tags case-insensitively: "Round" and "round" are one tag, spelled as the
+    # first segment that has it spells it.
+    spelling: dict[str, str] = {}
+    for tags in tag_sets:
+        for t in sorted(tags):
+            spelling.setdefault(t.lower(), t)
+    if spelling:
+        index = {low: i for i, low in enumerate(sorted(spelling))}
+        properties.append({"id": "tags", "type": "tags", "tags": [spelling[low] for low in sorted(spelling)],
+                           "values": [sorted({index[t.lower()] for t in tags}) for tags in tag_sets]})
     return {"@type": "neuroglancer_segment_properties",
             "inline": {"ids": [str(i) for i in ids], "properties": properties}}
 
