@@ -31,15 +31,39 @@ TABLE_FORMATS = {
 }
 
 
-def read_table(source: str | Path, columns: list[str], exact: Collection[str] = ()) -> pd.DataFrame:
-    """The named ``columns`` of a table file; the ``exact`` ones are left as text or Python ints."""
-    path = Path(source)
+def _kind(path: Path) -> tuple[str, bool]:
+    """(format, gzip-compressed) of a table file that exists; one line naming the fix otherwise."""
     compressed = path.suffix.lower() == ".gz"
     kind = TABLE_FORMATS.get((path.suffixes[-2] if compressed and len(path.suffixes) > 1 else path.suffix).lower())
     if kind is None:
         raise AnnotationInputError(f"{path}: unknown table format; use one of {', '.join(sorted(TABLE_FORMATS))}")
     if not path.is_file():
         raise AnnotationInputError(f"{path}: no such file")
+    return kind, compressed
+
+
+def columns_of(source: str | Path) -> list[str]:
+    """The column names of a table file, in order (a JSON table's: every key of any row)."""
+    path = Path(source)
+    kind, compressed = _kind(path)
+    try:
+        if kind in ("csv", "tsv"):
+            return [str(c) for c in pd.read_csv(path, sep="," if kind == "csv" else "\t", nrows=0).columns]
+        if kind == "parquet":
+            import pyarrow.parquet as pq
+
+            return [n for n in pq.read_schema(path).names if not n.startswith("__index_level_")]
+        with (gzip.open if compressed else open)(path, "rt", encoding="utf-8") as f:
+            records = _json_records(f, kind == "ndjson")
+        return list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
+    except (ValueError, OSError, UnicodeDecodeError, pa.ArrowException) as exc:
+        raise AnnotationInputError(f"{path}: cannot read it as {kind}: {str(exc).splitlines()[0]}") from None
+
+
+def read_table(source: str | Path, columns: list[str], exact: Collection[str] = ()) -> pd.DataFrame:
+    """The named ``columns`` of a table file; the ``exact`` ones are left as text or Python ints."""
+    path = Path(source)
+    kind, compressed = _kind(path)
     try:
         if kind in ("csv", "tsv"):
             return _read_csv(path, "," if kind == "csv" else "\t", columns, exact)

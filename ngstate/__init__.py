@@ -34,17 +34,20 @@ def build_state(sources: Sequence[Any], **options) -> State:
 
     Options: ``layout``, ``position``, ``viewer``, ``served_at`` (local folder ->
     URL), ``ngserve`` (the base URL of the ngserve serving the sources, when not its origin),
-    ``segments`` (ids selected in every segmentation layer), ``labels``, and per-layer
+    ``segments`` (ids selected in every segmentation layer), ``segment_table`` (a CSV/Parquet/JSON
+    table of segment ``id``s and names, tags and numbers for every segmentation layer, written beside
+    itself as ``<table>.segment_properties/``; see :mod:`ngstate.segment_table`), ``labels``, and per-layer
     ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``, ``urls``, ``links``: a list
     aligned with ``sources``, or one value for all (``contrast`` is [lo, hi] or False; ``links``
     is a segmentation layer name or a relationship -> layer name mapping, see :meth:`State.add`).
     """
     segments = options.pop("segments", None)
+    segment_table = options.pop("segment_table", None)
     labels = options.pop("labels", True)
     per_layer = {key: options.pop(key) for key in list(options) if key in _PER_LAYER}
     state = State(**options)
     for i, source in enumerate(sources):
-        layer_opts: dict = {"segments": segments}
+        layer_opts: dict = {"segments": segments, "segment_table": segment_table}
         for key, value in per_layer.items():
             if isinstance(value, (list, tuple)) and not (key == "contrast" and _is_range(value)):
                 if len(value) != len(sources):
@@ -60,7 +63,7 @@ def build_state(sources: Sequence[Any], **options) -> State:
             if labels and set(datasets) == {""}:
                 # The image's own options (name, contrast, …) are not the labels'; selected segments are.
                 for rel, ds in _labels_of(datasets[""], sources, state).items():
-                    state.add(ds, url=_below(url, rel) if url else None, segments=segments)
+                    state.add(ds, url=_below(url, rel) if url else None, segments=segments, segment_table=segment_table)
         except ValueError as exc:  # with several sources, the line must say which one failed
             raise naming(str(source.location) if isinstance(source, Dataset) else source, exc) from exc
     return state

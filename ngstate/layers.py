@@ -70,6 +70,18 @@ def source_spec(ds: Dataset, url: str) -> str | dict:
     }
 
 
+def source_url(source: str | dict | list) -> str:
+    """The data URL of a layer ``source``: a URL, a source object, or a list whose first is the data."""
+    first = source[0] if isinstance(source, list) else source
+    return first["url"] if isinstance(first, dict) else first
+
+
+def add_source(layer: dict, url: str) -> None:
+    """Give ``layer`` one more source (segment properties, meshes): the state's list form."""
+    source = layer["source"]
+    layer["source"] = [*(source if isinstance(source, list) else [source]), url]
+
+
 def apply_affine(plan: LayerPlan, affine: dict) -> None:
     """Carry an OME transform that the repaired metadata cannot say (a rotation, shear or
     permutation; ``OmePresented.affine``) in the layer's source transform, and place the view
@@ -95,7 +107,7 @@ def apply_affine(plan: LayerPlan, affine: dict) -> None:
         row = [out[i][1] * a[i][j] * s_ome[j] / s[i] for j in range(rank)]
         matrix.append(row + [out[i][1] * a[i][rank] / s[i]])
     names = [ax["name"] + ("'" if ax.get("type") == "channel" else "") for ax in affine["output_axes"]]
-    url = plan.layer["source"]["url"] if isinstance(plan.layer["source"], dict) else plan.layer["source"]
+    url = source_url(plan.layer["source"])
     plan.layer["source"] = {"url": url, "transform": {
         "outputDimensions": {n: [s[i], out[i][0]] for i, n in enumerate(names)}, "matrix": matrix}}
     corners = [[sum(m[j] * v[j] for j in range(rank)) + m[rank] for m in matrix]

@@ -13,7 +13,7 @@ from volumes import Dataset, Location, SourceError, open_dataset, strip_scheme
 
 from . import registry
 from .kinds import infer_kind
-from .layers import LayerPlan, apply_affine, build_layer
+from .layers import LayerPlan, add_source, apply_affine, build_layer, source_url
 from .viewable import choose_view, refusal, require_viewable
 from .urls import default_viewer, is_ngserve, origin_of, state_url, view_url
 
@@ -48,6 +48,7 @@ class State:
         self.ngserve = ngserve.rstrip("/") if ngserve else None
         self.plans: list[LayerPlan] = []
         self.notes: list[str] = []  # what the last to_json() could not decide, for the user to read
+        self._tables: dict[str, str] = {}  # segment table -> URL of its written properties
         self._servers: list[dict] | None = None  # running ngserve servers, for local paths (see registry)
 
     # -- building -------------------------------------------------------------------
@@ -63,7 +64,10 @@ class State:
 
         ``link`` (annotation layers) names the segmentation layer the relationships follow, or maps
         relationship ids to layer names; by default they are matched (see :meth:`_link_annotations`).
+        ``segment_table`` (segmentation layers) is a table of segment names and properties, written
+        beside itself and attached as a source (see :mod:`ngstate.segment_table`).
         """
+        segment_table = options.pop("segment_table", None)
         ds = source if isinstance(source, Dataset) else open_dataset(source)
         view, _ = choose_view(ds)
         served = self._on_ngserve(ds, url) if view != "native" else None
@@ -73,6 +77,10 @@ class State:
         else:
             plan = self._through_view(ds, view, *served, options)
         plan.link = link
+        if plan.kind == "segmentation" and segment_table is not None:
+            add_source(plan.layer, "precomputed://" + self._segment_table_url(segment_table))
+        if plan.kind == "segmentation" and ds.extras.get("_image_label"):
+            self._attach_image_label(plan, ds, url, names=segment_table is None)
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
         while plan.name in taken:
@@ -80,6 +88,48 @@ class State:
             n += 1
         self.plans.append(plan)
         return plan
+
+    def _segment_table_url(self, table: str | os.PathLike) -> str:
+        """Where the viewer reads the segment properties of ``table``, written beside it once per state."""
+        from .segment_table import SUFFIX, write_segment_properties
+
+        key = str(Path(table).expanduser().resolve())
+        if key not in self._tables:
+            try:  # before writing: nothing is left beside a table no viewer could read
+                url = self.public_url(Location(key)) + SUFFIX
+            except ValueError:
+                raise ValueError(
+                    f"{table}: the segment table must sit in a folder an ngserve serves (or give --served-at)"
+                ) from None
+            write_segment_properties(key)
+            self._tables[key] = url
+        return self._tables[key]
+
+    def _attach_image_label(self, plan: LayerPlan, ds: Dataset, url: str | None, names: bool = True) -> None:
+        """OME label ``colors`` as ``segmentColors``, and ``properties`` (names, tags) as a
+        ``neuroglancer_segment_properties`` source from the serving ngserve's
+        ``/-/segment_properties/`` view: the client ignores both in OME metadata.  Metadata that
+        cannot be presented is left out rather than keep the labels from showing.  ``names=False``:
+        a segment table gives the names instead."""
+        from volumes.segment_properties import colors_of, from_image_label
+
+        image_label = ds.extras["_image_label"]
+        try:
+            colors = colors_of(image_label, str(ds.location))
+        except SourceError:
+            colors = {}
+        if colors:
+            plan.layer["segmentColors"] = colors
+        try:
+            has_names = names and from_image_label(image_label, str(ds.location)) is not None
+        except SourceError:
+            has_names = False
+        served = self._on_ngserve(ds, url) if has_names else None
+        if served is not None:
+            shown, _, query = served[1].partition("?")
+            base = self.ngserve if self.ngserve and shown.startswith(self.ngserve + "/") else None
+            props = view_url(shown.rstrip("/"), "segment_properties", base) + ("?" + query if query else "")
+            add_source(plan.layer, "precomputed://" + props)
 
     def _on_ngserve(self, ds: Dataset, url: str | None) -> tuple[str, str] | None:
         """(URL to read ``ds`` at, URL the viewer reads it at) when an ngserve serves it, else None."""
@@ -243,5 +293,5 @@ def _tidy(v: float) -> float:
     return float(f"{v:.9g}")
 
 
-def _url_of(source: str | dict) -> str:
-    return strip_scheme(source["url"] if isinstance(source, dict) else source)
+def _url_of(source: str | dict | list) -> str:
+    return strip_scheme(source_url(source))

@@ -138,8 +138,8 @@ class Dataset:
         }
         if self.windows:
             out["omero_windows"] = [list(w) for w in self.windows]
-        if self.extras:
-            out.update(self.extras)
+        # "_"-keys are for the other packages (e.g. all of an OME label's properties), too big to print.
+        out.update({k: v for k, v in self.extras.items() if not k.startswith("_")})
         if self.notes:
             out["notes"] = self.notes
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .formats import ome_attrs, ome_labels
 from .location import Location, SourceError
 from .model import Axis, Dataset
+from .segment_properties import image_label_of
 from .units import ome_unit
 from .zarr_meta import array_level
 
@@ -94,6 +95,12 @@ def read_ome(loc: Location, attrs: dict, zarr_version: int) -> Dataset:
     )
     if "image-label" in ome or "image-label" in attrs:
         ds.kind_hint, ds.kind_reason = "segmentation", "OME image-label metadata"
+        image_label = image_label_of(attrs)
+        if image_label and (image_label.get("properties") or image_label.get("colors")):
+            ds.extras["_image_label"] = image_label  # names and colors for the layer (ngstate)
+            ds.extras["segment_properties"] = {
+                k: len(image_label[k]) for k in ("properties", "colors") if isinstance(image_label.get(k), list)
+            }
     elif loc.root.rstrip("/").rsplit("/", 2)[-2:-1] == ["labels"]:
         ds.kind_hint, ds.kind_reason = "segmentation", "inside an OME labels/ group"
     omero = attrs.get("omero") or ome.get("omero")

@@ -47,6 +47,10 @@ def add_state_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--position", type=float_list,
                    help="comma-separated position in the state's dimensions (default: centre)")
     p.add_argument("--segments", type=segment_ids, help="comma-separated segment ids to select in segmentation layers")
+    p.add_argument("--segment-table", metavar="FILE",
+                   help="CSV/TSV/Parquet/JSON table of segment ids (column id) with names (name or label) and other "
+                        "properties for the segmentation layers; written beside itself as FILE.segment_properties/, "
+                        "so it must sit in a folder an ngserve serves")
     p.add_argument("--opacity", type=fraction, help="opacity of every layer, 0 to 1")
     p.add_argument("--hidden", action="append", default=[], metavar="NAME", help="start with this layer hidden")
     p.add_argument("--link", action="append", default=[], metavar="REL=LAYER",
@@ -108,6 +112,8 @@ def _options(args: argparse.Namespace, n: int) -> dict:
         opts["position"] = args.position
     if args.segments:
         opts["segments"] = args.segments
+    if getattr(args, "segment_table", None):
+        opts["segment_table"] = args.segment_table
     if args.opacity is not None:
         opts["opacity"] = args.opacity
     if args.contrast:
@@ -266,12 +272,13 @@ def _render(args: argparse.Namespace, sources: list[str], signer: _Signer | None
 def _common_server(state) -> str:
     """``--short`` without a server: the ngserve that serves every layer's source."""
     from ngstate import is_ngserve, origin_of
+    from ngstate.layers import source_url
     from volumes import strip_scheme
 
     from . import UsageError
 
     sources = [p.layer["source"] for p in state.plans]
-    origins = {origin_of(strip_scheme(s["url"] if isinstance(s, dict) else s)) for s in sources}
+    origins = {origin_of(strip_scheme(source_url(s))) for s in sources}
     if len(origins) != 1 or None in origins or not is_ngserve(next(iter(origins))):
         raise UsageError("--short: the sources are not all on one ngserve; name the server, --short=http://host:9000")
     return next(iter(origins))
