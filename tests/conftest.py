@@ -27,6 +27,7 @@ class ServerProcess:
             env=env,
         )
         self.log: list[str] = []
+        self.logging = "--quiet" not in args  # a config file's access_log = false: pass --quiet too
         self.stdout: list[str] = []
         self.url = self._wait_for_banner()
         threading.Thread(target=self._drain, args=(self.proc.stderr, self.log), daemon=True).start()
@@ -59,7 +60,13 @@ class ServerProcess:
         raise RuntimeError("ngserve never became healthy:\n" + "".join(self.log))
 
     def requested(self, pattern: str) -> list[str]:
-        """Access-log lines whose request line matches ``pattern`` (a regex)."""
+        """Access-log lines whose request line matches ``pattern`` (a regex), once the log has
+        caught up with every request already answered (see :meth:`settle`)."""
+        if self.logging:
+            self.settle()
+        return self._lines(pattern)
+
+    def _lines(self, pattern: str) -> list[str]:
         return [line for line in self.log if re.search(pattern, line)]
 
     def settle(self, timeout: float = 10) -> None:
@@ -72,7 +79,7 @@ class ServerProcess:
         with urllib.request.urlopen(f"{self.url}/-/health?mark={mark}", timeout=5):
             pass
         deadline = time.monotonic() + timeout
-        while not self.requested(mark):
+        while not self._lines(mark):
             assert time.monotonic() < deadline, "the access log never showed the marked request"
             time.sleep(0.02)
 
