@@ -1,0 +1,449 @@
+"""``convert``: any volume ``volumes`` reads (or a numpy/dask array) to a multiscale OME-Zarr, in bounded memory.
+
+The volume is processed in slabs along z.  A slab is ``chunk_z × 2**(levels-1)``
+level-0 slices (or a whole multiple of that), so every level's part of the slab
+is a whole number of its chunks and comes from the previous level's part in one
+pass: each input slice is read once and no level is read back.  Memory is about
+a few slabs, whatever the input size; ``max_memory`` chooses how many base slabs
+one slab holds, and refuses when not even one fits.
+
+The output is built in a hidden sibling folder (``.NAME.partial-convert``) and
+renamed into place at the end.  After each slab a manifest in that folder lists
+the finished slabs and their statistics, so ``resume=True`` continues an
+interrupted run; chunk writes are whole chunks with deterministic bytes, so the
+result equals an uninterrupted run byte for byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .atomic import move_into_place
+from .convert_sources import ConvertError, Source, open_source, stack_channels
+from .convert_stores import COMPRESSIONS, ome_attrs, write_group, write_json, zarr_spec
+from .units import ome_unit
+
+DEFAULT_MAX_MEMORY = 2 << 30
+METHODS = ("mean", "mode", "median", "min", "max", "stride")
+FORMATS = {"ome-zarr": 2, "ome-zarr-0.4": 2, "ome-zarr-0.5": 3}
+SAMPLE_VOXELS = 1 << 20  # per channel, spread over the whole volume, for the omero window
+WORK = ".ngserve-convert"  # manifest and samples inside the staging folder; removed at the end
+_COLORS = ["FF0000", "00FF00", "0000FF", "FF00FF", "00FFFF", "FFFF00"]
+
+
+@dataclass
+class _Job:
+    """One multiscale image to write: the image at the root, or ``labels/NAME``."""
+
+    key: str
+    source: Source
+    dtype: np.dtype
+    method: str
+    label: bool
+    rescale: tuple[float, float] | None
+    shapes: list[tuple[int, int, int, int]] = field(default_factory=list)  # per level, (c, z, y, x)
+    factors: list[tuple[int, int, int]] = field(default_factory=list)  # per level, vs level 0, (z, y, x)
+
+
+def convert(
+    inputs: Any,
+    output: str | os.PathLike,
+    *,
+    labels: dict[str, Any] | None = None,
+    format: str = "ome-zarr",
+    chunk: int | Sequence[int] = 128,
+    shard: int | Sequence[int] | None = None,
+    levels: int | None = None,
+    method: str | None = None,
+    voxel_size: Sequence[float] | None = None,
+    units: str | None = None,
+    translation: Sequence[float] | None = None,
+    overwrite: bool = False,
+    compression: str = "blosc-zstd",
+    dtype: str | None = None,
+    rescale: tuple[float, float] | None = None,
+    channel_names: Sequence[str] | None = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    resume: bool = False,
+    workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Convert ``inputs`` (one path/array, or several: channels) to a multiscale OME-Zarr at ``output``.
+
+    Paths are anything :func:`volumes.open_dataset` reads (``file.h5:/path`` for HDF5).
+    ``labels`` maps names to inputs written as ``labels/NAME`` (mode downsampling).
+    ``voxel_size``/``translation`` are ``z, y, x`` in ``units`` (OME's voxel-centre translation).
+    ``progress(done, total)`` is called with level-0 voxels after each slab.
+    Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``.
+    """
+    started = time.monotonic()
+    output = Path(output)
+    if format not in FORMATS:
+        raise ConvertError(f"unknown --format {format!r}; use one of {', '.join(FORMATS)}")
+    version = FORMATS[format]
+    if compression not in COMPRESSIONS:
+        raise ConvertError(f"unknown --compression {compression!r}; use one of {', '.join(COMPRESSIONS)}")
+    if method is not None and method not in METHODS:
+        raise ConvertError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
+    if shard is not None and version != 3:
+        raise ConvertError("--shard needs --format ome-zarr-0.5 (zarr v3 sharding)")
+    if (output.exists() or output.is_symlink()) and not overwrite:
+        raise ConvertError(f"{output} exists; pass --overwrite to replace it")
+    items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
+    if not items:
+        raise ConvertError("no input given")
+    image = stack_channels([open_source(i) for i in items])
+    if channel_names is not None:
+        if len(channel_names) != image.shape[0]:
+            raise ConvertError(f"{len(channel_names)} --channel-names for {image.shape[0]} channels")
+        image.channel_names = list(channel_names)
+    jobs = [_Job("", image, _out_dtype(image, dtype, rescale), method or "mean", False, rescale)]
+    for name, item in (labels or {}).items():
+        src = open_source(item)
+        if src.shape[1:] != image.shape[1:] or src.shape[0] != 1:
+            raise ConvertError(f"labels {name!r}: shape {src.shape[1:]} (with {src.shape[0]} channels) does not "
+                               f"match the image's {image.shape[1:]}; labels need one channel of the same size")
+        if src.dtype.kind not in "iub":
+            raise ConvertError(f"labels {name!r}: dtype {src.dtype} is not an integer type")
+        jobs.append(_Job(f"labels/{name}", src, src.dtype, "mode" if method in (None, "mean") else method, True, None))
+
+    chunk3 = _three(chunk, "--chunk")
+    shard3 = _three(shard, "--shard") if shard is not None else None
+    n_levels, slab = _plan_slabs(jobs, chunk3, levels, max_memory)
+    for job in jobs:
+        job.shapes, job.factors = _level_shapes(job.source.shape, n_levels)
+    placement = _placement(image, voxel_size, units, translation)
+
+    staging = output.with_name(f".{output.name}.partial-convert")
+    fingerprint = _fingerprint(jobs, chunk3, shard3, slab, version, compression, placement, items, labels)
+    manifest = _start(staging, fingerprint, resume)
+    total = sum(math.prod(j.shapes[0]) for j in jobs)
+    done_voxels = 0
+    for index, job in enumerate(jobs):
+        stores = _create_stores(staging / job.key if job.key else staging, job, chunk3, shard3, version, compression,
+                                workers, fresh=not manifest["done"].get(job.key))
+        slabs = -(-job.source.shape[1] // slab)
+        finished = set(manifest["done"].setdefault(job.key, []))
+        manifest["stats"].setdefault(job.key, {})
+        todo = [s for s in range(slabs) if s not in finished]
+        done_voxels += sum(_slab_voxels(job, s, slab) for s in finished)
+        with ThreadPoolExecutor(1) as reader:  # reads the next slab while this one is downsampled and written
+            pending = reader.submit(_read_slab, job, todo[0], slab) if todo else None
+            for n, s in enumerate(todo):
+                data = pending.result()
+                pending = reader.submit(_read_slab, job, todo[n + 1], slab) if n + 1 < len(todo) else None
+                stats, sample = _write_slab(job, stores, s, slab, data)
+                del data
+                np.save(staging / WORK / f"sample-{index}-{s}.npy", sample)
+                manifest["stats"][job.key][str(s)] = stats
+                manifest["done"][job.key].append(s)
+                write_json(staging / WORK / "manifest.json", manifest)
+                done_voxels += _slab_voxels(job, s, slab)
+                if progress:
+                    progress(done_voxels, total)
+        _write_metadata(staging, job, index, manifest, placement, version, [j.key[7:] for j in jobs if j.label])
+    shutil.rmtree(staging / WORK)
+    move_into_place(staging, output)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    return {"output": str(output), "levels": n_levels, "shapes": [list(s) for s in jobs[0].shapes],
+            "bytes": size, "seconds": time.monotonic() - started, "slab": slab}
+
+
+# -- planning ------------------------------------------------------------------------------
+
+def _three(value: int | Sequence[int], option: str) -> list[int]:
+    vals = [int(value)] * 3 if isinstance(value, (int, np.integer)) else [int(v) for v in value]
+    if len(vals) == 1:
+        vals *= 3
+    if len(vals) != 3 or min(vals) < 1:
+        raise ConvertError(f"{option} takes one positive size or Z,Y,X, not {value!r}")
+    return vals
+
+
+def _out_dtype(src: Source, dtype: str | None, rescale: tuple[float, float] | None) -> np.dtype:
+    """The output dtype; narrowing needs an explicit ``rescale`` window (no silent wrap-around)."""
+    if dtype is None:
+        if rescale is not None:
+            raise ConvertError("--rescale needs --dtype (the type to rescale into)")
+        return src.dtype
+    try:
+        out = np.dtype(dtype)
+    except TypeError:
+        raise ConvertError(f"unknown --dtype {dtype!r}") from None
+    if out.kind not in "iuf":
+        raise ConvertError(f"--dtype {dtype}: only integer and float types can be written")
+    if rescale is None and not np.can_cast(src.dtype, out, "safe"):
+        raise ConvertError(f"--dtype {out} cannot hold every {src.dtype} value; give --rescale LO:HI "
+                           f"(input values LO..HI become the full {out} range)")
+    if rescale is not None and not rescale[1] > rescale[0]:
+        raise ConvertError(f"--rescale {rescale[0]}:{rescale[1]}: HI must be above LO")
+    return out
+
+
+def _level_shapes(shape: tuple[int, ...], n: int) -> tuple[list, list]:
+    """Per level: the (c, z, y, x) shape and the cumulative (z, y, x) factor. An axis of size 1 stays 1."""
+    shapes, factors = [tuple(shape)], [(1, 1, 1)]
+    for _ in range(1, n):
+        prev, f = shapes[-1], factors[-1]
+        step = [2 if s > 1 else 1 for s in prev[1:]]
+        shapes.append((prev[0], *[-(-s // k) for s, k in zip(prev[1:], step)]))
+        factors.append(tuple(a * k for a, k in zip(f, step)))
+    return shapes, factors
+
+
+def _slab_bytes(job: _Job, thickness: int) -> int:
+    """Working memory of one slab: the slab read and the next one prefetched, its cast copy and
+    tensorstore's copy while writing, and the coarser levels (1/7 of it) twice."""
+    c, _, y, x = job.source.shape
+    voxels = c * thickness * y * x
+    return int(voxels * (2 * job.source.dtype.itemsize + 2.3 * job.dtype.itemsize))
+
+
+def _plan_slabs(jobs: list[_Job], chunk: list[int], levels: int | None, max_memory: int) -> tuple[int, int]:
+    """(levels, slab thickness in level-0 slices) within ``max_memory``."""
+    c, z, y, x = jobs[0].source.shape
+    wanted = levels
+    if wanted is None:  # until the coarsest level fits in one chunk
+        wanted, dims = 1, [z, y, x]
+        while any(d > k for d, k in zip(dims, chunk)):
+            dims = [-(-d // 2) for d in dims]
+            wanted += 1
+    if wanted < 1:
+        raise ConvertError("--levels must be at least 1")
+    n = wanted
+    while True:
+        base = min(chunk[0] * 2 ** (n - 1), -(-z // chunk[0]) * chunk[0])  # never more than the volume
+        need = max(_slab_bytes(j, base) for j in jobs)
+        if need <= max_memory or (levels is None and n == 1) or levels is not None:
+            break
+        n -= 1  # by default, fewer levels rather than more memory
+    if need > max_memory:
+        what = f"{n} levels of" if n > 1 else "one slab of"
+        raise ConvertError(f"{what} {base} slices of {y}x{x} needs about {_size(need)}, over --max-memory "
+                           f"{_size(max_memory)}; raise --max-memory or lower --chunk{' or --levels' if n > 1 else ''}")
+    k = max(1, max_memory // need)
+    slab = base * k
+    return n, min(slab, -(-z // base) * base)
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def _slab_voxels(job: _Job, s: int, slab: int) -> int:
+    c, z, y, x = job.shapes[0]
+    return c * (min(z, (s + 1) * slab) - s * slab) * y * x
+
+
+def _placement(image: Source, voxel_size, units, translation) -> dict:
+    """Axis units, level-0 voxel size and translation (OME's voxel centre), z, y, x."""
+    if voxel_size is not None:
+        voxel = _three_floats(voxel_size, "--voxel-size")
+        unit = units or "micrometer"
+    elif all(v is not None for v in image.voxel_m):
+        unit = units or ("nanometer" if min(image.voxel_m) < 1e-7 else "micrometer")
+        factor = _unit_factor(unit)
+        voxel = [_tidy(v / factor) for v in image.voxel_m]
+    else:
+        voxel, unit = [1.0, 1.0, 1.0], units
+    if unit:
+        _unit_factor(unit)
+    if translation is not None:
+        trans = _three_floats(translation, "--translation")
+    elif image.offset is None:  # an array has no placement: voxel 0's centre at the origin
+        trans = [0.0, 0.0, 0.0]
+    else:  # where ngserve shows the input: voxel 0 spans [offset, offset+1), its centre is what OME states
+        trans = [_tidy((o + 0.5) * v) for o, v in zip(image.offset, voxel)]
+    return {"unit": unit, "voxel": voxel, "translation": trans}
+
+
+def _unit_factor(unit: str) -> float:
+    try:
+        return ome_unit(unit)[1]
+    except ValueError:
+        raise ConvertError(f"unknown --units {unit!r}; use an OME unit name such as micrometer or nanometer") from None
+
+
+def _three_floats(vals: Sequence[float], option: str) -> list[float]:
+    vals = [float(v) for v in vals]
+    if len(vals) == 1:
+        vals *= 3
+    if len(vals) != 3:
+        raise ConvertError(f"{option} takes one number or Z,Y,X")
+    return vals
+
+
+def _tidy(v: float) -> float:
+    return float(f"{v:.12g}")  # 0.2 rather than 0.20000000000000004 after unit conversion
+
+
+def _fingerprint(jobs, chunk, shard, slab, version, compression, placement, items, labels) -> str:
+    desc = {"jobs": [[j.key, j.source.shape, j.dtype.str, j.method, j.rescale, j.shapes] for j in jobs],
+            "chunk": chunk, "shard": shard, "slab": slab, "version": version, "compression": compression,
+            "placement": placement, "inputs": [str(i) if isinstance(i, (str, os.PathLike)) else "array" for i in items],
+            "labels": sorted((labels or {}).keys())}
+    return hashlib.sha256(json.dumps(desc, default=str).encode()).hexdigest()
+
+
+# -- running -------------------------------------------------------------------------------
+
+def _start(staging: Path, fingerprint: str, resume: bool) -> dict:
+    """The manifest to continue from (``resume``), or a fresh one in an emptied staging folder."""
+    path = staging / WORK / "manifest.json"
+    if resume and path.exists():
+        manifest = json.loads(path.read_text())
+        if manifest.get("fingerprint") != fingerprint:
+            raise ConvertError(f"{staging} was started with other inputs or options; run without --resume to start over")
+        return manifest
+    if staging.exists():
+        shutil.rmtree(staging)
+    (staging / WORK).mkdir(parents=True)
+    manifest = {"fingerprint": fingerprint, "done": {}, "stats": {}}
+    write_json(path, manifest)
+    return manifest
+
+
+def _create_stores(root: Path, job: _Job, chunk: list[int], shard, version: int, compression: str,
+                   workers: int | None, fresh: bool) -> list:
+    import tensorstore as ts
+
+    limits = {"limit": workers} if workers else {"limit": "shared"}
+    context = ts.Context({"data_copy_concurrency": limits, "file_io_concurrency": limits})
+    c = job.shapes[0][0]
+    names = (["c"] if c > 1 else []) + ["z", "y", "x"]
+    stores = []
+    for level, shape in enumerate(job.shapes):
+        dims = list(shape if c > 1 else shape[1:])
+        spec = zarr_spec(root / str(level), dims, ([1] if c > 1 else []) + chunk, job.dtype, version=version,
+                         compression=compression,
+                         shard=(([1] if c > 1 else []) + shard) if shard else None,
+                         dimension_names=names if version == 3 else None)
+        spec.update({"create": True, "open": True} if not fresh else {"create": True, "delete_existing": True})
+        stores.append(ts.open(spec, context=context).result())
+    return stores
+
+
+def _read_slab(job: _Job, s: int, slab: int) -> np.ndarray:
+    z = job.source.shape[1]
+    data = job.source.read(s * slab, min(z, (s + 1) * slab))
+    if data.shape[1:] != (min(z, (s + 1) * slab) - s * slab, *job.source.shape[2:]):
+        raise ConvertError(f"{job.source.name}: slab {s} read as shape {data.shape}, expected {job.source.shape}")
+    return _cast(data, job)
+
+
+def _cast(data: np.ndarray, job: _Job) -> np.ndarray:
+    if job.rescale is None:
+        return data.astype(job.dtype, copy=False)
+    lo, hi = job.rescale
+    scaled = (data.astype(np.float64) - lo) / (hi - lo)
+    if job.dtype.kind == "f":
+        return scaled.astype(job.dtype)
+    info = np.iinfo(job.dtype)
+    return np.clip(np.rint(scaled * (info.max - info.min) + info.min), info.min, info.max).astype(job.dtype)
+
+
+def _write_slab(job: _Job, stores: list, s: int, slab: int, data: np.ndarray) -> tuple[list, np.ndarray]:
+    """Write slab ``s`` of every level, each from the previous one; its statistics and voxel sample."""
+    import tensorstore as ts
+
+    c = job.shapes[0][0]
+    stats, writes = [], []
+    lo, hi = s * slab, s * slab + data.shape[1]
+    for level, store in enumerate(stores):
+        if level:
+            prev_f, f = job.factors[level - 1], job.factors[level]
+            step = [1] + [b // a for a, b in zip(prev_f, f)]
+            data = ts.downsample(ts.array(data), step, method=job.method).read().result()
+            lo, hi = lo // step[1], lo // step[1] + data.shape[1]
+        writes.append((store[:, lo:hi] if c > 1 else store[lo:hi]).write(data if c > 1 else data[0]))
+        stats.append(_stats(data))
+        if level == 0:
+            sample = _sample(data, job, s * slab)
+    for w in writes:
+        w.result()
+    return stats, sample
+
+
+def _stats(data: np.ndarray) -> list:
+    if data.size == 0:
+        return [None, None, 0.0, 0]
+    if data.dtype.kind == "f":
+        finite = data[np.isfinite(data)]
+        if finite.size == 0:
+            return [None, None, 0.0, 0]
+        return [float(finite.min()), float(finite.max()), float(finite.sum(dtype=np.float64)), int(finite.size)]
+    return [data.min().item(), data.max().item(), float(data.sum(dtype=np.float64)), int(data.size)]
+
+
+def _sample(data: np.ndarray, job: _Job, z0: int) -> np.ndarray:
+    """Every k-th voxel of each channel in global order, so the samples of all slabs are one even sample."""
+    c, z, y, x = job.shapes[0]
+    step = max(1, z * y * x // SAMPLE_VOXELS)
+    first = (-z0 * y * x) % step
+    return np.ascontiguousarray(data.reshape(data.shape[0], -1)[:, first::step])
+
+
+def _write_metadata(staging: Path, job: _Job, index: int, manifest: dict, placement: dict, version: int,
+                    label_names: list[str]) -> None:
+    """The group's OME attributes, with every level's min/max/mean and the omero window from the samples."""
+    from .stats import _percentiles
+
+    slabs = manifest["stats"][job.key]
+    order = sorted(slabs, key=int)
+    levels = []
+    for level in range(len(job.shapes)):
+        per = [slabs[s][level] for s in order]
+        mins = [p[0] for p in per if p[0] is not None]
+        maxs = [p[1] for p in per if p[1] is not None]
+        count = sum(p[3] for p in per)
+        levels.append({"path": str(level), "min": min(mins) if mins else None, "max": max(maxs) if maxs else None,
+                       "mean": sum(p[2] for p in per) / count if count else None})
+    c = job.shapes[0][0]
+    unit = placement["unit"]
+    axes = ([("c", "channel", None)] if c > 1 else []) + [(a, "space", unit) for a in "zyx"]
+    scales, translations = [], []
+    for f in job.factors:
+        scale = [_tidy(v * k) for v, k in zip(placement["voxel"], f)]
+        # A block's value sits at the block's centre: (k-1)/2 level-0 voxels past voxel 0's centre.
+        shift = [0.0 if job.method == "stride" else (k - 1) * v / 2 for v, k in zip(placement["voxel"], f)]
+        trans = [_tidy(t + d) for t, d in zip(placement["translation"], shift)]
+        scales.append(([1.0] if c > 1 else []) + scale)
+        translations.append(([0.0] if c > 1 else []) + trans)
+    omero = None
+    if not job.label:
+        samples = np.concatenate([np.load(staging / WORK / f"sample-{index}-{s}.npy") for s in order], axis=1)
+        names = job.source.channel_names or []
+        channels = []
+        for ch in range(c):
+            start, end = _percentiles(samples[ch], 0.5, 99.5)
+            kind = job.dtype.kind
+            full = (np.iinfo(job.dtype).min, np.iinfo(job.dtype).max) if kind in "iu" else (levels[0]["min"], levels[0]["max"])
+            channels.append({"label": names[ch] if ch < len(names) else f"channel {ch}", "active": True,
+                             "color": "FFFFFF" if c == 1 else _COLORS[ch % len(_COLORS)],
+                             "window": {"start": start, "end": end, "min": full[0], "max": full[1]}})
+        omero = {"channels": channels, "rdefs": {"model": "color" if c > 1 else "greyscale"}}
+        if version == 2:
+            omero["version"] = "0.4"
+    name = job.key.rsplit("/", 1)[-1] if job.key else staging.name[1:].split(".partial-convert")[0]
+    attrs = ome_attrs(version=version, name=name, axes=axes, scales=scales, translations=translations, omero=omero,
+                      label=job.label, extra={"ngserve": {"levels": levels, "method": job.method}})
+    root = staging / job.key if job.key else staging
+    write_group(root, version, attrs)
+    if not job.key and label_names:
+        labels_attrs = {"ome": {"version": "0.5", "labels": label_names}} if version == 3 else {"labels": label_names}
+        write_group(staging / "labels", version, labels_attrs)
