@@ -16,6 +16,7 @@ result equals an uninterrupted run byte for byte.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import math
@@ -88,6 +89,7 @@ def convert(
     Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``.
     """
     started = time.monotonic()
+    _limit_arenas()
     output = Path(output)
     if format not in FORMATS:
         raise ConvertError(f"unknown --format {format!r}; use one of {', '.join(FORMATS)}")
@@ -130,6 +132,7 @@ def convert(
     manifest = _start(staging, fingerprint, resume)
     total = sum(math.prod(j.shapes[0]) for j in jobs)
     done_voxels = 0
+    resumed = sum(len(v) for v in manifest["done"].values())
     for index, job in enumerate(jobs):
         stores = _create_stores(staging / job.key if job.key else staging, job, chunk3, shard3, version, compression,
                                 workers, fresh=not manifest["done"].get(job.key))
@@ -152,12 +155,14 @@ def convert(
                 done_voxels += _slab_voxels(job, s, slab)
                 if progress:
                     progress(done_voxels, total)
+                _release_memory()
         _write_metadata(staging, job, index, manifest, placement, version, [j.key[7:] for j in jobs if j.label])
     shutil.rmtree(staging / WORK)
     move_into_place(staging, output)
     size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
     return {"output": str(output), "levels": n_levels, "shapes": [list(s) for s in jobs[0].shapes],
-            "bytes": size, "seconds": time.monotonic() - started, "slab": slab}
+            "bytes": size, "seconds": time.monotonic() - started, "slab": slab,
+            "resumed_slabs": resumed}
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -377,6 +382,30 @@ def _write_slab(job: _Job, stores: list, s: int, slab: int, data: np.ndarray) ->
     for w in writes:
         w.result()
     return stats, sample
+
+
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+def _limit_arenas() -> None:
+    """Make threads created from now on share one glibc malloc arena.
+
+    Tensorstore's codec threads would each get an arena of their own; slab-sized buffers freed
+    in one arena are not reused by another, so the peak RSS crept up with the slab count (by
+    about a slab per thread).  One shared arena keeps it flat.  Harmless where it is not glibc.
+    """
+    try:
+        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
+    except (AttributeError, OSError):
+        pass
+
+
+def _release_memory() -> None:
+    """Hand freed heap back to the system after a slab (glibc keeps it otherwise)."""
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc: nothing to trim
+        pass
 
 
 def _stats(data: np.ndarray) -> list:

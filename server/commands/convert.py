@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     seconds = summary["seconds"]
     voxels = math.prod(summary["shapes"][0])
     print(f"{summary['output']}: {summary['levels']} levels ({shapes}), {summary['bytes'] / 1e6:.1f} MB "
-          f"in {seconds:.1f} s ({voxels / max(seconds, 1e-9) / 1e6:.1f} Mvoxel/s)")
+          f"in {seconds:.1f} s ({voxels / max(seconds, 1e-9) / 1e6:.1f} Mvoxel/s)"
+          + (f", resumed after {summary['resumed_slabs']} finished slabs" if summary["resumed_slabs"] else ""))
     return 0
 
 
