@@ -302,3 +302,30 @@ def test_peak_memory_stays_flat_as_the_input_grows(tmp_path):
     small, large = peaks
     assert large < small * 1.2, f"peak RSS {small >> 20} MiB at 64 MiB input, {large >> 20} MiB at 256 MiB"
     assert large < budget + (200 << 20)  # the bound plus the interpreter and its libraries
+
+
+# -- precomputed ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_precomputed_image_and_compressed_segmentation_labels(tmp_path, sharded):
+    data = _volume((45, 37, 29))
+    labels = (data // 700).astype(np.uint8)
+    out = tmp_path / "pc"
+    volumes.convert(data, out, format="precomputed", chunk=8, levels=3, voxel_size=(8, 4, 4), units="nanometer",
+                    labels={"cells": labels}, max_memory=400_000, shard=8 if sharded else None)
+    for root, method, source, dtype in ((out, "mean", data, "uint16"), (out / "labels" / "cells", "mode", labels, "uint32")):
+        info = json.loads((root / "info").read_text())
+        assert info["data_type"] == dtype and info["ngserve"]["levels"][0]["max"] == int(source.max())
+        assert [s["resolution"] for s in info["scales"]] == [[4, 4, 8], [8, 8, 16], [16, 16, 32]]
+        assert all(("sharding" in s) == sharded for s in info["scales"])
+        if root != out:
+            assert {s["encoding"] for s in info["scales"]} == {"compressed_segmentation"}
+        ds = volumes.open_dataset(root)
+        prev = None
+        for k in range(3):
+            zyx = np.asarray(ds.open_level(k).read().result())[..., 0].transpose(2, 1, 0)
+            expected = source if k == 0 else reference_downsample(prev, method)
+            np.testing.assert_array_equal(zyx, expected, err_msg=f"{root} level {k}")
+            prev = zyx
+    inspected = json.loads(_cli("inspect", out).stdout)
+    assert inspected["format"] == "precomputed" and len(inspected["levels"]) == 3

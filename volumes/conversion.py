@@ -32,12 +32,12 @@ import numpy as np
 
 from .atomic import move_into_place
 from .convert_sources import ConvertError, Source, open_source, stack_channels
-from .convert_stores import COMPRESSIONS, ome_attrs, write_group, write_json, zarr_spec
+from .convert_stores import COMPRESSIONS, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
 from .units import ome_unit
 
 DEFAULT_MAX_MEMORY = 2 << 30
 METHODS = ("mean", "mode", "median", "min", "max", "stride")
-FORMATS = {"ome-zarr": 2, "ome-zarr-0.4": 2, "ome-zarr-0.5": 3}
+FORMATS = {"ome-zarr": 2, "ome-zarr-0.4": 2, "ome-zarr-0.5": 3, "precomputed": 0}  # -> zarr version, 0: none
 SAMPLE_VOXELS = 1 << 20  # per channel, spread over the whole volume, for the omero window
 WORK = ".ngserve-convert"  # manifest and samples inside the staging folder; removed at the end
 _COLORS = ["FF0000", "00FF00", "0000FF", "FF00FF", "00FFFF", "FFFF00"]
@@ -98,8 +98,8 @@ def convert(
         raise ConvertError(f"unknown --compression {compression!r}; use one of {', '.join(COMPRESSIONS)}")
     if method is not None and method not in METHODS:
         raise ConvertError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
-    if shard is not None and version != 3:
-        raise ConvertError("--shard needs --format ome-zarr-0.5 (zarr v3 sharding)")
+    if shard is not None and version == 2:
+        raise ConvertError("--shard needs --format ome-zarr-0.5 (zarr v3 sharding) or precomputed")
     if (output.exists() or output.is_symlink()) and not overwrite:
         raise ConvertError(f"{output} exists; pass --overwrite to replace it")
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
@@ -118,7 +118,10 @@ def convert(
                                f"match the image's {image.shape[1:]}; labels need one channel of the same size")
         if src.dtype.kind not in "iub":
             raise ConvertError(f"labels {name!r}: dtype {src.dtype} is not an integer type")
-        jobs.append(_Job(f"labels/{name}", src, src.dtype, "mode" if method in (None, "mean") else method, True, None))
+        label_dtype = src.dtype
+        if version == 0 and label_dtype not in (np.uint32, np.uint64):  # compressed_segmentation's types
+            label_dtype = np.dtype(np.uint32 if np.can_cast(src.dtype, np.uint32, "safe") else np.uint64)
+        jobs.append(_Job(f"labels/{name}", src, label_dtype, "mode" if method in (None, "mean") else method, True, None))
 
     chunk3 = _three(chunk, "--chunk")
     shard3 = _three(shard, "--shard") if shard is not None else None
@@ -126,6 +129,8 @@ def convert(
     for job in jobs:
         job.shapes, job.factors = _level_shapes(job.source.shape, n_levels)
     placement = _placement(image, voxel_size, units, translation)
+    if version == 0:
+        _voxel_offset(placement)  # refused now, before anything is written
 
     staging = output.with_name(f".{output.name}.partial-convert")
     fingerprint = _fingerprint(jobs, chunk3, shard3, slab, version, compression, placement, items, labels)
@@ -135,7 +140,7 @@ def convert(
     resumed = sum(len(v) for v in manifest["done"].values())
     for index, job in enumerate(jobs):
         stores = _create_stores(staging / job.key if job.key else staging, job, chunk3, shard3, version, compression,
-                                workers, fresh=not manifest["done"].get(job.key))
+                                workers, fresh=not manifest["done"].get(job.key), placement=placement)
         slabs = -(-job.source.shape[1] // slab)
         finished = set(manifest["done"].setdefault(job.key, []))
         manifest["stats"].setdefault(job.key, {})
@@ -270,11 +275,27 @@ def _placement(image: Source, voxel_size, units, translation) -> dict:
         _unit_factor(unit)
     if translation is not None:
         trans = _three_floats(translation, "--translation")
-    elif image.offset is None:  # an array has no placement: voxel 0's centre at the origin
-        trans = [0.0, 0.0, 0.0]
+        corner = [t / v - 0.5 for t, v in zip(trans, voxel)]
+    elif image.offset is None:  # an array has no placement: voxel 0's centre (OME) or corner (precomputed) at 0
+        trans, corner = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
     else:  # where ngserve shows the input: voxel 0 spans [offset, offset+1), its centre is what OME states
-        trans = [_tidy((o + 0.5) * v) for o, v in zip(image.offset, voxel)]
-    return {"unit": unit, "voxel": voxel, "translation": trans}
+        trans, corner = [_tidy((o + 0.5) * v) for o, v in zip(image.offset, voxel)], list(image.offset)
+    return {"unit": unit, "voxel": voxel, "translation": trans, "corner": corner}
+
+
+def _nanometres(placement: dict) -> list[float]:
+    """Level-0 voxel size in nm (precomputed's unit), z, y, x; unitless sizes are taken as nm."""
+    factor = _unit_factor(placement["unit"]) / 1e-9 if placement["unit"] else 1.0
+    return [_tidy(v * factor) for v in placement["voxel"]]
+
+
+def _voxel_offset(placement: dict) -> list[int]:
+    """Precomputed's whole-voxel offset of voxel 0's corner, z, y, x."""
+    corner = placement["corner"]
+    if any(abs(c - round(c)) > 1e-6 for c in corner):
+        raise ConvertError(f"precomputed places voxels on whole-voxel offsets; voxel 0's corner is at {corner} voxels "
+                           f"(give --translation as (N + 0.5) × voxel size)")
+    return [int(round(c)) for c in corner]
 
 
 def _unit_factor(unit: str) -> float:
@@ -324,12 +345,23 @@ def _start(staging: Path, fingerprint: str, resume: bool) -> dict:
 
 
 def _create_stores(root: Path, job: _Job, chunk: list[int], shard, version: int, compression: str,
-                   workers: int | None, fresh: bool) -> list:
+                   workers: int | None, fresh: bool, placement: dict) -> list:
+    """Each level's array, opened for writing, indexed ``(c, z, y, x)`` (``(z, y, x)`` for one channel)."""
     import tensorstore as ts
 
     limits = {"limit": workers} if workers else {"limit": "shared"}
     context = ts.Context({"data_copy_concurrency": limits, "file_io_concurrency": limits})
     c = job.shapes[0][0]
+    if version == 0:  # (a restarted job's leftovers are rewritten with the same bytes)
+        stores = []
+        for spec in precomputed_specs(root, job.shapes, job.factors, chunk, job.dtype, label=job.label,
+                                      resolution_nm=_nanometres(placement),
+                                      offset=_voxel_offset(placement), shard=shard):
+            store = ts.open(spec, context=context).result()
+            view = store[ts.d[:].transpose[3, 2, 1, 0]]  # precomputed is x, y, z, channel
+            view = view[ts.d[:].translate_to[0]]
+            stores.append(view if c > 1 else view[0])
+        return stores
     names = (["c"] if c > 1 else []) + ["z", "y", "x"]
     stores = []
     for level, shape in enumerate(job.shapes):
@@ -442,6 +474,12 @@ def _write_metadata(staging: Path, job: _Job, index: int, manifest: dict, placem
         count = sum(p[3] for p in per)
         levels.append({"path": str(level), "min": min(mins) if mins else None, "max": max(maxs) if maxs else None,
                        "mean": sum(p[2] for p in per) / count if count else None})
+    if version == 0:  # precomputed: the statistics beside the scales in ``info``
+        info_path = (staging / job.key if job.key else staging) / "info"
+        info = json.loads(info_path.read_text())
+        info["ngserve"] = {"levels": levels, "method": job.method}
+        write_json(info_path, info)
+        return
     c = job.shapes[0][0]
     unit = placement["unit"]
     axes = ([("c", "channel", None)] if c > 1 else []) + [(a, "space", unit) for a in "zyx"]

@@ -61,14 +61,12 @@ def _from_array(arr: Any) -> Source:
 
 def _from_dataset(ds, label: str) -> Source:
     """The dataset's level 0 with its axes put in ``c, z, y, x`` order; a time axis must have one point."""
-    import tensorstore as ts
-
     axes = ds.axes
     shape = ds.shape
     space = [i for i, a in enumerate(axes) if a.type == "space"]
     channel = [i for i, a in enumerate(axes) if a.type == "channel"]
     other = [i for i in range(len(axes)) if i not in space and i not in channel]
-    if len(space) not in (2, 3) or len(space) > 3:
+    if len(space) not in (2, 3):
         raise ConvertError(f"{label}: {len(space)} space axes; convert needs 2-D or 3-D data")
     if len(channel) > 1 or any(shape[i] != 1 for i in other):
         names = ", ".join(f"{axes[i].name}={shape[i]}" for i in other + channel[1:])

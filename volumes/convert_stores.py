@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -102,3 +103,45 @@ def ome_attrs(*, version: int, name: str, axes: Sequence[tuple[str, str, str | N
     if label:
         ome["image-label"]["version"] = "0.4"
     return {**ome, **extra}
+
+
+SHARD_ABOVE = 1 << 12  # a level with more chunks than this is sharded (one file per chunk is too many)
+
+
+def _sharding(grid: Sequence[int], encoding: str) -> dict:
+    """A ``neuroglancer_uint64_sharded_v1`` spec for a chunk grid: about 2^9 chunks per minishard,
+    2^3 minishards per shard, the rest of the (compressed Morton) chunk id bits pick the shard."""
+    bits = sum(max(0, math.ceil(math.log2(g))) for g in grid)
+    preshift = min(9, bits)
+    minishard = min(3, bits - preshift)
+    return {"@type": "neuroglancer_uint64_sharded_v1", "hash": "identity", "preshift_bits": preshift,
+            "minishard_bits": minishard, "shard_bits": bits - preshift - minishard,
+            "minishard_index_encoding": "gzip", "data_encoding": "gzip" if encoding == "raw" else "raw"}
+
+
+def precomputed_specs(root: Path, shapes: Sequence[Sequence[int]], factors: Sequence[Sequence[int]], chunk: Sequence[int],
+                      dtype: np.dtype, *, label: bool, resolution_nm: Sequence[float], offset: Sequence[int],
+                      shard: Sequence[int] | None) -> list[dict]:
+    """Specs creating a precomputed volume's scales (shapes ``(c, z, y, x)``, everything else z, y, x).
+
+    Labels are ``compressed_segmentation``; a scale is sharded when ``shard`` is given or it has
+    more than :data:`SHARD_ABOVE` chunks.
+    """
+    encoding = "compressed_segmentation" if label else "raw"
+    specs = []
+    for shape, f in zip(shapes, factors):
+        size = [int(shape[3]), int(shape[2]), int(shape[1])]
+        chunk_xyz = [max(1, min(k, s)) for k, s in zip(chunk[::-1], size)]
+        grid = [-(-s // k) for s, k in zip(size, chunk_xyz)]
+        scale: dict = {"resolution": [r * k for r, k in zip(resolution_nm[::-1], f[::-1])], "size": size,
+                       "voxel_offset": [o // k for o, k in zip(offset[::-1], f[::-1])], "chunk_size": chunk_xyz,
+                       "encoding": encoding}
+        if label:
+            scale["compressed_segmentation_block_size"] = [8, 8, 8]
+        if shard is not None or math.prod(grid) > SHARD_ABOVE:
+            scale["sharding"] = _sharding(grid, encoding)
+        specs.append({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "file", "path": str(root) + "/"},
+                      "multiscale_metadata": {"type": "segmentation" if label else "image", "data_type": dtype.name,
+                                              "num_channels": int(shape[0])},
+                      "scale_metadata": scale, "create": True, "open": True})
+    return specs

@@ -46,10 +46,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert TIFF stacks, MRC, HDF5, NIfTI or any readable volume to multiscale OME-Zarr")
     p.add_argument("paths", nargs="+", metavar="INPUT... OUTPUT",
                    help="inputs (several become channels; HDF5 as file.h5:/path) and the output folder")
-    p.add_argument("--format", default="ome-zarr", choices=["ome-zarr", "ome-zarr-0.4", "ome-zarr-0.5"],
-                   help="ome-zarr (0.4 on zarr v2, the default) or ome-zarr-0.5 (zarr v3)")
+    p.add_argument("--format", default="ome-zarr", choices=["ome-zarr", "ome-zarr-0.4", "ome-zarr-0.5", "precomputed"],
+                   help="ome-zarr (0.4 on zarr v2, the default), ome-zarr-0.5 (zarr v3) or precomputed")
     p.add_argument("--chunk", type=int_list, default=[128], help="chunk size, N or Z,Y,X (default: 128)")
-    p.add_argument("--shard", type=int_list, help="zarr v3 shard size, N or Z,Y,X (with --format ome-zarr-0.5)")
+    p.add_argument("--shard", type=int_list, help="shard size, N or Z,Y,X (ome-zarr-0.5); with precomputed: shard every scale")
     p.add_argument("--levels", type=int, help="resolution levels (default: until the coarsest fits one chunk)")
     p.add_argument("--method", choices=["mean", "mode", "median", "min", "max", "stride"],
                    help="downsampling (default: mean for images, mode for labels)")
