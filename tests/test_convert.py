@@ -329,3 +329,19 @@ def test_precomputed_image_and_compressed_segmentation_labels(tmp_path, sharded)
             prev = zyx
     inspected = json.loads(_cli("inspect", out).stdout)
     assert inspected["format"] == "precomputed" and len(inspected["levels"]) == 3
+
+
+# -- dask ------------------------------------------------------------------------------------
+
+def test_dask_local_cluster_equals_the_single_process_run(tmp_path):
+    data = _volume((64, 40, 36))
+    stack = _tiff_stack(tmp_path / "stack", data)
+    args = ["--chunk", "8", "--levels", "3", "--max-memory", "400KiB", "--labels", f"seg={stack}"]
+    single, spread = tmp_path / "one" / "out.zarr", tmp_path / "dask" / "out.zarr"
+    assert _cli("convert", stack, single, *args).returncode == 0
+    r = _cli("convert", stack, spread, *args, "--dask", "local", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "4 slab tasks on dask local" in r.stdout  # two slabs each of the image and its labels
+    assert _files(spread) == _files(single)
+    r = _cli("convert", stack, tmp_path / "x.zarr", "--format", "ome-zarr-0.5", "--shard", "16", "--dask", "local")
+    assert r.returncode == 2 and "cannot share a shard" in r.stderr

@@ -79,6 +79,7 @@ def convert(
     resume: bool = False,
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
+    dask: str | None = None,
 ) -> dict:
     """Convert ``inputs`` (one path/array, or several: channels) to a multiscale OME-Zarr at ``output``.
 
@@ -86,10 +87,84 @@ def convert(
     ``labels`` maps names to inputs written as ``labels/NAME`` (mode downsampling).
     ``voxel_size``/``translation`` are ``z, y, x`` in ``units`` (OME's voxel-centre translation).
     ``progress(done, total)`` is called with level-0 voxels after each slab.
-    Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``.
+    ``dask`` (``"tcp://HOST:PORT"`` or ``"local"``) runs the slabs as tasks on a dask.distributed cluster.
+    Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``, ``slab`` (slices per
+    slab), ``tasks`` (slabs written by this run), ``resumed_slabs``, ``dask``.
     """
     started = time.monotonic()
     _limit_arenas()
+    recipe = dict(inputs=inputs, output=output, labels=labels, format=format, chunk=chunk, shard=shard, levels=levels,
+                  method=method, voxel_size=voxel_size, units=units, translation=translation, overwrite=overwrite,
+                  compression=compression, dtype=dtype, rescale=rescale, channel_names=channel_names,
+                  max_memory=max_memory, workers=workers)
+    plan = _prepare(**recipe)
+    if dask is not None:
+        if plan.shard is not None or any("sharding" in spec["scale_metadata"] for job in plan.jobs if plan.version == 0
+                                          for spec in _precomputed_specs(plan, job)):
+            raise ConvertError("--dask writes whole chunks from separate tasks, which cannot share a shard; "
+                               "drop --shard (or --dask)")
+    manifest = _start(plan.staging, plan.fingerprint, resume)
+    jobs, slab = plan.jobs, plan.slab
+    total = sum(math.prod(j.shapes[0]) for j in jobs)
+    resumed = sum(len(v) for v in manifest["done"].values())
+    done_voxels = 0
+    todo = []
+    for index, job in enumerate(jobs):
+        _create_stores(plan, job, fresh=not manifest["done"].get(job.key))  # every task then opens what exists
+        finished = set(manifest["done"].setdefault(job.key, []))
+        manifest["stats"].setdefault(job.key, {})
+        done_voxels += sum(_slab_voxels(job, s, slab) for s in finished)
+        todo += [(index, s) for s in range(-(-job.source.shape[1] // slab)) if s not in finished]
+
+    def finished(index: int, s: int, stats: list, sample: np.ndarray) -> None:
+        nonlocal done_voxels
+        key = jobs[index].key
+        np.save(plan.staging / WORK / f"sample-{index}-{s}.npy", sample)
+        manifest["stats"][key][str(s)] = stats
+        manifest["done"][key].append(s)
+        write_json(plan.staging / WORK / "manifest.json", manifest)  # only after the slab's writes completed
+        done_voxels += _slab_voxels(jobs[index], s, slab)
+        if progress:
+            progress(done_voxels, total)
+
+    if dask is not None:
+        from .convert_dask import run_on_dask
+
+        run_on_dask(dask, recipe, plan.fingerprint, todo, finished)
+    else:
+        _run_local(plan, todo, finished)
+    label_names = [j.key[7:] for j in jobs if j.label]
+    for index, job in enumerate(jobs):
+        manifest["done"][job.key].sort()
+        _write_metadata(plan.staging, job, index, manifest, plan.placement, plan.version, label_names)
+    shutil.rmtree(plan.staging / WORK)
+    output = Path(output)
+    move_into_place(plan.staging, output)
+    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    return {"output": str(output), "levels": len(jobs[0].shapes), "shapes": [list(s) for s in jobs[0].shapes],
+            "bytes": size, "seconds": time.monotonic() - started, "slab": slab, "resumed_slabs": resumed,
+            "tasks": len(todo), "dask": dask}
+
+
+@dataclass
+class _Plan:
+    """Everything a slab task needs, derived from the options alone (so a dask worker derives the same)."""
+
+    jobs: list[_Job]
+    version: int
+    chunk: list[int]
+    shard: list[int] | None
+    slab: int
+    placement: dict
+    compression: str
+    workers: int | None
+    staging: Path
+    fingerprint: str
+
+
+def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, voxel_size, units, translation,
+             overwrite, compression, dtype, rescale, channel_names, max_memory, workers) -> _Plan:
+    """Check the options, open the inputs and plan levels and slabs; writes nothing."""
     output = Path(output)
     if format not in FORMATS:
         raise ConvertError(f"unknown --format {format!r}; use one of {', '.join(FORMATS)}")
@@ -131,43 +206,35 @@ def convert(
     placement = _placement(image, voxel_size, units, translation)
     if version == 0:
         _voxel_offset(placement)  # refused now, before anything is written
-
     staging = output.with_name(f".{output.name}.partial-convert")
     fingerprint = _fingerprint(jobs, chunk3, shard3, slab, version, compression, placement, items, labels)
-    manifest = _start(staging, fingerprint, resume)
-    total = sum(math.prod(j.shapes[0]) for j in jobs)
-    done_voxels = 0
-    resumed = sum(len(v) for v in manifest["done"].values())
-    for index, job in enumerate(jobs):
-        stores = _create_stores(staging / job.key if job.key else staging, job, chunk3, shard3, version, compression,
-                                workers, fresh=not manifest["done"].get(job.key), placement=placement)
-        slabs = -(-job.source.shape[1] // slab)
-        finished = set(manifest["done"].setdefault(job.key, []))
-        manifest["stats"].setdefault(job.key, {})
-        todo = [s for s in range(slabs) if s not in finished]
-        done_voxels += sum(_slab_voxels(job, s, slab) for s in finished)
-        with ThreadPoolExecutor(1) as reader:  # reads the next slab while this one is downsampled and written
-            pending = reader.submit(_read_slab, job, todo[0], slab) if todo else None
-            for n, s in enumerate(todo):
-                data = pending.result()
-                pending = reader.submit(_read_slab, job, todo[n + 1], slab) if n + 1 < len(todo) else None
-                stats, sample = _write_slab(job, stores, s, slab, data)
-                del data
-                np.save(staging / WORK / f"sample-{index}-{s}.npy", sample)
-                manifest["stats"][job.key][str(s)] = stats
-                manifest["done"][job.key].append(s)
-                write_json(staging / WORK / "manifest.json", manifest)
-                done_voxels += _slab_voxels(job, s, slab)
-                if progress:
-                    progress(done_voxels, total)
-                _release_memory()
-        _write_metadata(staging, job, index, manifest, placement, version, [j.key[7:] for j in jobs if j.label])
-    shutil.rmtree(staging / WORK)
-    move_into_place(staging, output)
-    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
-    return {"output": str(output), "levels": n_levels, "shapes": [list(s) for s in jobs[0].shapes],
-            "bytes": size, "seconds": time.monotonic() - started, "slab": slab,
-            "resumed_slabs": resumed}
+    return _Plan(jobs, version, chunk3, shard3, slab, placement, compression, workers, staging, fingerprint)
+
+
+def _run_local(plan: _Plan, todo: list[tuple[int, int]], finished: Callable) -> None:
+    """The slabs in order, in this process: the next slab is read while this one is downsampled and written."""
+    stores = {}
+    with ThreadPoolExecutor(1) as reader:
+        pending = reader.submit(_read_slab, plan.jobs[todo[0][0]], todo[0][1], plan.slab) if todo else None
+        for n, (index, s) in enumerate(todo):
+            data = pending.result()
+            if n + 1 < len(todo):
+                nxt = todo[n + 1]
+                pending = reader.submit(_read_slab, plan.jobs[nxt[0]], nxt[1], plan.slab)
+            if index not in stores:
+                stores = {index: _create_stores(plan, plan.jobs[index], fresh=False)}
+            stats, sample = _write_slab(plan.jobs[index], stores[index], s, plan.slab, data)
+            del data
+            finished(index, s, stats, sample)
+            _release_memory()
+
+
+def slab_task(plan: _Plan, index: int, s: int) -> tuple[list, np.ndarray]:
+    """Read, downsample and write slab ``s`` of job ``index`` (whole chunks: running it twice is harmless)."""
+    job = plan.jobs[index]
+    stats_sample = _write_slab(job, _create_stores(plan, job, fresh=False), s, plan.slab, _read_slab(job, s, plan.slab))
+    _release_memory()
+    return stats_sample
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -344,19 +411,18 @@ def _start(staging: Path, fingerprint: str, resume: bool) -> dict:
     return manifest
 
 
-def _create_stores(root: Path, job: _Job, chunk: list[int], shard, version: int, compression: str,
-                   workers: int | None, fresh: bool, placement: dict) -> list:
-    """Each level's array, opened for writing, indexed ``(c, z, y, x)`` (``(z, y, x)`` for one channel)."""
+def _create_stores(plan: _Plan, job: _Job, fresh: bool) -> list:
+    """Each level's array, opened for writing (created when ``fresh``), indexed ``(c, z, y, x)``
+    (``(z, y, x)`` for one channel)."""
     import tensorstore as ts
 
-    limits = {"limit": workers} if workers else {"limit": "shared"}
+    limits = {"limit": plan.workers} if plan.workers else {"limit": "shared"}
     context = ts.Context({"data_copy_concurrency": limits, "file_io_concurrency": limits})
+    root = plan.staging / job.key if job.key else plan.staging
     c = job.shapes[0][0]
-    if version == 0:  # (a restarted job's leftovers are rewritten with the same bytes)
+    if plan.version == 0:  # (a restarted job's leftovers are rewritten with the same bytes)
         stores = []
-        for spec in precomputed_specs(root, job.shapes, job.factors, chunk, job.dtype, label=job.label,
-                                      resolution_nm=_nanometres(placement),
-                                      offset=_voxel_offset(placement), shard=shard):
+        for spec in _precomputed_specs(plan, job):
             store = ts.open(spec, context=context).result()
             view = store[ts.d[:].transpose[3, 2, 1, 0]]  # precomputed is x, y, z, channel
             view = view[ts.d[:].translate_to[0]]
@@ -366,13 +432,20 @@ def _create_stores(root: Path, job: _Job, chunk: list[int], shard, version: int,
     stores = []
     for level, shape in enumerate(job.shapes):
         dims = list(shape if c > 1 else shape[1:])
-        spec = zarr_spec(root / str(level), dims, ([1] if c > 1 else []) + chunk, job.dtype, version=version,
-                         compression=compression,
-                         shard=(([1] if c > 1 else []) + shard) if shard else None,
-                         dimension_names=names if version == 3 else None)
-        spec.update({"create": True, "open": True} if not fresh else {"create": True, "delete_existing": True})
+        spec = zarr_spec(root / str(level), dims, ([1] if c > 1 else []) + plan.chunk, job.dtype, version=plan.version,
+                         compression=plan.compression,
+                         shard=(([1] if c > 1 else []) + plan.shard) if plan.shard else None,
+                         dimension_names=names if plan.version == 3 else None)
+        spec.update({"create": True, "delete_existing": True} if fresh else {"open": True})
         stores.append(ts.open(spec, context=context).result())
     return stores
+
+
+def _precomputed_specs(plan: _Plan, job: _Job) -> list[dict]:
+    root = plan.staging / job.key if job.key else plan.staging
+    return precomputed_specs(root, job.shapes, job.factors, plan.chunk, job.dtype, label=job.label,
+                             resolution_nm=_nanometres(plan.placement), offset=_voxel_offset(plan.placement),
+                             shard=plan.shard)
 
 
 def _read_slab(job: _Job, s: int, slab: int) -> np.ndarray:
