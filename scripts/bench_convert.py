@@ -5,7 +5,8 @@
 The script writes a uint16 stack of 2-D TIFF slices (default 512 x 2048 x 2048, 4 GiB; ``--size``
 shrinks it) and converts it, in one run, with:
 
-* ``ngserve convert`` (``volumes.convert``);
+* ``ngserve convert`` (``volumes.convert``), and the same with ``--dask local`` and 2 workers
+  (its peak RSS is the driver's only: the LocalCluster's worker processes are not counted);
 * ngff-zarr's ``to_ngff_zarr`` with a dask array of the slices;
 * ome-zarr-py's ``write_image`` with the same dask array;
 * a plain implementation of scroll_to_ome's algorithm: load a z-slab of one chunk's thickness,
@@ -47,6 +48,10 @@ COMPETITORS = {
     "ngserve convert": """
 import sys, volumes
 volumes.convert(sys.argv[1], sys.argv[2], levels=int(sys.argv[3]), chunk=int(sys.argv[4]))
+""",
+    "ngserve convert --dask local": """
+import sys, volumes
+volumes.convert(sys.argv[1], sys.argv[2], levels=int(sys.argv[3]), chunk=int(sys.argv[4]), dask="local", workers=2)
 """,
     "ngff-zarr to_ngff_zarr": _SLICES + """
 import ngff_zarr as nz
@@ -149,13 +154,13 @@ def main() -> int:
         print(f"running {name} …", file=sys.stderr)
         results.append(run(name, code, stack, work / "out.zarr", args.levels, args.chunk))
     base = next((r for r in results if r["name"] == "ngserve convert" and "seconds" in r), None)
-    print(f"{'tool':28} {'wall s':>8} {'Mvox/s':>8} {'peak MiB':>9} {'ngserve speed-up':>17}")
+    print(f"{'tool':28} {'wall s':>8} {'Mvox/s':>8} {'peak MiB':>9} {'time / ngserve':>15}")
     for r in results:
         if "error" in r:
             print(f"{r['name']:28} error: {r['error']}")
             continue
         ratio = f"{r['seconds'] / base['seconds']:.2f}x" if base else "-"
-        print(f"{r['name']:28} {r['seconds']:8.1f} {voxels / r['seconds'] / 1e6:8.1f} {r['peak'] / 2**20:9.0f} {ratio:>17}")
+        print(f"{r['name']:28} {r['seconds']:8.1f} {voxels / r['seconds'] / 1e6:8.1f} {r['peak'] / 2**20:9.0f} {ratio:>15}")
     print(json.dumps({"shape": shape, "levels": args.levels, "chunk": args.chunk, "results": results}))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)

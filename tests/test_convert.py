@@ -116,6 +116,14 @@ def test_arrays_and_channels_with_names(tmp_path):
         volumes.convert([a, a[:3]], tmp_path / "bad.zarr")
 
 
+def test_a_dask_array_input_is_read_slab_by_slab(tmp_path):
+    import dask.array as da
+
+    data = _volume((40, 24, 24))
+    volumes.convert(da.from_array(data, chunks=(5, 24, 24)), tmp_path / "d.zarr", chunk=8, levels=2, max_memory=100_000)
+    np.testing.assert_array_equal(_level(tmp_path / "d.zarr"), data)
+
+
 # -- the pyramid, its placement and statistics -----------------------------------------------
 
 @pytest.mark.parametrize("version", [2, 3])
