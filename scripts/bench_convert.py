@@ -14,7 +14,7 @@ shrinks it) and converts it, in one run, with:
 
 Each runs in its own process; the script prints wall time, voxels/s and peak RSS (VmHWM) for each
 and their ratios to ngserve.  A competitor whose package is missing is reported as such
-(``pip install ngff-zarr ome-zarr dask``).  Run it on a quiet machine; record results in BENCHMARKS.md.
+(``pip install 'ngserve[bench]'``).  Run it on a quiet machine; record results in BENCHMARKS.md.
 """
 
 from __future__ import annotations
