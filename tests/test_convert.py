@@ -251,10 +251,12 @@ def _files(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_kill_9_then_resume_gives_identical_bytes(tmp_path):
+@pytest.mark.parametrize("fmt", [[], ["--format", "ome-zarr-0.5", "--shard", "32"], ["--format", "precomputed"]])
+def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
     data = _volume((256, 64, 64))
     stack = _tiff_stack(tmp_path / "stack", data)
-    args = ["--chunk", "8", "--levels", "2", "--max-memory", "600KiB", "--workers", "1"]  # 16 slabs of 16 slices
+    # 16 slabs of 16 slices; with shards of 32, every shard is written by two slabs.
+    args = ["--chunk", "8", "--levels", "2", "--max-memory", "600KiB", "--workers", "1", *fmt]
     clean = tmp_path / "clean" / "out.zarr"  # the same name: the group's name is the folder's
     assert _cli("convert", stack, clean, *args).returncode == 0
     out = tmp_path / "out.zarr"
