@@ -159,6 +159,21 @@ def test_levels_match_a_numpy_reference_across_slabs(tmp_path, version):
     assert abs(window["start"] - lo) < 60 and abs(window["end"] - hi) < 60  # sampled, so close, not equal
 
 
+def test_ranges_convert_a_sub_volume_in_place(tmp_path):
+    data = _volume((20, 30, 40))
+    stack = _tiff_stack(tmp_path / "stack", data)
+    out = tmp_path / "part.zarr"
+    r = _cli("convert", stack, out, "--ranges", "10:30,,5:9", "--chunk", "8", "--voxel-size", "2,1,1",
+             "--labels", f"seg={stack}")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(_level(out), data[5:9, :, 10:30])
+    np.testing.assert_array_equal(_level(out / "labels" / "seg"), data[5:9, :, 10:30])
+    trans = _attrs(out)["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]["translation"]
+    assert trans == [(5 + 0.5) * 2, 0.5, 10.5]  # the crop stays where it was in the stack
+    r = _cli("convert", stack, tmp_path / "bad.zarr", "--ranges", "0:50,,")
+    assert r.returncode == 2 and "x range 0:50 is outside 0:40" in r.stderr
+
+
 def test_stride_levels_keep_voxel_zero_centred(tmp_path):
     data = _volume((16, 16, 16))
     out = tmp_path / "s.zarr"

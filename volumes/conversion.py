@@ -31,7 +31,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .atomic import move_into_place
-from .convert_sources import ConvertError, Source, open_source, stack_channels
+from .convert_sources import ConvertError, Source, crop, open_source, parse_ranges, stack_channels
 from .convert_stores import COMPRESSIONS, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
 from .units import ome_unit
 
@@ -75,6 +75,7 @@ def convert(
     dtype: str | None = None,
     rescale: tuple[float, float] | None = None,
     channel_names: Sequence[str] | None = None,
+    ranges: str | None = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
     resume: bool = False,
     workers: int | None = None,
@@ -96,7 +97,7 @@ def convert(
     recipe = dict(inputs=inputs, output=output, labels=labels, format=format, chunk=chunk, shard=shard, levels=levels,
                   method=method, voxel_size=voxel_size, units=units, translation=translation, overwrite=overwrite,
                   compression=compression, dtype=dtype, rescale=rescale, channel_names=channel_names,
-                  max_memory=max_memory, workers=workers)
+                  ranges=ranges, max_memory=max_memory, workers=workers)
     plan = _prepare(**recipe)
     if dask is not None:
         if plan.shard is not None or any("sharding" in spec["scale_metadata"] for job in plan.jobs if plan.version == 0
@@ -163,7 +164,7 @@ class _Plan:
 
 
 def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, voxel_size, units, translation,
-             overwrite, compression, dtype, rescale, channel_names, max_memory, workers) -> _Plan:
+             overwrite, compression, dtype, rescale, channel_names, ranges, max_memory, workers) -> _Plan:
     """Check the options, open the inputs and plan levels and slabs; writes nothing."""
     output = Path(output)
     if format not in FORMATS:
@@ -181,6 +182,9 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
     if not items:
         raise ConvertError("no input given")
     image = stack_channels([open_source(i) for i in items])
+    box = parse_ranges(ranges, image.shape[1:]) if ranges else None
+    if box:
+        image = crop(image, box)
     if channel_names is not None:
         if len(channel_names) != image.shape[0]:
             raise ConvertError(f"{len(channel_names)} --channel-names for {image.shape[0]} channels")
@@ -188,6 +192,8 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
     jobs = [_Job("", image, _out_dtype(image, dtype, rescale), method or "mean", False, rescale)]
     for name, item in (labels or {}).items():
         src = open_source(item)
+        if box:  # the same sub-volume of the labels
+            src = crop(src, parse_ranges(ranges, src.shape[1:]))
         if src.shape[1:] != image.shape[1:] or src.shape[0] != 1:
             raise ConvertError(f"labels {name!r}: shape {src.shape[1:]} (with {src.shape[0]} channels) does not "
                                f"match the image's {image.shape[1:]}; labels need one channel of the same size")
@@ -344,9 +350,10 @@ def _placement(image: Source, voxel_size, units, translation) -> dict:
         trans = _three_floats(translation, "--translation")
         corner = [t / v - 0.5 for t, v in zip(trans, voxel)]
     elif image.offset is None:  # an array has no placement: voxel 0's centre (OME) or corner (precomputed) at 0
-        trans, corner = [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]
+        trans, corner = [_tidy(s * v) for s, v in zip(image.shift, voxel)], [float(s) for s in image.shift]
     else:  # where ngserve shows the input: voxel 0 spans [offset, offset+1), its centre is what OME states
-        trans, corner = [_tidy((o + 0.5) * v) for o, v in zip(image.offset, voxel)], list(image.offset)
+        corner = [o + s for o, s in zip(image.offset, image.shift)]
+        trans = [_tidy((c + 0.5) * v) for c, v in zip(corner, voxel)]
     return {"unit": unit, "voxel": voxel, "translation": trans, "corner": corner}
 
 

@@ -31,6 +31,37 @@ class Source:
     offset: list[float] | None = None  # voxel-0 corner in voxels, z, y, x; None for an array (no placement)
     channel_names: list[str] = field(default_factory=list)
     windows: list[tuple[float, float]] = field(default_factory=list)
+    shift: list[int] = field(default_factory=lambda: [0, 0, 0])  # where a --ranges crop starts, z, y, x
+
+
+def parse_ranges(text: str, shape: Sequence[int]) -> list[tuple[int, int]]:
+    """``"x0:x1,y0:y1,z0:z1"`` (scroll_to_ome's order; a blank side or item is the whole axis)
+    -> (lo, hi) per z, y, x within ``shape`` (z, y, x)."""
+    items = [t.strip() for t in text.split(",")]
+    if len(items) != 3:
+        raise ConvertError(f"--ranges {text!r}: give x0:x1,y0:y1,z0:z1")
+    out = []
+    for item, size, axis in zip(reversed(items), shape, "zyx"):
+        lo_text, _, hi_text = item.partition(":")
+        try:
+            lo, hi = int(lo_text or 0), int(hi_text or size) if item else size
+        except ValueError:
+            raise ConvertError(f"--ranges {text!r}: {axis} range {item!r} is not LO:HI") from None
+        if not 0 <= lo < hi <= size:
+            raise ConvertError(f"--ranges {text!r}: {axis} range {lo}:{hi} is outside 0:{size}")
+        out.append((lo, hi))
+    return out
+
+
+def crop(src: Source, ranges: list[tuple[int, int]]) -> Source:
+    """The part of ``src`` within ``ranges`` (z, y, x); it keeps its place (``shift``)."""
+    (z0, z1), (y0, y1), (x0, x1) = ranges
+
+    def read(a: int, b: int) -> np.ndarray:
+        return src.read(z0 + a, z0 + b)[:, :, y0:y1, x0:x1]
+
+    return Source(src.name, (src.shape[0], z1 - z0, y1 - y0, x1 - x0), src.dtype, read, src.voxel_m, src.offset,
+                  src.channel_names, src.windows, [s + lo for s, (lo, _) in zip(src.shift, ranges)])
 
 
 def open_source(item: Any) -> Source:

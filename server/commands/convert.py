@@ -62,6 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channel-names", type=lambda t: [v.strip() for v in t.split(",")], help="comma-separated channel names")
     p.add_argument("--labels", type=_label, action="append", default=[], metavar="NAME=INPUT",
                    help="add INPUT as the label image labels/NAME (repeatable)")
+    p.add_argument("--ranges", metavar="x0:x1,y0:y1,z0:z1",
+                   help="convert only this sub-volume (voxels, level 0), e.g. to try options first; blank = whole axis")
     p.add_argument("--max-memory", type=memory_size, default=2 << 30, help="working-memory bound (default: 2GiB)")
     p.add_argument("--workers", type=int, help="threads for reading, compressing and writing (default: all cores)")
     p.add_argument("--dask", metavar="tcp://HOST:PORT|local",
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             inputs, output, labels=dict(args.labels), format=args.format, chunk=args.chunk, shard=args.shard,
             levels=args.levels, method=args.method, voxel_size=args.voxel_size, units=args.units,
             translation=args.translation, overwrite=args.overwrite, compression=args.compression, dtype=args.dtype,
-            rescale=args.rescale, channel_names=args.channel_names, max_memory=args.max_memory, resume=args.resume,
+            rescale=args.rescale, channel_names=args.channel_names, ranges=args.ranges, max_memory=args.max_memory, resume=args.resume,
             workers=args.workers, progress=bar, dask=args.dask,
         )
     except (SourceError, ConvertError) as exc:
