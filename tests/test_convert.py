@@ -370,3 +370,20 @@ def test_dask_local_cluster_equals_the_single_process_run(tmp_path):
     assert _files(spread) == _files(single)
     r = _cli("convert", stack, tmp_path / "x.zarr", "--format", "ome-zarr-0.5", "--shard", "16", "--dask", "local")
     assert r.returncode == 2 and "cannot share a shard" in r.stderr
+
+
+def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
+    data = _volume((64, 16, 16))
+    out = tmp_path / "o.zarr"
+
+    def stop(done, total):
+        raise KeyboardInterrupt  # Ctrl-C after the first slab
+
+    with pytest.raises(KeyboardInterrupt):
+        volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, progress=stop)
+    assert (tmp_path / ".o.zarr.partial-convert").is_dir() and not out.exists()
+    with pytest.raises(ConvertError, match="started with other inputs or options; run without --resume"):
+        volumes.convert(data, out, chunk=4, levels=2, max_memory=40_000, resume=True)
+    summary = volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, resume=True)
+    assert summary["resumed_slabs"] == 1
+    np.testing.assert_array_equal(_level(out), data)
