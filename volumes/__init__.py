@@ -18,6 +18,7 @@ from .model import Axis, Dataset, Level
 # importing volumes keeps the server's start-up light.
 _LAZY = {
     "contrast_range": "stats",
+    "convert": "conversion",
     "blobs": "synthetic",
     "add_labels_group": "write",
     "write_ome_zarr": "write",

@@ -27,13 +27,13 @@ def building(path: str | os.PathLike) -> Iterator[Path]:
     staging.mkdir()
     try:
         yield staging
-        _replace(staging, path)
+        move_into_place(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _replace(staging: Path, path: Path) -> None:
+def move_into_place(staging: Path, path: Path) -> None:
     """Rename ``staging`` to ``path``; an existing ``path`` is moved aside first, then deleted."""
     if not (path.exists() or path.is_symlink()):
         staging.rename(path)

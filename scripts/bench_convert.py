@@ -1,0 +1,171 @@
+"""Benchmark ``ngserve convert`` against other ways of making a multiscale OME-Zarr from a TIFF stack.
+
+    python scripts/bench_convert.py [--size Z,Y,X] [--levels 5] [--chunk 128] [--workdir DIR]
+
+The script writes a uint16 stack of 2-D TIFF slices (default 512 x 2048 x 2048, 4 GiB; ``--size``
+shrinks it) and converts it, in one run, with:
+
+* ``ngserve convert`` (``volumes.convert``), and the same with ``--dask local`` and 2 workers
+  (its peak RSS is the driver's only: the LocalCluster's worker processes are not counted);
+* ngff-zarr's ``to_ngff_zarr`` with a dask array of the slices;
+* ome-zarr-py's ``write_image`` with the same dask array;
+* a plain implementation of scroll_to_ome's algorithm: load a z-slab of one chunk's thickness,
+  mean-downsample it level by level with numpy, write every level's part.
+
+Each runs in its own process; the script prints wall time, voxels/s and peak RSS (VmHWM) for each
+and their ratios to ngserve.  A competitor whose package is missing is reported as such
+(``pip install 'ngserve[bench]'``).  Run it on a quiet machine; record results in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each competitor is a script run as ``python -c CODE STACK OUT LEVELS CHUNK``; it prints nothing
+# but may fail; the harness times it and reads its peak RSS.
+_SLICES = """
+import sys, glob, numpy as np, tifffile, dask, dask.array as da
+from tifffile import natural_sorted
+stack, out, levels, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+files = natural_sorted(glob.glob(stack + "/*.tif"))
+first = tifffile.imread(files[0])
+planes = [da.from_delayed(dask.delayed(tifffile.imread)(f), first.shape, first.dtype) for f in files]
+arr = da.stack(planes).rechunk((chunk, chunk, chunk))
+"""
+
+COMPETITORS = {
+    "ngserve convert": """
+import sys, volumes
+volumes.convert(sys.argv[1], sys.argv[2], levels=int(sys.argv[3]), chunk=int(sys.argv[4]))
+""",
+    "ngserve convert --dask local": """
+import sys, volumes
+volumes.convert(sys.argv[1], sys.argv[2], levels=int(sys.argv[3]), chunk=int(sys.argv[4]), dask="local", workers=2)
+""",
+    "ngff-zarr to_ngff_zarr": _SLICES + """
+import ngff_zarr as nz
+image = nz.to_ngff_image(arr, dims=["z", "y", "x"])
+multiscales = nz.to_multiscales(image, scale_factors=[2 ** i for i in range(1, levels)], chunks=chunk)
+nz.to_ngff_zarr(out, multiscales)
+""",
+    "ome-zarr-py write_image": _SLICES + """
+import zarr
+from ome_zarr.io import parse_url
+from ome_zarr.scale import Scaler
+from ome_zarr.writer import write_image
+root = zarr.group(store=parse_url(out, mode="w").store)
+write_image(image=arr, group=root, axes="zyx", scaler=Scaler(max_layer=levels - 1, method="local_mean"),
+            storage_options=dict(chunks=(chunk, chunk, chunk)))
+""",
+    "scroll_to_ome algorithm": """
+import sys, glob, numpy as np, tifffile, tensorstore as ts
+from tifffile import natural_sorted
+stack, out, levels, chunk = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+files = natural_sorted(glob.glob(stack + "/*.tif"))
+first = tifffile.imread(files[0])
+shape = [len(files), *first.shape]
+stores = []
+for level in range(levels):
+    dims = [-(-s // 2 ** level) for s in shape]
+    stores.append(ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": f"{out}/{level}/"},
+                           "metadata": {"shape": dims, "chunks": [min(chunk, d) for d in dims], "dtype": first.dtype.str,
+                                        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1},
+                                        "dimension_separator": "/"}, "create": True}).result())
+for z0 in range(0, shape[0], chunk):  # one chunk's thickness of slices at a time, as scroll_to_ome does
+    slab = np.stack([tifffile.imread(f) for f in files[z0:z0 + chunk]])
+    stores[0][z0:z0 + slab.shape[0]].write(slab).result()
+    for level in range(1, levels):
+        p = [(0, s % 2) for s in slab.shape]
+        f = np.pad(slab.astype(np.float32), p, mode="edge")
+        slab = f.reshape(f.shape[0] // 2, 2, f.shape[1] // 2, 2, f.shape[2] // 2, 2).mean(axis=(1, 3, 5)).round().astype(first.dtype)
+        lo = z0 // 2 ** level
+        stores[level][lo:lo + slab.shape[0]].write(slab).result()  # rewrites chunks shared with the next slab
+""",
+}
+
+_TAIL = """
+import re
+print("HWM", int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024)
+"""
+
+
+def write_stack(folder: Path, shape: tuple[int, int, int]) -> None:
+    import numpy as np
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[: shape[1], : shape[2]]
+    for z in range(shape[0]):
+        plane = (1000 + 800 * np.sin(xx / 40 + z / 25) * np.cos(yy / 55) + rng.normal(0, 50, shape[1:])).astype(np.uint16)
+        tifffile.imwrite(folder / f"z{z}.tif", plane)
+
+
+def run(name: str, code: str, stack: Path, out: Path, levels: int, chunk: int) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", code + _TAIL, str(stack), str(out), str(levels), str(chunk)],
+                       capture_output=True, text=True, cwd=ROOT, env=_env())
+    seconds = time.perf_counter() - started
+    if r.returncode != 0:
+        last = (r.stderr.strip().splitlines() or ["failed"])[-1]
+        return {"name": name, "error": last}
+    peak = int(re.search(r"HWM (\d+)", r.stdout).group(1))
+    shutil.rmtree(out, ignore_errors=True)
+    return {"name": name, "seconds": seconds, "peak": peak}
+
+
+def _env() -> dict:
+    import os
+
+    return {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="512,2048,2048", help="Z,Y,X of the uint16 stack (default 512,2048,2048)")
+    ap.add_argument("--levels", type=int, default=5)
+    ap.add_argument("--chunk", type=int, default=128)
+    ap.add_argument("--workdir", help="where to write the stack and outputs (default: a temporary folder)")
+    ap.add_argument("--only", action="append", help="run only competitors whose name contains this (repeatable)")
+    args = ap.parse_args()
+    shape = tuple(int(v) for v in args.size.split(","))
+    work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_convert-"))
+    stack = work / "stack"
+    if not stack.exists():
+        print(f"writing a {'x'.join(map(str, shape))} uint16 TIFF stack to {stack} …", file=sys.stderr)
+        write_stack(stack, shape)
+    voxels = math.prod(shape)
+    results = []
+    for name, code in COMPETITORS.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        print(f"running {name} …", file=sys.stderr)
+        results.append(run(name, code, stack, work / "out.zarr", args.levels, args.chunk))
+    base = next((r for r in results if r["name"] == "ngserve convert" and "seconds" in r), None)
+    print(f"{'tool':28} {'wall s':>8} {'Mvox/s':>8} {'peak MiB':>9} {'time / ngserve':>15}")
+    for r in results:
+        if "error" in r:
+            print(f"{r['name']:28} error: {r['error']}")
+            continue
+        ratio = f"{r['seconds'] / base['seconds']:.2f}x" if base else "-"
+        print(f"{r['name']:28} {r['seconds']:8.1f} {voxels / r['seconds'] / 1e6:8.1f} {r['peak'] / 2**20:9.0f} {ratio:>15}")
+    print(json.dumps({"shape": shape, "levels": args.levels, "chunk": args.chunk, "results": results}))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

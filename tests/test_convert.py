@@ -1,0 +1,389 @@
+"""``ngserve convert`` / ``volumes.convert``: inputs of every kind to OME-Zarr, checked with tensorstore."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import mrcfile
+import nibabel
+import numpy as np
+import pytest
+import tensorstore as ts
+import tifffile
+
+import volumes
+from volumes.convert_sources import ConvertError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "server", *map(str, args)], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT, **kw)
+
+
+def _level(path: Path, level: int = 0, version: int = 2) -> np.ndarray:
+    driver = "zarr3" if version == 3 else "zarr"
+    return ts.open({"driver": driver, "kvstore": {"driver": "file", "path": f"{path}/{level}/"}}, read=True).result().read().result()
+
+
+def _attrs(path: Path, version: int = 2) -> dict:
+    if version == 3:
+        return json.loads((path / "zarr.json").read_text())["attributes"]
+    return json.loads((path / ".zattrs").read_text())
+
+
+def _volume(shape=(21, 37, 29), seed=0, dtype=np.uint16) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random(shape) * 3000 + 100).astype(dtype)
+
+
+def _tiff_stack(folder: Path, data: np.ndarray) -> Path:
+    folder.mkdir(parents=True)
+    for i, plane in enumerate(data):  # z1 … z21: natural order puts z2 before z10
+        tifffile.imwrite(folder / f"z{i + 1}.tif", plane)
+    return folder
+
+
+def reference_downsample(a: np.ndarray, method: str) -> np.ndarray:
+    """Halve every axis longer than 1; a partial block at the end uses the voxels it has.
+    mean rounds half to even; mode takes the most frequent value, the smallest on a tie."""
+    f = [2 if s > 1 else 1 for s in a.shape]
+    out_shape = [-(-s // k) for s, k in zip(a.shape, f)]
+    padded = np.pad(a.astype(np.float64), [(0, o * k - s) for s, k, o in zip(a.shape, f, out_shape)],
+                    constant_values=np.nan)
+    blocks = padded.reshape(out_shape[0], f[0], out_shape[1], f[1], out_shape[2], f[2]).transpose(0, 2, 4, 1, 3, 5)
+    blocks = blocks.reshape(*out_shape, -1)
+    if method == "mean":
+        return np.rint(np.nanmean(blocks, axis=-1)).astype(a.dtype)
+    if method == "max":
+        return np.nanmax(blocks, axis=-1).astype(a.dtype)
+    assert method == "mode"
+    out = np.empty(out_shape, a.dtype)
+    for idx in np.ndindex(*out_shape):
+        vals = blocks[idx][~np.isnan(blocks[idx])]
+        uniq, counts = np.unique(vals, return_counts=True)
+        out[idx] = uniq[np.argmax(counts)]  # unique is sorted: argmax takes the smallest of the tied
+    return out
+
+
+# -- inputs of every kind ------------------------------------------------------------------
+
+def test_every_input_kind_converts_level0_exactly(tmp_path):
+    data = _volume()
+    inputs = {"stack": _tiff_stack(tmp_path / "stack", data)}
+    inputs["ome"] = tmp_path / "multi.ome.tif"
+    tifffile.imwrite(inputs["ome"], data, ome=True, compression="zlib", tile=(16, 16),
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeZ": 0.5})
+    inputs["mrc"] = tmp_path / "map.mrc"
+    with mrcfile.new(inputs["mrc"]) as mrc:
+        mrc.set_data(data.astype(np.int16))
+        mrc.voxel_size = (3.0, 2.0, 2.0)  # x, y, z in ångström
+    inputs["h5"] = f"{tmp_path / 'file.h5'}:/group/raw"
+    with h5py.File(tmp_path / "file.h5", "w") as f:
+        f.create_dataset("group/raw", data=data, chunks=(4, 16, 16), compression="gzip")
+    inputs["nifti"] = tmp_path / "vol.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(np.ascontiguousarray(data.T), np.diag([0.3, 0.3, 0.3, 1.0])), inputs["nifti"])
+    for kind, source in inputs.items():
+        out = tmp_path / f"{kind}.ome.zarr"
+        summary = volumes.convert(str(source), out, chunk=8)
+        expected = data.astype(np.int16) if kind == "mrc" else data
+        np.testing.assert_array_equal(_level(out, 0), expected, err_msg=kind)
+        assert summary["levels"] == 4 and summary["shapes"][-1] == [1, 3, 5, 4], kind  # coarsest fits one chunk
+    scale = lambda name: _attrs(tmp_path / name)["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]  # noqa: E731
+    assert scale("ome.ome.zarr") == [0.5, 0.2, 0.2]
+    assert _attrs(tmp_path / "ome.ome.zarr")["multiscales"][0]["axes"][0]["unit"] == "micrometer"
+    assert scale("mrc.ome.zarr") == [0.2, 0.2, 0.3]  # ångström (x, y, z) -> nanometer, z first
+    assert _attrs(tmp_path / "mrc.ome.zarr")["multiscales"][0]["axes"][2]["unit"] == "nanometer"
+
+
+def test_arrays_and_channels_with_names(tmp_path):
+    a, b = _volume(seed=1), _volume(seed=2)
+    out = tmp_path / "two.ome.zarr"
+    volumes.convert([a, b], out, chunk=16, channel_names=["dapi", "gfp"])
+    np.testing.assert_array_equal(_level(out), np.stack([a, b]))
+    attrs = _attrs(out)
+    assert [x["name"] for x in attrs["multiscales"][0]["axes"]] == ["c", "z", "y", "x"]
+    assert [c["label"] for c in attrs["omero"]["channels"]] == ["dapi", "gfp"]
+    with pytest.raises(ConvertError, match="channels must match"):
+        volumes.convert([a, a[:3]], tmp_path / "bad.zarr")
+
+
+def test_a_dask_array_input_is_read_slab_by_slab(tmp_path):
+    import dask.array as da
+
+    data = _volume((40, 24, 24))
+    volumes.convert(da.from_array(data, chunks=(5, 24, 24)), tmp_path / "d.zarr", chunk=8, levels=2, max_memory=100_000)
+    np.testing.assert_array_equal(_level(tmp_path / "d.zarr"), data)
+
+
+# -- the pyramid, its placement and statistics -----------------------------------------------
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_levels_match_a_numpy_reference_across_slabs(tmp_path, version):
+    data = _volume((45, 37, 29))
+    labels = (data // 700).astype(np.uint32)
+    out = tmp_path / "pyr.ome.zarr"
+    fmt = {"format": "ome-zarr-0.5", "shard": 16} if version == 3 else {}
+    # A memory bound this small forces several slabs: the slab seams must not show in any level.
+    summary = volumes.convert(data, out, chunk=4, levels=3, labels={"cells": labels}, max_memory=300_000,
+                              voxel_size=(2.0, 0.5, 0.5), units="micrometer", translation=(10, 0, 0), **fmt)
+    assert summary["slab"] < data.shape[0]
+    for root, method, source in ((out, "mean", data), (out / "labels" / "cells", "mode", labels)):
+        prev = _level(root, 0, version)
+        np.testing.assert_array_equal(prev, source)
+        for level in (1, 2):
+            cur = _level(root, level, version)
+            np.testing.assert_array_equal(cur, reference_downsample(prev, method), err_msg=f"{root} level {level}")
+            prev = cur
+    ome = _attrs(out, version)
+    ms = (ome["ome"] if version == 3 else ome)["multiscales"][0]
+    for k, d in enumerate(ms["datasets"]):
+        scale, trans = (t[t["type"]] for t in d["coordinateTransformations"])
+        f = 2**k
+        assert scale == [2.0 * f, 0.5 * f, 0.5 * f]
+        assert trans == pytest.approx([10 + (f - 1) * 1.0, (f - 1) * 0.25, (f - 1) * 0.25])  # block centres
+    stats = ome["ngserve"]["levels"]
+    assert stats[0] == {"path": "0", "min": int(data.min()), "max": int(data.max()), "mean": pytest.approx(data.mean())}
+    level2 = _level(out, 2, version)
+    assert stats[2]["mean"] == pytest.approx(level2.mean())
+    window = (ome["ome"] if version == 3 else ome)["omero"]["channels"][0]["window"]
+    lo, hi = np.percentile(data, [0.5, 99.5])
+    assert abs(window["start"] - lo) < 60 and abs(window["end"] - hi) < 60  # sampled, so close, not equal
+
+
+def test_ranges_convert_a_sub_volume_in_place(tmp_path):
+    data = _volume((20, 30, 40))
+    stack = _tiff_stack(tmp_path / "stack", data)
+    out = tmp_path / "part.zarr"
+    r = _cli("convert", stack, out, "--ranges", "10:30,,5:9", "--chunk", "8", "--voxel-size", "2,1,1",
+             "--labels", f"seg={stack}")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(_level(out), data[5:9, :, 10:30])
+    np.testing.assert_array_equal(_level(out / "labels" / "seg"), data[5:9, :, 10:30])
+    trans = _attrs(out)["multiscales"][0]["datasets"][0]["coordinateTransformations"][1]["translation"]
+    assert trans == [(5 + 0.5) * 2, 0.5, 10.5]  # the crop stays where it was in the stack
+    r = _cli("convert", stack, tmp_path / "bad.zarr", "--ranges", "0:50,,")
+    assert r.returncode == 2 and "x range 0:50 is outside 0:40" in r.stderr
+
+
+def test_stride_levels_keep_voxel_zero_centred(tmp_path):
+    data = _volume((16, 16, 16))
+    out = tmp_path / "s.zarr"
+    volumes.convert(data, out, chunk=4, levels=3, method="stride")
+    np.testing.assert_array_equal(_level(out, 2), data[::4, ::4, ::4])
+    for d in _attrs(out)["multiscales"][0]["datasets"]:
+        assert d["coordinateTransformations"][1]["translation"] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_metadata_validates_against_the_ome_zarr_schema(tmp_path, version):
+    import zarr
+
+    if version == 3:
+        from ome_zarr_models.v05.image import Image
+        from ome_zarr_models.v05.image_label import ImageLabel
+    else:
+        from ome_zarr_models.v04.image import Image
+        from ome_zarr_models.v04.image_label import ImageLabel
+    data = _volume((20, 24, 24))
+    out = tmp_path / "v.ome.zarr"
+    fmt = {"format": "ome-zarr-0.5", "shard": 16} if version == 3 else {}
+    volumes.convert([data, data], out, chunk=8, labels={"seg": (data > 1500).astype(np.uint8)}, **fmt)
+    Image.from_zarr(zarr.open_group(str(out), mode="r"))
+    ImageLabel.from_zarr(zarr.open_group(str(out / "labels" / "seg"), mode="r"))
+
+
+def test_dtype_needs_explicit_rescaling(tmp_path):
+    data = np.array([[[0, 1000, 2000, 4000]]], np.uint16)
+    with pytest.raises(ConvertError, match="--rescale"):
+        volumes.convert(data, tmp_path / "a.zarr", dtype="uint8")
+    volumes.convert(data, tmp_path / "b.zarr", dtype="uint8", rescale=(1000, 3000), levels=1)
+    np.testing.assert_array_equal(_level(tmp_path / "b.zarr"), [[[0, 0, 128, 255]]])
+
+
+def test_chunks_of_only_the_fill_value_are_not_written(tmp_path):
+    data = np.zeros((16, 16, 16), np.uint8)
+    data[:4, :4, :4] = 7
+    volumes.convert(data, tmp_path / "z.zarr", chunk=4, levels=1)
+    chunks = [p for p in (tmp_path / "z.zarr" / "0").rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert len(chunks) == 1
+
+
+# -- the command line ----------------------------------------------------------------------
+
+def test_cli_errors_are_one_line_with_exit_2(tmp_path):
+    data = _volume((4, 8, 8))
+    stack = _tiff_stack(tmp_path / "stack", data)
+    out = tmp_path / "o.zarr"
+    assert _cli("convert", stack, out, "--chunk", "4").returncode == 0
+    r = _cli("convert", stack, out)
+    assert r.returncode == 2 and r.stderr.strip() == f"ngserve convert: error: {out} exists; pass --overwrite to replace it"
+    assert _cli("convert", stack, out, "--overwrite", "--chunk", "4", "--levels", "2").returncode == 0
+    (stack / "z3.tif").write_bytes(b"not a tiff at all")
+    r = _cli("convert", stack, tmp_path / "p.zarr")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "z3.tif" in r.stderr, r.stderr
+    tifffile.imwrite(stack / "z3.tif", np.zeros((9, 8), np.uint16))
+    r = _cli("convert", stack, tmp_path / "p.zarr")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "z3.tif" in r.stderr, r.stderr
+    r = _cli("convert", tmp_path / "o.zarr", tmp_path / "q.zarr", "--max-memory", "1KiB")
+    assert r.returncode == 2 and "--max-memory" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_output_opens_with_inspect_and_link_with_contrast(tmp_path):
+    data = _volume((24, 32, 32))
+    tifffile.imwrite(tmp_path / "in.ome.tif", data, ome=True,
+                     metadata={"axes": "ZYX", "PhysicalSizeX": 0.2, "PhysicalSizeY": 0.2, "PhysicalSizeZ": 0.5})
+    out = tmp_path / "out.ome.zarr"
+    r = _cli("convert", tmp_path / "in.ome.tif", out, "--chunk", "8")
+    assert r.returncode == 0, r.stderr
+    assert "3 levels (24x32x32 12x16x16 6x8x8)" in r.stdout
+    converted = json.loads(_cli("inspect", out).stdout)
+    original = json.loads(_cli("inspect", tmp_path / "in.ome.tif").stdout)
+    assert converted["contrast_from"] == "omero window"
+    lo, hi = converted["contrast"]
+    assert 100 <= lo < 200 and 2900 < hi <= 3100
+    # Served, the conversion sits exactly where the input does, at every level.
+    assert converted["axes"] == original["axes"] and converted["offset"] == pytest.approx(original["offset"])
+    r = _cli("link", out, "--served-at", f"{tmp_path}=https://example.org/data", "--viewer", "https://ng.example/",
+             "--json")
+    assert r.returncode == 0, r.stderr
+    layer = json.loads(r.stdout)["layers"][0]
+    assert layer["type"] == "image" and layer["source"] == "zarr2://https://example.org/data/out.ome.zarr/"
+    assert layer["shaderControls"]["normalized"]["range"] == [lo, hi]
+
+
+# -- interruption and memory ----------------------------------------------------------------
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", [[], ["--format", "ome-zarr-0.5", "--shard", "32"], ["--format", "precomputed"]])
+def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
+    data = _volume((256, 64, 64))
+    stack = _tiff_stack(tmp_path / "stack", data)
+    # 16 slabs of 16 slices; with shards of 32, every shard is written by two slabs.
+    args = ["--chunk", "8", "--levels", "2", "--max-memory", "600KiB", "--workers", "1", *fmt]
+    clean = tmp_path / "clean" / "out.zarr"  # the same name: the group's name is the folder's
+    assert _cli("convert", stack, clean, *args).returncode == 0
+    out = tmp_path / "out.zarr"
+    manifest = tmp_path / ".out.zarr.partial-convert" / ".ngserve-convert" / "manifest.json"
+    proc = subprocess.Popen([sys.executable, "-m", "server", "convert", str(stack), str(out), *args], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if json.loads(manifest.read_text())["done"].get(""):
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and not out.exists(), "the run ended before it could be killed"
+    done = json.loads(manifest.read_text())["done"][""]
+    assert 0 < len(done) < 16
+    r = _cli("convert", stack, out, *args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"resumed after {len(done)} finished slabs" in r.stdout  # the finished slabs were not redone
+    assert _files(out) == _files(clean)
+    assert not (tmp_path / ".out.zarr.partial-convert").exists()
+
+
+# VmHWM, not getrusage's ru_maxrss: the latter survives exec, so it would include the test
+# process's own size (it has just written the input) at the moment it forked.
+_PEAK = """
+import re, sys
+import volumes
+volumes.convert(sys.argv[1], sys.argv[2], chunk=16, levels=3, max_memory=int(sys.argv[3]), workers=2)
+print(int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024)
+"""
+
+
+def test_peak_memory_stays_flat_as_the_input_grows(tmp_path):
+    budget = 128 << 20  # slabs of 64 slices (16 MiB): 4 slabs, then 16
+    peaks = []
+    for slices in (256, 1024):  # 64 MiB and 256 MiB of uint16
+        path = tmp_path / f"in{slices}.mrc"
+        with mrcfile.new_mmap(path, shape=(slices, 256, 512), mrc_mode=6) as mrc:
+            for z in range(0, slices, 64):
+                mrc.data[z:z + 64] = (np.arange(64 * 256 * 512, dtype=np.uint32) % 4099).reshape(64, 256, 512) + z
+        r = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(tmp_path / f"o{slices}.zarr"), str(budget)],
+                           capture_output=True, text=True, cwd=ROOT, timeout=600,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert r.returncode == 0, r.stderr
+        peaks.append(int(r.stdout.split()[-1]))
+        path.unlink()
+    small, large = peaks
+    assert large < small * 1.2, f"peak RSS {small >> 20} MiB at 64 MiB input, {large >> 20} MiB at 256 MiB"
+    assert large < budget + (200 << 20)  # the bound plus the interpreter and its libraries
+
+
+# -- precomputed ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sharded", [False, True])
+def test_precomputed_image_and_compressed_segmentation_labels(tmp_path, sharded):
+    data = _volume((45, 37, 29))
+    labels = (data // 700).astype(np.uint8)
+    out = tmp_path / "pc"
+    volumes.convert(data, out, format="precomputed", chunk=8, levels=3, voxel_size=(8, 4, 4), units="nanometer",
+                    labels={"cells": labels}, max_memory=400_000, shard=8 if sharded else None)
+    for root, method, source, dtype in ((out, "mean", data, "uint16"), (out / "labels" / "cells", "mode", labels, "uint32")):
+        info = json.loads((root / "info").read_text())
+        assert info["data_type"] == dtype and info["ngserve"]["levels"][0]["max"] == int(source.max())
+        assert [s["resolution"] for s in info["scales"]] == [[4, 4, 8], [8, 8, 16], [16, 16, 32]]
+        assert all(("sharding" in s) == sharded for s in info["scales"])
+        if root != out:
+            assert {s["encoding"] for s in info["scales"]} == {"compressed_segmentation"}
+        ds = volumes.open_dataset(root)
+        prev = None
+        for k in range(3):
+            zyx = np.asarray(ds.open_level(k).read().result())[..., 0].transpose(2, 1, 0)
+            expected = source if k == 0 else reference_downsample(prev, method)
+            np.testing.assert_array_equal(zyx, expected, err_msg=f"{root} level {k}")
+            prev = zyx
+    inspected = json.loads(_cli("inspect", out).stdout)
+    assert inspected["format"] == "precomputed" and len(inspected["levels"]) == 3
+
+
+# -- dask ------------------------------------------------------------------------------------
+
+def test_dask_local_cluster_equals_the_single_process_run(tmp_path):
+    data = _volume((64, 40, 36))
+    stack = _tiff_stack(tmp_path / "stack", data)
+    args = ["--chunk", "8", "--levels", "3", "--max-memory", "400KiB", "--labels", f"seg={stack}"]
+    single, spread = tmp_path / "one" / "out.zarr", tmp_path / "dask" / "out.zarr"
+    assert _cli("convert", stack, single, *args).returncode == 0
+    r = _cli("convert", stack, spread, *args, "--dask", "local", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "4 slab tasks on dask local" in r.stdout  # two slabs each of the image and its labels
+    assert _files(spread) == _files(single)
+    r = _cli("convert", stack, tmp_path / "x.zarr", "--format", "ome-zarr-0.5", "--shard", "16", "--dask", "local")
+    assert r.returncode == 2 and "cannot share a shard" in r.stderr
+
+
+def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
+    data = _volume((64, 16, 16))
+    out = tmp_path / "o.zarr"
+
+    def stop(done, total):
+        raise KeyboardInterrupt  # Ctrl-C after the first slab
+
+    with pytest.raises(KeyboardInterrupt):
+        volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, progress=stop)
+    assert (tmp_path / ".o.zarr.partial-convert").is_dir() and not out.exists()
+    with pytest.raises(ConvertError, match="started with other inputs or options; run without --resume"):
+        volumes.convert(data, out, chunk=4, levels=2, max_memory=40_000, resume=True)
+    summary = volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, resume=True)
+    assert summary["resumed_slabs"] == 1
+    np.testing.assert_array_equal(_level(out), data)

@@ -1,0 +1,175 @@
+"""Inputs of ``convert``: any dataset ``volumes`` reads, or a numpy/dask array, as ``c, z, y, x`` slabs.
+
+A :class:`Source` reads one z-range of the whole y-x extent at a time, so a TIFF
+stack reads each slice once and a chunked store each chunk once per slab.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .location import SourceError
+
+
+class ConvertError(ValueError):
+    """A problem with the inputs or options of a conversion: one line for the user."""
+
+
+@dataclass
+class Source:
+    """One input as a ``(c, z, y, x)`` array read in z-slabs."""
+
+    name: str
+    shape: tuple[int, int, int, int]
+    dtype: np.dtype
+    read: Callable[[int, int], np.ndarray] = field(repr=False)  # (z0, z1) -> array (c, z1-z0, y, x)
+    voxel_m: list[float | None] = field(default_factory=lambda: [None, None, None])  # z, y, x in metres
+    offset: list[float] | None = None  # voxel-0 corner in voxels, z, y, x; None for an array (no placement)
+    channel_names: list[str] = field(default_factory=list)
+    windows: list[tuple[float, float]] = field(default_factory=list)
+    shift: list[int] = field(default_factory=lambda: [0, 0, 0])  # where a --ranges crop starts, z, y, x
+
+
+def parse_ranges(text: str, shape: Sequence[int]) -> list[tuple[int, int]]:
+    """``"x0:x1,y0:y1,z0:z1"`` (scroll_to_ome's order; a blank side or item is the whole axis)
+    -> (lo, hi) per z, y, x within ``shape`` (z, y, x)."""
+    items = [t.strip() for t in text.split(",")]
+    if len(items) != 3:
+        raise ConvertError(f"--ranges {text!r}: give x0:x1,y0:y1,z0:z1")
+    out = []
+    for item, size, axis in zip(reversed(items), shape, "zyx"):
+        lo_text, _, hi_text = item.partition(":")
+        try:
+            lo, hi = int(lo_text or 0), int(hi_text or size) if item else size
+        except ValueError:
+            raise ConvertError(f"--ranges {text!r}: {axis} range {item!r} is not LO:HI") from None
+        if not 0 <= lo < hi <= size:
+            raise ConvertError(f"--ranges {text!r}: {axis} range {lo}:{hi} is outside 0:{size}")
+        out.append((lo, hi))
+    return out
+
+
+def crop(src: Source, ranges: list[tuple[int, int]]) -> Source:
+    """The part of ``src`` within ``ranges`` (z, y, x); it keeps its place (``shift``)."""
+    (z0, z1), (y0, y1), (x0, x1) = ranges
+
+    def read(a: int, b: int) -> np.ndarray:
+        return src.read(z0 + a, z0 + b)[:, :, y0:y1, x0:x1]
+
+    return Source(src.name, (src.shape[0], z1 - z0, y1 - y0, x1 - x0), src.dtype, read, src.voxel_m, src.offset,
+                  src.channel_names, src.windows, [s + lo for s, (lo, _) in zip(src.shift, ranges)])
+
+
+def open_source(item: Any) -> Source:
+    """A :class:`Source` for a path/URL (``file.h5:/path`` too), a numpy array or a dask array."""
+    if isinstance(item, (str, os.PathLike)):
+        from . import open_dataset
+
+        return _from_dataset(open_dataset(item), str(item))
+    if hasattr(item, "shape") and hasattr(item, "dtype"):
+        return _from_array(item)
+    raise ConvertError(f"cannot convert a {type(item).__name__}: give a path, a numpy array or a dask array")
+
+
+def _from_array(arr: Any) -> Source:
+    """numpy or dask: ``(z, y, x)``, ``(y, x)`` or ``(c, z, y, x)``."""
+    if arr.ndim not in (2, 3, 4):
+        raise ConvertError(f"an array input needs 2 to 4 dimensions ((c,) z, y, x), not shape {tuple(arr.shape)}")
+    view = arr
+    while view.ndim < 4:
+        view = view[None]
+
+    def read(z0: int, z1: int) -> np.ndarray:
+        part = view[:, z0:z1]
+        return np.asarray(part.compute() if hasattr(part, "compute") else part)
+
+    return Source("array", tuple(int(s) for s in view.shape), np.dtype(arr.dtype), read)
+
+
+def _from_dataset(ds, label: str) -> Source:
+    """The dataset's level 0 with its axes put in ``c, z, y, x`` order; a time axis must have one point."""
+    axes = ds.axes
+    shape = ds.shape
+    space = [i for i, a in enumerate(axes) if a.type == "space"]
+    channel = [i for i, a in enumerate(axes) if a.type == "channel"]
+    other = [i for i in range(len(axes)) if i not in space and i not in channel]
+    if len(space) not in (2, 3):
+        raise ConvertError(f"{label}: {len(space)} space axes; convert needs 2-D or 3-D data")
+    if len(channel) > 1 or any(shape[i] != 1 for i in other):
+        names = ", ".join(f"{axes[i].name}={shape[i]}" for i in other + channel[1:])
+        raise ConvertError(f"{label}: axes {names} cannot be converted; give one time point or channel axis")
+    zi = space[0] if len(space) == 3 else None
+    store = ds.open_level(0)
+    if len(store.shape) > len(axes):  # precomputed's trailing channel dimension
+        extra = len(store.shape) - len(axes)
+        channel = channel or [len(axes)]
+        if extra != 1 or len(channel) != 1:
+            raise ConvertError(f"{label}: unexpected store rank {len(store.shape)}")
+    full = list(store.shape)
+    order = channel + space  # transpose to (c?, [z,] y, x); size-1 other axes are indexed away
+    z_len = full[zi] if zi is not None else 1
+    c_len = full[channel[0]] if channel else 1
+    y_len, x_len = full[space[-2]], full[space[-1]]
+
+    def read(z0: int, z1: int) -> np.ndarray:
+        index = [0] * len(full)
+        for i in order:
+            index[i] = slice(None)
+        if zi is not None:
+            index[zi] = slice(z0, z1)
+        try:
+            data = np.asarray(store[tuple(index)].read().result())
+        except ValueError as exc:  # tensorstore wraps a reader's SourceError (unreadable slice) in ValueError
+            from .errors import first_line
+
+            raise SourceError(first_line(exc)) from None
+        kept = [i for i in range(len(full)) if i in order]  # axes left after integer indexing, in store order
+        data = np.transpose(data, [kept.index(i) for i in order])
+        if not channel:
+            data = data[None]
+        if zi is None:
+            data = data[:, None]
+        return data
+
+    def metres(i: int | None) -> float | None:
+        if i is None:
+            return None
+        a = axes[i]
+        return a.scale if a.unit == "m" else None
+
+    spatial3 = [zi, space[-2], space[-1]]
+    return Source(
+        name=ds.name,
+        shape=(c_len, z_len, y_len, x_len),
+        dtype=np.dtype(str(store.dtype.numpy_dtype)),
+        read=read,
+        voxel_m=[metres(i) for i in spatial3],
+        offset=[float(ds.offset[i]) if i is not None and i < len(ds.offset) else 0.0 for i in spatial3],
+        channel_names=list(ds.extras.get("channel_names") or []),
+        windows=list(ds.windows),
+    )
+
+
+def stack_channels(sources: Sequence[Source], label: str = "inputs") -> Source:
+    """Several inputs of one z, y, x shape as the channels of one source (in the given order)."""
+    if len(sources) == 1:
+        return sources[0]
+    first = sources[0]
+    for s in sources[1:]:
+        if s.shape[1:] != first.shape[1:]:
+            raise ConvertError(f"{s.name}: shape (z, y, x) {s.shape[1:]} differs from {first.name}'s {first.shape[1:]}; "
+                               f"channels must match")
+    dtype = np.result_type(*[s.dtype for s in sources])
+
+    def read(z0: int, z1: int) -> np.ndarray:
+        return np.concatenate([s.read(z0, z1).astype(dtype, copy=False) for s in sources], axis=0)
+
+    names = []
+    for s in sources:
+        names += s.channel_names or ([s.name] if s.shape[0] == 1 else [f"{s.name} {i}" for i in range(s.shape[0])])
+    return Source(label, (sum(s.shape[0] for s in sources), *first.shape[1:]), np.dtype(dtype), read,
+                  first.voxel_m, first.offset, names, [w for s in sources for w in s.windows])
