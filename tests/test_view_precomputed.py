@@ -249,6 +249,43 @@ def test_rewriting_a_source_chunk_invalidates_translated_chunks(served):
     assert not np.array_equal(first[1], again[1])
 
 
+def _names(info: dict, index: int) -> list[str]:
+    """Every chunk name of scale ``index``, x fastest."""
+    scale = info["scales"][index]
+    (cx, cy, cz), (ox, oy, oz), (nx, ny, nz) = scale["chunk_sizes"][0], scale["voxel_offset"], scale["size"]
+    return [f"{x}-{min(x + cx, ox + nx)}_{y}-{min(y + cy, oy + ny)}_{z}-{min(z + cz, oz + nz)}"
+            for z in range(oz, oz + nz, cz) for y in range(oy, oy + ny, cy) for x in range(ox, ox + nx, cx)]
+
+
+def test_zoomed_out_view_reads_each_source_chunk_once(served):
+    """The coarsest chunk of a single-level volume is built through the pyramid: each source chunk
+    is read (over loopback) once; the finer virtual chunks it was built from, and the coarsest
+    chunk again, then read nothing (they come from the cache)."""
+    srv, root, _ = served
+    data = _blobs((64, 256, 256), np.uint8, 13)
+    _write(root / "pyr.zarr", "zarr", data, [32, 32, 32])
+    base = f"{srv.url}/-/precomputed/pyr.zarr/"
+    info = json.loads(get(base + "info")[2])
+    assert [s["size"] for s in info["scales"]] == [[256, 256, 64], [128, 128, 64], [64, 64, 64]]
+
+    def source_reads() -> list[str]:
+        srv.settle()
+        return [line.split('"')[1].split()[1] for line in srv.requested(r'"GET /pyr\.zarr/\d+\.\d+\.\d+ ')]
+
+    coarsest = _names(info, 2)
+    assert len(coarsest) == 1 and get(base + "s2/" + coarsest[0])[0] == 200
+    reads = source_reads()
+    assert len(reads) == len(set(reads)) == 2 * 8 * 8, reads  # every source chunk, once
+    for path in [f"s1/{n}" for n in _names(info, 1)] + [f"s2/{coarsest[0]}"]:  # zoom in one step, then out
+        assert get(base + path)[0] == 200
+    assert source_reads() == reads
+    # And the chunks so built are the pyramid: each scale the downsampling of the one before.
+    want = ts.array(np.ascontiguousarray(data.transpose(2, 1, 0)[..., None]))
+    for index in (1, 2):
+        want = ts.array(ts.downsample(want, [2, 2, 1, 1], method="mean").read().result())
+        np.testing.assert_array_equal(read_scale(base, index)[0], want.read().result())
+
+
 def test_file_sources_translate_and_a_rewritten_file_invalidates(served):
     """TIFF and MRC files (read by volumes' file readers) through the view, equal to the file; a
     rewritten file changes the cache key of the chunks read from it."""
