@@ -386,3 +386,47 @@ async def test_concurrent_misses_compute_once(aiohttp_client, tmp_path):
     app[VIEWS].chunks.memory = type(app[VIEWS].chunks.memory)(1 << 20, lambda item: len(item[0]))
     assert await fetch() == bodies[0] and app[VIEWS].computed == 1  # from the disk cache
     assert any(os.scandir(tmp_path / "cache"))
+
+
+async def test_editing_a_source_chunk_recomputes_only_the_chunks_above_it(aiohttp_client, tmp_path):
+    """A virtual chunk is keyed by the finer chunks it is built from: rewriting one source chunk
+    recomputes that chunk and the virtual chunks above it, and nothing else."""
+    from server.views_precomputed import VIEWS
+
+    data = _blobs((32, 256, 256), np.uint8, 14)
+    path = tmp_path / "e.zarr"
+    _write(path, "zarr", data, [32, 32, 32])  # 8 x 8 x 1 source chunks
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    views = app[VIEWS]
+    info = json.loads(await (await client.get("/-/precomputed/e.zarr/info")).read())
+    assert [s["size"] for s in info["scales"]] == [[256, 256, 32], [128, 128, 32], [64, 64, 32]]
+    paths = [f"/-/precomputed/e.zarr/s1/{n}" for n in _names(info, 1)] + ["/-/precomputed/e.zarr/s2/0-64_0-64_0-32"]
+
+    async def view() -> dict[str, tuple[str, bytes]]:
+        out = {}
+        for p in paths:
+            resp = await client.get(p)
+            assert resp.status == 200, await resp.text()
+            out[p] = (resp.headers["ETag"], await resp.read())
+        return out
+
+    first = await view()
+    assert views.computed == 64 + 4 + 1  # each source chunk, each s1 chunk, the s2 chunk: once
+    assert await view() == first and views.computed == 69  # all from the cache
+    edited = data.copy()
+    edited[:, 32:64, 64:96] = 255  # the source chunk under x 64-96, y 32-64: inside s1's 0-64_0-64_0-32
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(path) + "/"}}).result()
+    store[:, 32:64, 64:96].write(edited[:, 32:64, 64:96]).result()
+    again = await view()
+    assert views.computed == 69 + 3  # that source chunk, the s1 chunk above it, the s2 chunk
+    changed = {p for p in paths if again[p] != first[p]}
+    assert changed == {paths[0], paths[-1]}
+    for p in changed:
+        assert again[p][0] != first[p][0]  # a new ETag too
+    want = ts.downsample(ts.array(np.ascontiguousarray(edited.transpose(2, 1, 0)[..., None])), [2, 2, 1, 1],
+                         method="mean").read().result()
+    got = np.frombuffer(again[paths[0]][1], np.uint8).reshape(64, 64, 32, order="F")
+    np.testing.assert_array_equal(got, want[:64, :64, :, 0])
