@@ -53,6 +53,7 @@ MAX_TRACKED_CHUNKS = 1 << 16
 # (depth first) and a pyramid under construction holds little memory; the pool stays busy
 # because each waits in turn on its own finer chunks.
 FAN_OUT = 2
+PLANNED = 1 << 20  # chunks named in the build plans kept per process (a plan is the same until a reopen)
 FEED = THREADS * 4  # pool jobs queued at once for finer chunks (the rest wait their turn, not a 503)
 _CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
 
@@ -83,6 +84,7 @@ class PrecomputedViews:
         self.opening = ChunkCache(0)  # single flight for opening (its memory holds nothing)
         self.computed = 0  # chunks computed rather than answered from a cache (tests count these)
         self.feed = asyncio.Semaphore(FEED)
+        self.plans: ByteBudgetLRU[_Plan] = ByteBudgetLRU(PLANNED, lambda plan: 1 + len(plan.order or ()))
 
 
 VIEWS = web.AppKey("precomputed_views", PrecomputedViews)
@@ -199,6 +201,17 @@ async def _chunk(request: web.Request, segments: list[str], scale: str, name: st
     return await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
 
 
+@dataclass
+class _Plan:
+    """How a chunk is built: the chunks below it, finest first (None: too many to track),
+    each virtual one's inputs, each real one's source files, and all those files."""
+
+    order: list[tuple[str, str]] | None
+    inputs: dict[tuple[str, str], list[tuple[str, str]]]
+    files: dict[tuple[str, str], list[str] | None]
+    paths: list[str]
+
+
 class _Chunks:
     """One request's chunks of one dataset: their cache keys, then their bytes.
 
@@ -220,6 +233,29 @@ class _Chunks:
 
     async def resolve_keys(self, scale: str, name: str) -> None:
         """Key ``scale/name`` and every chunk it is built from, with one batch of validators."""
+        plan_key = "\0".join([self.opened.signature, self.prefix, scale, name])
+        plan = self.views.plans.get(plan_key)
+        if plan is None:  # the walk is CPU work (a coarse chunk of a large volume has thousands below it)
+            plan = await asyncio.get_running_loop().run_in_executor(None, self._plan, scale, name)
+            self.views.plans.put(plan_key, plan)
+        if plan.order is None:  # too many below it: its inputs are keyed when they are fetched
+            self.keys[(scale, name)] = None
+            return
+        known = dict(zip(plan.paths, await self.storage.validators(plan.paths)))
+        signature = self.opened.signature
+        for node in plan.order:
+            if node in plan.files:
+                fs = plan.files[node]
+                parts = None if fs is None else [known[f] for f in fs]
+            else:
+                parts = [self.keys[child] for child in plan.inputs[node]]
+            if parts is None or None in parts:
+                self.keys[node] = None
+            else:
+                self.keys[node] = hashlib.sha256("\0".join([signature, *node, *parts]).encode()).hexdigest()
+
+    def _plan(self, scale: str, name: str) -> _Plan:
+        """Blocking: the chunks ``scale/name`` is built from, down to the real scales, and their files."""
         pending, order, real = [(scale, name)], [], []
         inputs: dict[tuple[str, str], list[tuple[str, str]]] = {}
         seen = {(scale, name)}
@@ -235,24 +271,16 @@ class _Chunks:
                 if child not in seen:
                     seen.add(child)
                     pending.append(child)
-            if len(seen) > MAX_TRACKED_CHUNKS:  # its inputs are keyed when they are fetched
-                self.keys[(scale, name)] = None
-                return
-        files = {node: self.presentation.source_files(*node) for node in real}
-        paths = sorted({"/".join(filter(None, (self.prefix, f))) for fs in files.values() if fs for f in fs})
-        known = dict(zip(paths, await self.storage.validators(paths)))
-        signature = self.opened.signature
+            if len(seen) > MAX_TRACKED_CHUNKS:
+                return _Plan(None, {}, {}, [])
+        files: dict[tuple[str, str], list[str] | None] = {}
+        for node in real:
+            found = self.presentation.source_files(*node)
+            files[node] = None if found is None else ["/".join(filter(None, (self.prefix, f))) for f in found]
+        paths = sorted({f for fs in files.values() if fs for f in fs})
         rank = {sc.key: i for i, sc in enumerate(self.presentation.scales)}
-        for node in sorted(order, key=lambda n: rank[n[0]]):  # finest first: inputs are keyed first
-            if node in files:
-                fs = files[node]
-                parts = None if fs is None else [known["/".join(filter(None, (self.prefix, f)))] for f in fs]
-            else:
-                parts = [self.keys[child] for child in inputs[node]]
-            if parts is None or None in parts:
-                self.keys[node] = None
-            else:
-                self.keys[node] = hashlib.sha256("\0".join([signature, *node, *parts]).encode()).hexdigest()
+        order.sort(key=lambda n: rank[n[0]])  # finest first: inputs are keyed before what they build
+        return _Plan(order, inputs, files, paths)
 
     async def get(self, scale: str, name: str, fed: bool = False) -> tuple[bytes, float, str]:
         """The chunk's bytes, when they were computed, and its ETag; ``fed``: an input of a coarser chunk."""
