@@ -306,9 +306,12 @@ class _Chunks:
             for i, n in queue:
                 parts[i] = (await self.get(finer, n, True))[0]
 
-        async with asyncio.TaskGroup() as group:  # one failure cancels its siblings
-            for _ in range(min(FAN_OUT, len(names))):
-                group.create_task(fetch())
+        try:
+            async with asyncio.TaskGroup() as group:  # one failure cancels its siblings
+                for _ in range(min(FAN_OUT, len(names))):
+                    group.create_task(fetch())
+        except ExceptionGroup as failed:  # the first reason (a 502 naming the finer chunk, a 504)
+            raise failed.exceptions[0] from None
         return await self._run(fed, scale, name, self.presentation.combine, scale, name, parts)
 
     async def _run(self, fed: bool, scale: str, name: str, fn, *args) -> bytes:

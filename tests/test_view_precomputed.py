@@ -430,3 +430,40 @@ async def test_editing_a_source_chunk_recomputes_only_the_chunks_above_it(aiohtt
                          method="mean").read().result()
     got = np.frombuffer(again[paths[0]][1], np.uint8).reshape(64, 64, 32, order="F")
     np.testing.assert_array_equal(got, want[:64, :64, :, 0])
+
+
+async def test_concurrent_requests_across_scales_share_work_on_a_one_thread_pool(aiohttp_client, tmp_path):
+    """Coarse and fine chunks asked for at once, on a pool of one thread: a coarse chunk waits for
+    its inputs on the event loop, never on a pool thread, so nothing wedges; every chunk is computed
+    once however many requests need it.  A source chunk that cannot be read fails the coarse chunks
+    above it with one line naming it."""
+    from server.builds import BuildPool
+    from server.views_precomputed import VIEWS
+
+    data = _blobs((32, 256, 256), np.uint8, 15)
+    _write(tmp_path / "p.zarr", "zarr", data, [32, 32, 32])
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    views = app[VIEWS]
+    views.pool.shutdown()
+    views.pool = BuildPool(1, 512, 60, name="test-one-thread")
+    info = json.loads(await (await client.get("/-/precomputed/p.zarr/info")).read())
+    paths = ([f"/-/precomputed/p.zarr/s2/{n}" for n in _names(info, 2)] * 3
+             + [f"/-/precomputed/p.zarr/s1/{n}" for n in _names(info, 1)] * 2
+             + [f"/-/precomputed/p.zarr/s0/{n}" for n in _names(info, 0)[::7]])
+
+    async def fetch(path: str) -> int:
+        resp = await client.get(path)
+        await resp.read()
+        return resp.status
+
+    statuses = await asyncio.wait_for(asyncio.gather(*map(fetch, paths)), 120)
+    assert set(statuses) == {200} and views.computed == 64 + 4 + 1
+    _write(tmp_path / "q.zarr", "zarr", data, [32, 32, 32])
+    (tmp_path / "q.zarr" / "0.1.2").write_bytes(b"not blosc")
+    resp = await client.get("/-/precomputed/q.zarr/s2/0-64_0-64_0-32")
+    body = await resp.text()
+    assert resp.status == 502 and body.count("\n") == 1, body
+    assert "cannot compute chunk /q.zarr/s0/64-96_32-64_0-32" in body and "Traceback" not in body
