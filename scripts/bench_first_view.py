@@ -22,7 +22,10 @@ One run, one ngserve process, one headless Chromium (Debian's, driven by Playwri
 
 Prints the figures and the ratios native/view (the issue's target: the view transfers at
 least 50x fewer bytes).  How many fewer depends on the scale the client picks, so on
-``--span``: at 2^s source voxels per screen pixel it reads scale s, about 4^s fewer bytes.
+``--span``: at 2^s source voxels per screen pixel it reads scale s, about 4^s fewer voxels
+(translated chunks are raw, the native ones compressed).  The client also asks for every
+coarser scale, whose coarsest chunk is built from the whole volume: on a cold cache the
+view reads every source chunk once (the "MB source read" column).
 
     python scripts/bench_first_view.py                       # 1024^3, 64^3 chunks (a few minutes)
     python scripts/bench_first_view.py --size 256 --span 100 # a quick run
@@ -109,6 +112,16 @@ class Server:
                 total += int(m["bytes"])
         return count, total
 
+    def scales_since(self, mark: int) -> str:
+        """How many chunks of each scale the view was asked for after line ``mark``: which scale the client chose."""
+        counts: dict[str, int] = {}
+        for line in self.log[mark:]:
+            m = LOG_LINE.search(line)
+            if m and m["method"] == "GET" and m["path"].startswith("/-/precomputed/") and m["path"].count("/") >= 5:
+                scale = m["path"].split("/")[-2]
+                counts[scale] = counts.get(scale, 0) + 1
+        return " ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: int(kv[0][1:])))
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(10)
@@ -160,26 +173,32 @@ def main() -> None:
         write_data(tmp / "vol.zarr", args.size, args.chunk)
         print(f"# wrote {args.size}^3 uint8 in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         server = Server(tmp)
-        # Voxels per screen pixel, in the units of the source's first dimension (1 voxel each way).
+        # The zoom is in units of the state's dimensions, so each state names its source's own
+        # (without them the client reads the zoom before it knows the units: metres for the view).
         zoom = {"crossSectionScale": args.size / args.span, "projectionScale": args.size * (HEIGHT / 2) / args.span,
-                "layout": "4panel"}
+                "position": [args.size / 2] * 3, "layout": "4panel"}
+        native_dims = {f"d{i}": [1, ""] for i in range(3)}  # zarr v2 without names or units
+        view_dims = {a: [1e-9, "m"] for a in "xyz"}  # the view's resolution: 1 nm
+        view = f"precomputed://{server.url}/-/precomputed/vol.zarr"
         runs = [
-            ("native", f"zarr2://{server.url}/vol.zarr/", "/vol.zarr/"),
-            ("view", f"precomputed://{server.url}/-/precomputed/vol.zarr", "/-/precomputed/"),
-            ("view, cached", f"precomputed://{server.url}/-/precomputed/vol.zarr", "/-/precomputed/"),
+            ("native", f"zarr2://{server.url}/vol.zarr/", native_dims, "/vol.zarr/"),
+            ("view", view, view_dims, "/-/precomputed/"),
+            ("view, cached", view, view_dims, "/-/precomputed/"),
         ]
         results = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
             try:
-                for label, source, prefix in runs:
-                    state = {"layers": [{"type": "image", "source": source, "name": "vol"}], **zoom}
+                for label, source, dims, prefix in runs:
+                    state = {"dimensions": dims, "layers": [{"type": "image", "source": source, "name": "vol"}], **zoom}
                     mark = len(server.log)
                     seconds = first_view(browser, viewer_url(state, base=server.url), args.timeout)
                     time.sleep(0.5)  # the access log trails the answers a little
                     count, total = server.bytes_since(mark, prefix)
                     read = server.bytes_since(mark, "/vol.zarr/")[1] if prefix != "/vol.zarr/" else total
                     results.append((label, seconds, count, total, read))
+                    if prefix != "/vol.zarr/":
+                        scales = server.scales_since(mark)
             finally:
                 browser.close()
         print(f"# {platform.node()} {platform.processor() or platform.machine()}, python {platform.python_version()}")
@@ -188,6 +207,7 @@ def main() -> None:
         print(f"{'':14s} {'seconds':>8s} {'requests':>9s} {'MB sent':>9s} {'MB source read':>15s}")
         for label, seconds, count, total, read in results:
             print(f"{label:14s} {seconds:8.2f} {count:9d} {total / 1e6:9.2f} {read / 1e6:15.2f}")
+        print(f"# chunks the view was asked for, by scale: {scales}")
         native, view = results[0], results[1]
         print(f"native/view: {native[3] / max(view[3], 1):.1f}x fewer bytes sent "
               f"(target >= 50x), {native[1] / view[1]:.2f}x time; "
