@@ -20,6 +20,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote
 
 from aiohttp import web
@@ -53,7 +54,7 @@ MAX_TRACKED_CHUNKS = 1 << 16
 # (depth first) and a pyramid under construction holds little memory; the pool stays busy
 # because each waits in turn on its own finer chunks.
 FAN_OUT = 2
-PLANNED = 1 << 20  # chunks named in the build plans kept per process (a plan is the same until a reopen)
+PLANNED = 1 << 17  # chunks named in the build plans kept per process (a plan is the same until a reopen)
 FEED = THREADS * 4  # pool jobs queued at once for finer chunks (the rest wait their turn, not a 503)
 _CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
 
@@ -314,7 +315,7 @@ class _Chunks:
             raise failed.exceptions[0] from None
         return await self._run(fed, scale, name, self.presentation.combine, scale, name, parts)
 
-    async def _run(self, fed: bool, scale: str, name: str, fn, *args) -> bytes:
+    async def _run(self, fed: bool, scale: str, name: str, fn: Callable[..., bytes], *args) -> bytes:
         """``fn`` on the pool, counted; ``fed``: a finer chunk for a coarser one, queued in turn."""
         self.views.computed += 1
         try:
