@@ -4,11 +4,15 @@ Thin handlers around :mod:`volumes.present_precomputed`.  The dataset is read
 through this very server over loopback (as ``/-/open`` reads it), so protected
 and remote mounts work with the same symlink and dotfile rules as any client.
 Chunks are computed on a bounded pool of their own and cached by keys that
-include the validators of the source files they were read from.
+include the validators of the source files they were read from.  A virtual
+(coarser) scale's chunk is built from the next finer scale's chunks, fetched
+through the same cache, and keyed by their keys, so it changes with any source
+file below it, and a zoomed-out view reads each source chunk at most once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -16,6 +20,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 from urllib.parse import quote
 
 from aiohttp import web
@@ -42,6 +47,15 @@ DATASETS = 256  # opened datasets kept per process
 MEMORY_BYTES = 256 << 20  # translated chunks kept in memory per process
 THREADS, QUEUE, TIMEOUT = 4, 512, 60.0  # the chunk pool: mostly waiting on loopback reads
 LISTED_CHUNKS = 4096  # a scale's listing names its chunks only up to this many
+# A virtual chunk with more chunks than this below it is not cached (its key would need a
+# validator for every source file below it on each request); its inputs are.
+MAX_TRACKED_CHUNKS = 1 << 16
+# Finer chunks a virtual chunk waits for at once: few, so that its inputs arrive together
+# (depth first) and a pyramid under construction holds little memory; the pool stays busy
+# because each waits in turn on its own finer chunks.
+FAN_OUT = 2
+PLANNED = 1 << 17  # chunks named in the build plans kept per process (a plan is the same until a reopen)
+FEED = THREADS * 4  # pool jobs queued at once for finer chunks (the rest wait their turn, not a 503)
 _CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
 
 
@@ -70,6 +84,8 @@ class PrecomputedViews:
         self.datasets: ByteBudgetLRU[_Opened] = ByteBudgetLRU(DATASETS, lambda _: 1)
         self.opening = ChunkCache(0)  # single flight for opening (its memory holds nothing)
         self.computed = 0  # chunks computed rather than answered from a cache (tests count these)
+        self.feed = asyncio.Semaphore(FEED)
+        self.plans: ByteBudgetLRU[_Plan] = ByteBudgetLRU(PLANNED, lambda plan: 1 + len(plan.order or ()))
 
 
 VIEWS = web.AppKey("precomputed_views", PrecomputedViews)
@@ -175,46 +191,147 @@ async def _chunk(request: web.Request, segments: list[str], scale: str, name: st
     from volumes.present_precomputed import ChunkNameError
 
     opened = await _open(request, segments)
-    presentation = opened.presentation
     try:
-        files = presentation.source_files(scale, name)
+        opened.presentation.parse_chunk(scale, name)
     except ChunkNameError as exc:
         cls = web.HTTPBadRequest if exc.malformed else web.HTTPNotFound
         raise cls(text=f"{cls.status_code} {exc}\n") from None
-    views = request.app[VIEWS]
-    label = f"/{'/'.join(segments)}/{scale}/{name}"
+    storage, inner = resolve(request, segments)
+    chunks = _Chunks(request.app[VIEWS], opened, storage, "/".join(inner), "/" + "/".join(segments))
+    data, mtime, etag = await chunks.get(scale, name)
+    return await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
 
-    async def compute() -> bytes:
-        views.computed += 1
+
+@dataclass
+class _Plan:
+    """How a chunk is built: the chunks below it, finest first (None: too many to track),
+    each virtual one's inputs, each real one's source files, and all those files."""
+
+    order: list[tuple[str, str]] | None
+    inputs: dict[tuple[str, str], list[tuple[str, str]]]
+    files: dict[tuple[str, str], list[str] | None]
+    paths: list[str]
+
+
+class _Chunks:
+    """One request's chunks of one dataset: their cache keys, then their bytes.
+
+    The cache key of a real scale's chunk holds the validators of every source file
+    it is read from (ETag-like: mtime, size and inode locally; the upstream's ETag
+    remotely), taken before the read: an edited file changes the key, so a stale chunk
+    is never found.  A file rewritten during the read can only put newer bytes under
+    the older key, which no later request asks for.  A virtual chunk's key holds the
+    keys of the finer chunks it is built from.  Chunks whose files cannot be named
+    (and virtual chunks above them), and virtual chunks with too many chunks below
+    them, have no key: they are built on every request (from cached inputs where
+    those have keys).
+    """
+
+    def __init__(self, views: PrecomputedViews, opened: _Opened, storage: Storage, prefix: str, label: str) -> None:
+        self.views, self.opened, self.storage, self.prefix, self.label = views, opened, storage, prefix, label
+        self.presentation = opened.presentation
+        self.keys: dict[tuple[str, str], str | None] = {}
+
+    async def resolve_keys(self, scale: str, name: str) -> None:
+        """Key ``scale/name`` and every chunk it is built from, with one batch of validators."""
+        plan_key = "\0".join([self.opened.signature, self.prefix, scale, name])
+        plan = self.views.plans.get(plan_key)
+        if plan is None:  # the walk is CPU work (a coarse chunk of a large volume has thousands below it)
+            plan = await asyncio.get_running_loop().run_in_executor(None, self._plan, scale, name)
+            self.views.plans.put(plan_key, plan)
+        if plan.order is None:  # too many below it: its inputs are keyed when they are fetched
+            self.keys[(scale, name)] = None
+            return
+        known = dict(zip(plan.paths, await self.storage.validators(plan.paths)))
+        signature = self.opened.signature
+        for node in plan.order:
+            if node in plan.files:
+                fs = plan.files[node]
+                parts = None if fs is None else [known[f] for f in fs]
+            else:
+                parts = [self.keys[child] for child in plan.inputs[node]]
+            if parts is None or None in parts:
+                self.keys[node] = None
+            else:
+                self.keys[node] = hashlib.sha256("\0".join([signature, *node, *parts]).encode()).hexdigest()
+
+    def _plan(self, scale: str, name: str) -> _Plan:
+        """Blocking: the chunks ``scale/name`` is built from, down to the real scales, and their files."""
+        pending, order, real = [(scale, name)], [], []
+        inputs: dict[tuple[str, str], list[tuple[str, str]]] = {}
+        seen = {(scale, name)}
+        while pending:
+            node = pending.pop()
+            order.append(node)
+            found = self.presentation.inputs(*node)
+            if found is None:
+                real.append(node)
+                continue
+            inputs[node] = [(found[0], n) for n in found[1]]
+            for child in inputs[node]:
+                if child not in seen:
+                    seen.add(child)
+                    pending.append(child)
+            if len(seen) > MAX_TRACKED_CHUNKS:
+                return _Plan(None, {}, {}, [])
+        files: dict[tuple[str, str], list[str] | None] = {}
+        for node in real:
+            found = self.presentation.source_files(*node)
+            files[node] = None if found is None else ["/".join(filter(None, (self.prefix, f))) for f in found]
+        paths = sorted({f for fs in files.values() if fs for f in fs})
+        rank = {sc.key: i for i, sc in enumerate(self.presentation.scales)}
+        order.sort(key=lambda n: rank[n[0]])  # finest first: inputs are keyed before what they build
+        return _Plan(order, inputs, files, paths)
+
+    async def get(self, scale: str, name: str, fed: bool = False) -> tuple[bytes, float, str]:
+        """The chunk's bytes, when they were computed, and its ETag; ``fed``: an input of a coarser chunk."""
+        node = (scale, name)
+        if node not in self.keys:  # below a chunk too large to key: key this part on its own
+            await self.resolve_keys(scale, name)
+        key = self.keys[node]
+        if key is None:
+            data = await self._compute(scale, name, fed)
+            return data, time.time(), _etag(data)
+        data, mtime = await self.views.chunks.get(key, lambda: self._compute(scale, name, fed))
+        return data, mtime, f'"{key[:40]}"'
+
+    async def _compute(self, scale: str, name: str, fed: bool) -> bytes:
+        inputs = self.presentation.inputs(scale, name)
+        if inputs is None:
+            return await self._run(fed, scale, name, self.presentation.chunk, scale, name)
+        finer, names = inputs
+        parts: list[bytes] = [b""] * len(names)
+        queue = iter(enumerate(names))
+
+        async def fetch() -> None:  # on the event loop: a pool thread waiting here could wedge the pool
+            for i, n in queue:
+                parts[i] = (await self.get(finer, n, True))[0]
+
         try:
-            return await views.pool.run(presentation.chunk, scale, name)
+            async with asyncio.TaskGroup() as group:  # one failure cancels its siblings
+                for _ in range(min(FAN_OUT, len(names))):
+                    group.create_task(fetch())
+        except ExceptionGroup as failed:  # the first reason (a 502 naming the finer chunk, a 504)
+            raise failed.exceptions[0] from None
+        return await self._run(fed, scale, name, self.presentation.combine, scale, name, parts)
+
+    async def _run(self, fed: bool, scale: str, name: str, fn: Callable[..., bytes], *args) -> bytes:
+        """``fn`` on the pool, counted; ``fed``: a finer chunk for a coarser one, queued in turn."""
+        self.views.computed += 1
+        try:
+            if not fed:
+                return await self.views.pool.run(fn, *args)
+            async with self.views.feed:
+                return await self.views.pool.run(fn, *args)
         except web.HTTPException:
             raise  # 503 (pool full) and 504 (deadline) already say why
         except Exception as exc:  # noqa: BLE001 - any reader failure becomes one line, never a traceback
             from volumes import first_line
 
-            reason = redact(first_line(exc).replace(opened.loopback, ""))
+            label = f"{self.label}/{scale}/{name}"
+            reason = redact(first_line(exc).replace(self.opened.loopback, ""))
             log.warning("precomputed view: cannot compute %s: %s", redact(label), reason)
             raise web.HTTPBadGateway(text=f"502 cannot compute chunk {label}: {reason}\n") from None
-
-    # The cache key holds the validators of every source file the chunk is read from
-    # (ETag-like: mtime, size and inode locally; the upstream's ETag remotely), taken
-    # before the read: an edited file changes the key, so a stale chunk is never found.
-    # A file rewritten during the read can only put newer bytes under the older key,
-    # which no later request asks for.  Layouts we cannot name files for are not cached.
-    storage, inner = resolve(request, segments)
-    validators = None
-    if files is not None:
-        prefix = "/".join(inner)
-        validators = await storage.validators(["/".join(filter(None, (prefix, f))) for f in files])
-    if validators is None or None in validators:
-        data, mtime = await compute(), time.time()
-        etag = _etag(data)
-    else:
-        key = hashlib.sha256("\0".join([opened.signature, scale, name, *validators]).encode()).hexdigest()
-        data, mtime = await views.chunks.get(key, compute)
-        etag = f'"{key[:40]}"'
-    return await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
 
 
 async def _listing(request: web.Request, segments: list[str]) -> web.Response:
@@ -240,14 +357,10 @@ def _chunk_names(scale) -> list[str]:
     counts = [-(-n // c) for n, c in zip(scale.size, scale.chunk)]
     if counts[0] * counts[1] * counts[2] > LISTED_CHUNKS:
         return []
-    names = []
-    for k in range(counts[2]):
-        for j in range(counts[1]):
-            for i in range(counts[0]):
-                box = [(o + idx * c, min(o + (idx + 1) * c, o + n))
-                       for o, idx, c, n in zip(scale.voxel_offset, (i, j, k), scale.chunk, scale.size)]
-                names.append("_".join(f"{lo}-{hi}" for lo, hi in box))
-    return names
+    from volumes.present_precomputed import chunk_name
+
+    return [chunk_name(scale.box((i, j, k))) for k in range(counts[2]) for j in range(counts[1])
+            for i in range(counts[0])]
 
 
 def _etag(data: bytes) -> str:

@@ -14,11 +14,16 @@ offset; OME's half-voxel centre convention is the usual remainder).
 
 Virtual pyramid.  While the coarsest level is still larger than one chunk
 along some axis, a coarser scale is added: tensorstore's downsample driver
-over the coarsest real level (mean for images, mode for labels), factor 2 on
-each still-large axis whose voxels are not already much coarser than the
-finest such axis, so anisotropic data becomes isotropic before it shrinks
-evenly.  Each virtual scale is one downsampling of the real level by its
-cumulative factors (not a chain), so it equals ``ts.downsample`` of the source.
+(mean for images, mode for labels) over the next finer scale, factor 2 on each
+still-large axis whose voxels are not already much coarser than the finest
+such axis, so anisotropic data becomes isotropic before it shrinks evenly.
+Each virtual scale is the downsampling of the scale before it *as presented*
+(a chain, as pyramid writers make them), so a virtual chunk is computed from
+the few finer chunks below it (:meth:`Presentation.inputs`,
+:meth:`Presentation.combine`), which a server caches: a zoomed-out view then
+reads each source chunk at most once.  At edges of odd size and for mode, a
+chain differs from one downsampling by the total factor; the chain is what
+this module defines, and both ways of computing a chunk here give it exactly.
 
 Data types.  precomputed knows uint8/16/32/64, int8/16/32 and float32.
 float64 becomes float32 (lossy: float32 precision); float16 becomes float32
@@ -75,6 +80,7 @@ class Scale:
     chunk: tuple[int, ...]
     level: int  # the real level this scale reads
     factors: tuple[int, ...] = (1, 1, 1)  # downsampling of that level (virtual scales only)
+    step: tuple[int, ...] = (1, 1, 1)  # downsampling of the scale before this one (virtual scales only)
 
     @property
     def virtual(self) -> bool:
@@ -92,6 +98,21 @@ class Scale:
         if encoding == "compressed_segmentation":
             out["compressed_segmentation_block_size"] = SEGMENTATION_BLOCK
         return out
+
+    def box(self, index: tuple[int, ...]) -> list[tuple[int, int]]:
+        """The ``[(lo, hi)] * 3`` voxels of the chunk at grid ``index``."""
+        return [(o + i * c, min(o + (i + 1) * c, o + n))
+                for o, i, c, n in zip(self.voxel_offset, index, self.chunk, self.size)]
+
+    def covering(self, ranges: list[tuple[int, int]]) -> list[list[tuple[int, int]]]:
+        """The boxes of the chunks that cover ``ranges`` (voxels of this scale, within it), x fastest."""
+        spans = [range((lo - o) // c, (hi - o - 1) // c + 1)
+                 for (lo, hi), o, c in zip(ranges, self.voxel_offset, self.chunk)]
+        return [self.box((i, j, k)) for k in spans[2] for j in spans[1] for i in spans[0]]
+
+
+def chunk_name(box: list[tuple[int, int]]) -> str:
+    return "_".join(f"{lo}-{hi}" for lo, hi in box)
 
 
 @dataclass
@@ -142,11 +163,50 @@ class Presentation:
 
     # -- data ----------------------------------------------------------------------------
     def chunk(self, key: str, name: str) -> bytes:
-        """The encoded chunk (blocking: reads the source with tensorstore)."""
+        """The encoded chunk (blocking: reads the source with tensorstore).
+
+        A virtual chunk read this way reads the whole region of the real level below it
+        (through the chain of downsamplings); a server that caches chunks builds it from
+        cached finer chunks instead (:meth:`inputs`, :meth:`combine`).
+        """
         scale, box = self.parse_chunk(key, name)
         view = self._view(scale)
         region = view[tuple(slice(lo, hi) for lo, hi in box) + (slice(None),)].read().result()
         return encode(region, self.data_type, self.encoding, box)
+
+    def inputs(self, key: str, name: str) -> tuple[str, list[str]] | None:
+        """A virtual chunk's inputs: the previous scale's key and the names of its chunks that
+        the chunk is the downsampling of; None for a chunk of a real scale (read from the source)."""
+        scale, box = self.parse_chunk(key, name)
+        if not scale.virtual:
+            return None
+        finer = self.scales[self.scales.index(scale) - 1]
+        return finer.key, [chunk_name(b) for b in finer.covering(_region(finer, scale, box))]
+
+    def combine(self, key: str, name: str, parts: list[bytes]) -> bytes:
+        """A virtual chunk from its :meth:`inputs`' encoded bytes, in their order (blocking: CPU only)."""
+        import numpy as np
+        import tensorstore as ts
+
+        scale, box = self.parse_chunk(key, name)
+        finer = self.scales[self.scales.index(scale) - 1]
+        region = _region(finer, scale, box)
+        lo = [a for a, _ in region]
+        buffer = np.empty([b - a for a, b in region] + [self.num_channels], dtype=self.data_type)
+        for part, inner in zip(parts, finer.covering(region), strict=True):
+            data = decode(part, self.data_type, self.encoding, inner, self.num_channels)
+            cut = [(max(a, ra), min(b, rb)) for (a, b), (ra, rb) in zip(inner, region)]
+            buffer[tuple(slice(a - o, b - o) for (a, b), o in zip(cut, lo))] = \
+                data[tuple(slice(a - i, b - i) for (a, b), (i, _) in zip(cut, inner))]
+        # The region starts on a block boundary of the step or at the finer scale's own edge,
+        # so its blocks are exactly those ts.downsample of the whole finer scale averages.
+        view = ts.array(buffer)[ts.d[:].translate_to[[*lo, 0]]]
+        out = ts.downsample(view, [*scale.step, 1], method=self._method).read().result()
+        return encode(out, self.data_type, self.encoding, box)
+
+    @property
+    def _method(self) -> str:
+        return "mode" if self.type == "segmentation" else "mean"
 
     @property
     def single_file(self) -> bool:
@@ -154,12 +214,15 @@ class Presentation:
         return self.dataset.levels[0].opener is not None and "slices" not in self.dataset.extras
 
     def source_files(self, key: str, name: str) -> list[str] | None:
-        """The files below the dataset root whose bytes a chunk is computed from; None when unknown.
+        """The files below the dataset root whose bytes a real scale's chunk is read from; None when unknown.
 
         The server keys its cache by their validators, so an edited source file
-        changes the key of exactly the chunks read from it.
+        changes the key of exactly the chunks read from it (and, through
+        :meth:`inputs`, of the virtual chunks above them).
         """
         scale, box = self.parse_chunk(key, name)
+        if scale.virtual:
+            raise ValueError(f"scale {key!r} is virtual: its chunks are computed from finer chunks (inputs)")
         level = self.dataset.levels[scale.level]
         if level.opener is not None:  # a file reader: one file ("" is the dataset itself), or a stack
             return [""] if self.single_file else None
@@ -211,10 +274,8 @@ class Presentation:
             return cached
         import tensorstore as ts
 
-        if scale.virtual:
-            base = self._view(self.scales[scale.level])
-            method = "mode" if self.type == "segmentation" else "mean"
-            view = ts.downsample(base, [*scale.factors, 1], method=method)
+        if scale.virtual:  # the chain: the scale before this one, downsampled
+            view = ts.downsample(self._view(self.scales[index - 1]), [*scale.step, 1], method=self._method)
         else:
             view = self._present(self._source(scale.level), scale)
         with self._lock:
@@ -250,6 +311,18 @@ def encode(region, data_type: str, encoding: str, box: list[tuple[int, int]]) ->
     return _encode_with_tensorstore(region, data_type, encoding, box)
 
 
+def decode(data: bytes, data_type: str, encoding: str, box: list[tuple[int, int]], channels: int):
+    """The ``[x, y, z, c]`` array of a chunk :func:`encode` made."""
+    import numpy as np
+
+    shape = [hi - lo for lo, hi in box] + [channels]
+    if encoding == "raw":
+        return np.frombuffer(data, dtype=np.dtype(data_type).newbyteorder("<")).reshape(shape, order="F")
+    store = _memory_volume(data_type, encoding, box, channels)
+    store.kvstore[f"{store.spec().to_json()['scale_metadata']['key']}/{chunk_name(box)}"] = data
+    return store.read().result()
+
+
 def _encode_with_tensorstore(region, data_type: str, encoding: str, box: list[tuple[int, int]]) -> bytes:
     """Encode with tensorstore's own precomputed writer, into memory.
 
@@ -257,6 +330,15 @@ def _encode_with_tensorstore(region, data_type: str, encoding: str, box: list[tu
     multi-channel arrays, and a hand-written encoder would be one more place to
     get the format wrong; tensorstore's writer is what its reader checks against.
     """
+    store = _memory_volume(data_type, encoding, box, region.shape[3])
+    store.write(region).result()
+    kv = store.kvstore
+    keys = [k for k in kv.list().result() if k != b"info"]
+    return kv.read(keys[0]).result().value
+
+
+def _memory_volume(data_type: str, encoding: str, box: list[tuple[int, int]], channels: int):
+    """A precomputed volume of one chunk, ``box``, in memory: tensorstore's own codec."""
     import tensorstore as ts
 
     shape = [hi - lo for lo, hi in box]
@@ -264,16 +346,12 @@ def _encode_with_tensorstore(region, data_type: str, encoding: str, box: list[tu
              "voxel_offset": [lo for lo, _ in box]}
     if encoding == "compressed_segmentation":
         scale["compressed_segmentation_block_size"] = SEGMENTATION_BLOCK
-    store = ts.open(
+    return ts.open(
         {"driver": "neuroglancer_precomputed", "kvstore": {"driver": "memory"}, "scale_metadata": scale,
-         "multiscale_metadata": {"type": "segmentation", "data_type": data_type, "num_channels": region.shape[3]},
+         "multiscale_metadata": {"type": "segmentation", "data_type": data_type, "num_channels": channels},
          "store_data_equal_to_fill_value": True},
         create=True, context=ts.Context(),
     ).result()
-    store.write(region).result()
-    kv = store.kvstore
-    keys = [k for k in kv.list().result() if k != b"info"]
-    return kv.read(keys[0]).result().value
 
 
 def chunk_keys(spec: dict, level, ranges: list[tuple[int, int]], origin: list[int]) -> list[str] | None:
@@ -405,26 +483,31 @@ def _real_scales(ds: Dataset, xyz: list[int | None]) -> list[Scale]:
 
 
 def _virtual_scales(base: Scale, level: int, first_index: int) -> list[Scale]:
-    """Coarser scales below ``base`` until every axis fits in one chunk."""
+    """Coarser scales below ``base`` until every axis fits in one chunk, each from the one before."""
     out: list[Scale] = []
-    factors = [1, 1, 1]
     prev = base
     while len(out) < MAX_VIRTUAL:
         large = [a for a in range(3) if prev.size[a] > CHUNK]
         if not large:
             break
         finest = min(prev.resolution[a] for a in large)
-        step = [2 if a in large and prev.resolution[a] <= finest * 1.5 else 1 for a in range(3)]
-        factors = [f * s for f, s in zip(factors, step)]
-        # What ts.downsample gives: the blocks of the voxel grid that hold any data.
-        lo = [math.floor(o / f) for o, f in zip(base.voxel_offset, factors)]
-        hi = [-((-(o + n)) // f) for o, n, f in zip(base.voxel_offset, base.size, factors)]
+        step = tuple(2 if a in large and prev.resolution[a] <= finest * 1.5 else 1 for a in range(3))
+        # What ts.downsample gives: the blocks of the previous scale's grid that hold any data.
+        lo = [o // s for o, s in zip(prev.voxel_offset, step)]
+        hi = [-(-(o + n) // s) for o, n, s in zip(prev.voxel_offset, prev.size, step)]
         size = tuple(h - l for l, h in zip(lo, hi))
+        factors = tuple(f * s for f, s in zip(prev.factors, step))
         res = tuple(_clean(r * f) for r, f in zip(base.resolution, factors))
         chunk = tuple(min(CHUNK, n) for n in size)
-        prev = Scale(f"s{first_index + len(out)}", size, tuple(lo), res, chunk, level, tuple(factors))
+        prev = Scale(f"s{first_index + len(out)}", size, tuple(lo), res, chunk, level, factors, step)
         out.append(prev)
     return out
+
+
+def _region(finer: Scale, scale: Scale, box: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The voxels of ``finer`` that the ``box`` of the next coarser ``scale`` is the downsampling of."""
+    return [(max(lo * s, o), min(hi * s, o + n))
+            for (lo, hi), s, o, n in zip(box, scale.step, finer.voxel_offset, finer.size)]
 
 
 def _clean(value: float) -> float | int:
