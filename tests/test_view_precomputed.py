@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 from pathlib import Path
 
@@ -459,3 +460,27 @@ async def test_concurrent_requests_across_scales_share_work_on_a_one_thread_pool
     body = await resp.text()
     assert resp.status == 502 and body.count("\n") == 1, body
     assert "cannot compute chunk /q.zarr/s0/64-96_32-64_0-32" in body and "Traceback" not in body
+
+
+def test_work_per_request_is_bounded_on_huge_or_finely_chunked_arrays(served):
+    """An array in 1-voxel chunks is refused in one line (a 64^3 chunk would read 262,144 files);
+    a huge sparse array gets only the virtual scales whose chunks stand on a bounded number of
+    source chunks, and its coarsest chunk answers (it once pinned a thread for good)."""
+    from volumes.present_precomputed import MAX_FILES_BELOW
+
+    srv, root, _ = served
+    for name, shape, chunks in (("tiny_chunks.zarr", [256, 256, 256], [1, 1, 1]),
+                                ("sparse.zarr", [20000, 20000, 20000], [64, 64, 64])):
+        ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(root / name)},
+                 "metadata": {"shape": shape, "chunks": chunks, "dtype": "|u1", "compressor": None, "fill_value": 0}},
+                create=True, delete_existing=True).result()
+    status, _, body = get(f"{srv.url}/-/precomputed/tiny_chunks.zarr/info")
+    assert status == 422 and body.decode().count("\n") == 1 and "262144" in body.decode()
+    info = json.loads(get(f"{srv.url}/-/precomputed/sparse.zarr/info")[2])
+    coarsest = info["scales"][-1]
+    below = math.prod(-(-c * round(r / b) // 64) for c, r, b in
+                      zip(coarsest["chunk_sizes"][0], coarsest["resolution"], info["scales"][0]["resolution"]))
+    assert 1 < len(info["scales"]) and below <= MAX_FILES_BELOW
+    name = "_".join(f"{o}-{o + c}" for o, c in zip(coarsest["voxel_offset"], coarsest["chunk_sizes"][0]))
+    status, _, body = get(f"{srv.url}/-/precomputed/sparse.zarr/{coarsest['key']}/{name}")
+    assert status == 200 and body == bytes(len(body))

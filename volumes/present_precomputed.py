@@ -47,6 +47,13 @@ from .model import Dataset
 CHUNK = 64  # voxels per axis of a translated chunk, unless the source's own chunking is usable
 MIN_SOURCE_CHUNK, MAX_SOURCE_CHUNK, MAX_SOURCE_VOXELS = 8, 512, 1 << 21  # source chunking we keep
 MAX_VIRTUAL = 24  # virtual scales at most (2**24 voxels along an axis is far beyond any dataset)
+# Work per request stays bounded whatever the array: a chunk of a real scale may read at most
+# MAX_FILES_PER_CHUNK source chunks (an array stored in 1-voxel chunks is refused), and a virtual
+# scale is offered only while one of its chunks stands, cold, on at most MAX_FILES_BELOW source
+# chunks (16x per axis over 64^3 source chunks; 10k^3 still gets 5 virtual scales).  A zoomed-out
+# view then loads more chunks of the coarsest scale offered, as from a pyramid written that deep.
+MAX_FILES_PER_CHUNK = 1 << 12
+MAX_FILES_BELOW = 1 << 16
 MAX_SOURCE_FILES = 1 << 16  # a chunk reading more source files than this is not tracked (not cached)
 SEGMENTATION_BLOCK = [8, 8, 8]
 
@@ -81,6 +88,7 @@ class Scale:
     level: int  # the real level this scale reads
     factors: tuple[int, ...] = (1, 1, 1)  # downsampling of that level (virtual scales only)
     step: tuple[int, ...] = (1, 1, 1)  # downsampling of the scale before this one (virtual scales only)
+    files_per_chunk: int = 1  # source chunks one chunk of a real scale reads, at most
 
     @property
     def virtual(self) -> bool:
@@ -478,7 +486,13 @@ def _real_scales(ds: Dataset, xyz: list[int | None]) -> list[Scale]:
             min(c, n) for c, n in zip(src, size)
         ) <= MAX_SOURCE_VOXELS
         chunk = tuple(max(1, min(c if usable else CHUNK, n)) for c, n in zip(src, size))
-        scales.append(Scale(f"s{i}", size, offset, res, chunk, i))
+        # Unaligned, a chunk can touch one source chunk more per axis than it spans.
+        files = math.prod(min(-(-n // max(1, c)), -(-(k - 1) // max(1, c)) + 1) for k, c, n in zip(chunk, src, size))
+        if files > MAX_FILES_PER_CHUNK:
+            raise TranslationError(
+                f"level {level.path or i} is stored in chunks of {level.chunks} voxels: one chunk of the view would "
+                f"read {files} of them; rewrite it with larger chunks (ngserve convert)")
+        scales.append(Scale(f"s{i}", size, offset, res, chunk, i, files_per_chunk=files))
     return scales
 
 
@@ -499,6 +513,9 @@ def _virtual_scales(base: Scale, level: int, first_index: int) -> list[Scale]:
         factors = tuple(f * s for f, s in zip(prev.factors, step))
         res = tuple(_clean(r * f) for r, f in zip(base.resolution, factors))
         chunk = tuple(min(CHUNK, n) for n in size)
+        below = math.prod(-(-min(c * f, n) // b) for c, f, n, b in zip(chunk, factors, base.size, base.chunk))
+        if below * base.files_per_chunk > MAX_FILES_BELOW:
+            break
         prev = Scale(f"s{first_index + len(out)}", size, tuple(lo), res, chunk, level, factors, step)
         out.append(prev)
     return out
