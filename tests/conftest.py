@@ -62,7 +62,7 @@ class ServerProcess:
     def requested(self, pattern: str) -> list[str]:
         """Access-log lines whose request line matches ``pattern`` (a regex), once the log has
         caught up with every request already answered (see :meth:`settle`)."""
-        if self.logging:
+        if self.logging and self.proc.poll() is None:  # a process that has ended logs nothing more
             self.settle()
         return self._lines(pattern)
 
