@@ -193,3 +193,16 @@ async def file_response(
         return resp  # the client went away mid-body; aiohttp closes the connection
     await resp.write_eof()
     return resp
+
+
+async def json_response(request: web.BaseRequest, name: str, body: object, etag: str) -> web.StreamResponse:
+    """A JSON document computed by a view (repaired metadata, segment properties), answered like a
+    file: ETag, conditional requests, Range and HEAD; revalidated on every use."""
+    import json
+    import time
+
+    data = json.dumps(body, separators=(",", ":")).encode()
+    # No file has this answer's date; "now" never makes an If-Modified-Since match wrongly.
+    response = await file_response(request, FileMeta(name=name, size=len(data), mtime=time.time(), etag=etag), data=data)
+    response.headers["Cache-Control"] = "no-cache"
+    return response

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 
 from aiohttp import web
 
@@ -34,7 +33,7 @@ from volumes.present_zarr import (
 from . import auth
 from .app import MOUNTS, handle_data, resolve
 from .paths import is_visible
-from .responses import FileMeta, file_response
+from .responses import json_response
 from .routing import TARGET, serves
 from .storage import Storage
 
@@ -42,7 +41,7 @@ METADATA = {"n5": frozenset({"attributes.json"}), "zarr": frozenset({".zarray", 
 PRESENTER_VERSION = b"1"  # bump when the presenters change what they make of the same files
 
 
-class _Inputs:
+class MetadataInputs:
     """The metadata files one answer is made of: read through the storage when this request
     may read them, and remembered for the ETag."""
 
@@ -91,7 +90,7 @@ def _relative(path: str) -> list[str] | None:
     return None
 
 
-async def _levels(inputs: _Inputs, group_dir: list[str], group: dict, known: dict[str, dict]) -> list[tuple[str, dict]] | None:
+async def _levels(inputs: MetadataInputs, group_dir: list[str], group: dict, known: dict[str, dict]) -> list[tuple[str, dict]] | None:
     """The (path, attributes) of an N5 multiscale group's levels, or None if it is none."""
     paths = level_paths(group) or level_paths(group, await inputs.folders(group_dir))
     levels = []
@@ -106,7 +105,7 @@ async def _levels(inputs: _Inputs, group_dir: list[str], group: dict, known: dic
     return levels or None
 
 
-async def _present_n5(inputs: _Inputs, folder: list[str]) -> dict | None:
+async def _present_n5(inputs: MetadataInputs, folder: list[str]) -> dict | None:
     chain = [await inputs.json(folder[:i], "attributes.json") for i in range(len(folder) + 1)]
     node = chain[-1]
     if node is None:
@@ -124,7 +123,7 @@ async def _present_n5(inputs: _Inputs, folder: list[str]) -> dict | None:
     return present_n5(chain, levels, level).attributes
 
 
-async def _ome_level_version(inputs: _Inputs, folder: list[str]) -> str | None:
+async def _ome_level_version(inputs: MetadataInputs, folder: list[str]) -> str | None:
     """The OME version of the nearest ancestor group that lists the array at ``folder`` as a level."""
     for i in range(len(folder) - 1, -1, -1):
         attrs = await inputs.json(folder[:i], ".zattrs")
@@ -134,7 +133,7 @@ async def _ome_level_version(inputs: _Inputs, folder: list[str]) -> str | None:
     return None
 
 
-async def _present_zarr(inputs: _Inputs, folder: list[str], name: str) -> dict | None:
+async def _present_zarr(inputs: MetadataInputs, folder: list[str], name: str) -> dict | None:
     raw = await inputs.json(folder, name)
     if raw is None:
         return None
@@ -170,7 +169,7 @@ async def handle_repaired(request: web.Request) -> web.StreamResponse:
     storage, inner = resolve(request, segments)
     if not inner:
         raise web.HTTPNotFound()
-    inputs = _Inputs(request, storage)
+    inputs = MetadataInputs(request, storage)
     folder, name = inner[:-1], inner[-1]
     try:
         if target.view == "n5":
@@ -183,12 +182,7 @@ async def handle_repaired(request: web.Request) -> web.StreamResponse:
         ) from None
     if body is None:
         raise web.HTTPNotFound()
-    data = json.dumps(body, separators=(",", ":")).encode()
-    # No file has this answer's date; "now" never makes an If-Modified-Since match wrongly.
-    meta = FileMeta(name=name, size=len(data), mtime=time.time(), etag=inputs.etag())
-    response = await file_response(request, meta, data=data)
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return await json_response(request, name, body, inputs.etag())
 
 
 def add_routes(app: web.Application) -> None:

@@ -9,23 +9,20 @@ and presented by :mod:`volumes.segment_properties`; 404 when it has no propertie
 
 from __future__ import annotations
 
-import json
-import time
-
 from aiohttp import web
 
 from volumes import SourceError, first_line
 from volumes.segment_properties import from_image_label, image_label_of
 
 from .app import resolve
-from .responses import FileMeta, file_response
+from .responses import json_response
 from .routing import TARGET, serves
-from .views_repair import _Inputs  # the same metadata reads and ETag as the repaired views
+from .views_repair import MetadataInputs  # the same metadata reads and ETag as the repaired views
 
 PRESENTER_VERSION = b"segprops-1"  # bump when the presenter makes something else of the same files
 
 
-async def _image_label(inputs: _Inputs, folder: list[str]) -> dict | None:
+async def _image_label(inputs: MetadataInputs, folder: list[str]) -> dict | None:
     attrs = await inputs.json(folder, ".zattrs")
     if attrs is None:
         meta = await inputs.json(folder, "zarr.json")
@@ -40,7 +37,7 @@ async def handle_segment_properties(request: web.Request) -> web.StreamResponse:
     if len(segments) < 2 or segments[-1] != "info" or target.raw.endswith("/"):
         raise web.HTTPNotFound(text="404 not found: give a label image's path, e.g. /-/segment_properties/image.zarr/labels/cells/info\n")
     storage, inner = resolve(request, segments[:-1])
-    inputs = _Inputs(request, storage)
+    inputs = MetadataInputs(request, storage)
     inputs.digest.update(PRESENTER_VERSION)
     where = "/" + "/".join(segments[:-1])
     try:
@@ -50,12 +47,7 @@ async def handle_segment_properties(request: web.Request) -> web.StreamResponse:
         raise web.HTTPUnprocessableEntity(text=f"cannot present {where} as segment properties: {first_line(exc)}\n") from None
     if info is None:
         raise web.HTTPNotFound(text=f"404 not found: {where} is not an OME label image with properties\n")
-    data = json.dumps(info, separators=(",", ":")).encode()
-    # No file has this answer's date; "now" never makes an If-Modified-Since match wrongly.
-    meta = FileMeta(name="info", size=len(data), mtime=time.time(), etag=inputs.etag())
-    response = await file_response(request, meta, data=data)
-    response.headers["Cache-Control"] = "no-cache"
-    return response
+    return await json_response(request, "info", info, inputs.etag())
 
 
 def add_routes(app: web.Application) -> None:
