@@ -93,6 +93,16 @@ class ServerProcess:
                 self.proc.wait()
 
 
+def write_config(folder: Path, secret: bytes, tables: str, auth: str = "") -> Path:
+    """``folder/ngserve.toml`` for a protected test deployment: a free port, ``folder/secret`` as the
+    auth secret, session cookies allowed over plain http (tests run on 127.0.0.1), any further
+    ``auth`` lines, then ``tables`` (the ``[[mounts]]`` and ``[[users]]``).  Returns its path."""
+    (folder / "secret").write_bytes(secret)
+    config = folder / "ngserve.toml"
+    config.write_text(f'[server]\nport = 0\n[auth]\nsecret_file = "secret"\ncookie_secure = false\n{auth}\n{tables}')
+    return config
+
+
 @pytest.fixture
 def start_server():
     """Factory: ``start_server("serve", DIR, "--mount", ...)`` → a running ServerProcess."""

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
-from conftest import ServerProcess
+from conftest import ServerProcess, write_config
 from webdav_server import WebDAVServer
 
 from server.passwords import hash_password, verify_password
@@ -46,17 +46,9 @@ def site(tmp_path_factory):
     (root / "run2" / "b.bin").write_bytes(b"run2 bytes")
     dav = WebDAVServer(root)
     conf = tmp_path_factory.mktemp("conf")
-    (conf / "secret").write_bytes(SECRET + b"\n")
     users = "".join(f'[[users]]\nname = "{n}"\npassword_hash = "{hash_password(p)}"\n\n' for n, p in PASSWORDS.items())
     upstream = f'[mounts.upstream]\nusername = "{dav.user}"\npassword_env = "DAV_PW"\n'
-    (conf / "ngserve.toml").write_text(f"""
-[server]
-port = 0
-[auth]
-secret_file = "secret"
-cookie_secure = false
-trusted_proxies = ["127.0.0.2"]
-
+    write_config(conf, SECRET + b"\n", f"""
 [[mounts]]
 name = "team"
 source = "webdav+{dav.url}/"
@@ -72,7 +64,7 @@ access = "token"
 name = "open"
 source = "webdav+{dav.url}/run2/"
 {upstream}
-{users}""")
+{users}""", auth='trusted_proxies = ["127.0.0.2"]')
     srv = ServerProcess(["serve", "--config", str(conf / "ngserve.toml")], env=dict(os.environ, DAV_PW=dav.password))
     yield srv, data, conf
     srv.stop()

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
-from conftest import ServerProcess
+from conftest import ServerProcess, write_config
 from webdav_server import WebDAVServer
 
 import ngstate
@@ -52,15 +52,8 @@ def site(tmp_path_factory):
     (broken / "0.0.0").write_bytes(b"not a blosc chunk")
     dav = WebDAVServer(dav_root)
     conf = tmp_path_factory.mktemp("conf")
-    (conf / "secret").write_bytes(SECRET)
     upstream = f'[mounts.upstream]\nusername = "{dav.user}"\npassword_env = "DAV_PW"\n'
-    (conf / "ngserve.toml").write_text(f"""
-[server]
-port = 0
-[auth]
-secret_file = "secret"
-cookie_secure = false
-
+    write_config(conf, SECRET, f"""
 [[mounts]]
 name = "lab"
 source = "webdav+{dav.url}/"

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 import tifffile
-from conftest import ServerProcess
+from conftest import ServerProcess, write_config
 from test_view_repair import COSEM_T0, write_cosem, write_old_ome, write_ome06
 from test_viewable import write_unviewable
 
@@ -240,14 +240,7 @@ def protected(tmp_path_factory):
     write_old_ome(root / "v03.zarr", "0.3", [[10, 40, 48], [5, 20, 24]], ["z", "y", "x"])
     tifffile.imwrite(root / "stack.tif", STACK)
     conf = tmp_path_factory.mktemp("conf")
-    (conf / "secret").write_bytes(SECRET)
-    (conf / "ngserve.toml").write_text(f"""
-[server]
-port = 0
-[auth]
-secret_file = "secret"
-cookie_secure = false
-
+    write_config(conf, SECRET, f"""
 [[mounts]]
 name = "vault"
 source = "{root}"

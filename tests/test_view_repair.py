@@ -18,9 +18,11 @@ import numpy as np
 import pytest
 import tensorstore as ts
 
+from conftest import write_config
+from http_get import get
+
 from volumes.present_n5 import present_n5
 from volumes.present_zarr import present_ome
-from http_get import get
 
 RNG = np.random.default_rng(10)
 COSEM_SHAPES = [[64, 48, 20], [32, 24, 10], [16, 12, 5], [8, 6, 3]]  # N5 order: x, y, z
@@ -360,13 +362,7 @@ def test_protected_mount_through_the_view(start_server, tree, tmp_path):
     from server.tokens import mint
 
     root, src = tree
-    (tmp_path / "secret").write_bytes(SECRET)
-    (tmp_path / "ngserve.toml").write_text(f"""
-[server]
-port = 0
-[auth]
-secret_file = "secret"
-cookie_secure = false
+    write_config(tmp_path, SECRET, f"""
 [[mounts]]
 name = "vault"
 source = "{root / 'data'}"
