@@ -22,6 +22,7 @@ _PER_LAYER = {
     "names": "name", "kinds": "kind", "visible": "visible", "opacity": "opacity", "contrast": "contrast",
     "urls": "url",  # the URL a viewer reads each source at (e.g. with a share token), instead of the derived one
     "links": "link",  # annotation layers: the segmentation layer (or relationship -> layer) to link
+    "voxel_size": "voxel_size", "units": "units",  # placement the user gives (see ngstate.placement)
 }
 
 
@@ -39,7 +40,10 @@ def build_state(sources: Sequence[Any], **options) -> State:
     itself as ``<table>.segment_properties/``; see :mod:`ngstate.segment_table`), ``labels``, and per-layer
     ``names``, ``kinds``, ``visible``, ``opacity``, ``contrast``, ``urls``, ``links``: a list
     aligned with ``sources``, or one value for all (``contrast`` is [lo, hi] or False; ``links``
-    is a segmentation layer name or a relationship -> layer name mapping, see :meth:`State.add`).
+    is a segmentation layer name or a relationship -> layer name mapping, see :meth:`State.add`),
+    ``voxel_size`` (one number, or Z,Y,X; a list of those per source) and ``units`` (e.g. ``"nm"``;
+    per source as a list): see :func:`ngstate.placement.with_voxel_size`.  A layer without units
+    next to physical ones takes the voxel size of one of the same shape (see :meth:`State.to_json`).
     """
     segments = options.pop("segments", None)
     segment_table = options.pop("segment_table", None)
@@ -49,7 +53,7 @@ def build_state(sources: Sequence[Any], **options) -> State:
     for i, source in enumerate(sources):
         layer_opts: dict = {"segments": segments, "segment_table": segment_table}
         for key, value in per_layer.items():
-            if isinstance(value, (list, tuple)) and not (key == "contrast" and _is_range(value)):
+            if isinstance(value, (list, tuple)) and not _one_for_all(key, value):
                 if len(value) != len(sources):
                     raise ValueError(f"{key} has {len(value)} entries for {len(sources)} sources")
                 value = value[i]
@@ -101,8 +105,10 @@ def _below(url: str, rel: str) -> str:
     return base.rstrip("/") + "/" + quote(rel) + sep + query
 
 
-def _is_range(value) -> bool:
-    return len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+def _one_for_all(key: str, value: Sequence) -> bool:
+    """Whether a list value of a per-layer option is one value for every layer: a contrast range, a voxel size."""
+    numbers = all(isinstance(v, (int, float)) for v in value)
+    return (key == "contrast" and len(value) == 2 and numbers) or (key == "voxel_size" and numbers)
 
 
 def link(*sources: str | os.PathLike, viewer: str | None = None, **options) -> str:

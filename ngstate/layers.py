@@ -9,6 +9,7 @@ from typing import Mapping
 from volumes import Dataset
 
 from .kinds import KINDS, infer_kind
+from .placement import with_voxel_size
 from .viewable import require_viewable
 
 
@@ -25,6 +26,8 @@ class LayerPlan:
     # relationship (a mapping); None lets the State match them (see State._link_annotations).
     link: str | Mapping[str, str] | None = None
     view: str = "native"  # which of ngserve's views the source URL is: native, zarr, n5 or precomputed
+    url: str = ""  # the data URL the source points at (before the scheme and the transform)
+    placed: bool = False  # the user gave its voxel size or units: keep them
 
     @property
     def name(self) -> str:
@@ -130,11 +133,14 @@ def build_layer(
     visible: bool | None = None,
     opacity: float | None = None,
     segments: list[int] | None = None,
+    voxel_size: list[float] | float | None = None,
+    units: str | None = None,
 ) -> LayerPlan:
     """The layer for ``ds`` as the viewer reaches it at ``url``.
 
     ``kind`` overrides the inferred layer type; ``contrast`` is a [lo, hi]
-    range, False for none, or None to take the omero window or percentiles.
+    range, False for none, or None to take the omero window or percentiles;
+    ``voxel_size`` and ``units`` place the data (see :func:`ngstate.placement.with_voxel_size`).
     """
     require_viewable(ds)
     if kind is None:
@@ -145,8 +151,10 @@ def build_layer(
         raise ValueError(f"{ds.location} is a {ds.format} volume, not an annotation directory")
     if kind != "annotation" and ds.format == "precomputed-annotations":
         raise ValueError(f"{ds.location} is an annotation directory; it opens only as an annotation layer")
+    if kind != "annotation":  # annotations are placed by the layers they annotate
+        ds = with_voxel_size(ds, voxel_size, units)
     layer: dict = {"type": kind, "source": source_spec(ds, url), "name": name or ds.name}
-    plan = LayerPlan(layer, ds)
+    plan = LayerPlan(layer, ds, url=url, placed=voxel_size is not None or units is not None)
     local = [(a, o) for a, o in zip(ds.axes, ds.offset) if a.name.endswith("'")]
     if local:
         layer["localDimensions"] = {a.name: a.to_json() for a, _ in local}
@@ -163,6 +171,24 @@ def build_layer(
         layer["opacity"] = float(opacity)
     if visible is False:
         layer["visible"] = False
+    _place(plan)
+    return plan
+
+
+def relabel(plan: LayerPlan, ds: Dataset) -> LayerPlan:
+    """``plan`` showing its data with ``ds``'s axes (names, voxel sizes, units) instead: the
+    same layer with a new source transform, and the state's extents to match."""
+    source = source_spec(ds, plan.url)
+    layer = dict(plan.layer)
+    layer["source"] = [source, *layer["source"][1:]] if isinstance(layer["source"], list) else source
+    new = LayerPlan(layer, ds, link=plan.link, view=plan.view, url=plan.url, placed=plan.placed)
+    _place(new)
+    return new
+
+
+def _place(plan: LayerPlan) -> None:
+    """The state's global dimensions and extents that ``plan``'s data covers."""
+    ds = plan.dataset
     if ds.format == "precomputed-annotations":
         lower, upper = ds.extras["bounds"]
         extent = list(zip(lower, upper))
@@ -175,7 +201,6 @@ def build_layer(
         plan.bounds[a.name] = (lo * a.scale, hi * a.scale)
         if a.type == "time":
             plan.first[a.name] = (lo + 0.5) * a.scale
-    return plan
 
 
 def _plain(v: float) -> float | int:

@@ -13,7 +13,8 @@ from volumes import Dataset, Location, SourceError, open_dataset, strip_scheme
 
 from . import registry
 from .kinds import infer_kind
-from .layers import LayerPlan, add_source, apply_affine, build_layer, source_url
+from .layers import LayerPlan, add_source, apply_affine, build_layer, relabel, source_url
+from .placement import adopt_placement, describe_voxel, is_physical, is_unitless
 from .viewable import choose_view, refusal, require_viewable
 from .urls import default_viewer, is_ngserve, origin_of, state_url, view_url
 
@@ -204,10 +205,12 @@ class State:
         """The state as Neuroglancer's JSON."""
         if not self.plans:
             raise ValueError("a state needs at least one layer")
+        self.notes = []
+        plans = self._placed()
         dims: dict[str, list] = {}
         bounds: dict[str, list[float]] = {}
         first: dict[str, float] = {}
-        for plan in self.plans:
+        for plan in plans:
             for name, scale_unit in plan.dims.items():
                 dims.setdefault(name, scale_unit)
                 lo, hi = plan.bounds[name]
@@ -232,10 +235,36 @@ class State:
         extent = max(bounds[n][1] - bounds[n][0] for n in spatial) / canonical
         state["crossSectionScale"] = _tidy(max(extent / PANEL_PIXELS, 1e-3))
         state["projectionScale"] = _tidy(max(extent * 1.5, 1.0))
-        state["layers"] = [dict(p.layer) for p in self.plans]
+        state["layers"] = [dict(p.layer) for p in plans]
         self._link_annotations(state["layers"])
         state["layout"] = self.layout
         return state
+
+    def _placed(self) -> list[LayerPlan]:
+        """The plans, with each layer that has no units (and none given) among physical layers
+        placed like a physical layer of the same spatial shape: its axis names and voxel size.
+        Otherwise its voxels would be metres beside nanometres; ``notes`` says what was done."""
+        physical = [p for p in self.plans if p.kind != "annotation" and is_physical(p.dataset)]
+        if not physical:
+            return list(self.plans)
+        placed = []
+        for plan in self.plans:
+            if plan.kind == "annotation" or plan.placed or plan.view == "zarr" and plan.dataset.extras.get("affine") \
+                    or not is_unitless(plan.dataset):
+                placed.append(plan)
+                continue
+            for like in physical:
+                ds = adopt_placement(plan.dataset, like.dataset)
+                if ds is not None:
+                    placed.append(relabel(plan, ds))
+                    self.notes.append(f"layer {plan.name!r} has no units: placed like layer {like.name!r} "
+                                      f"(same shape), {describe_voxel(ds)} voxels; give --voxel-size to change")
+                    break
+            else:
+                placed.append(plan)
+                self.notes.append(f"layer {plan.name!r} has no units and no physical layer has its shape: "
+                                  "give it --voxel-size and --units to place it")
+        return placed
 
     def _link_annotations(self, layers: list[dict]) -> None:
         """Link each relationship of each annotation layer to one segmentation layer.
@@ -245,7 +274,6 @@ class State:
         Otherwise the relationship stays unlinked, and ``notes`` says so when there were segmentation
         layers to choose from.
         """
-        self.notes = []
         segs = [p for p in self.plans if p.kind == "segmentation"]
         for plan, layer in zip(self.plans, layers):
             if plan.kind != "annotation":

@@ -56,6 +56,13 @@ def add_state_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--link", action="append", default=[], metavar="REL=LAYER",
                    help="link annotation relationship REL to segmentation layer LAYER (default: the layer named "
                         "REL, else the only segmentation layer)")
+    p.add_argument("--voxel-size", action="append", default=[], type=float_list, metavar="Z,Y,X",
+                   help="level-0 voxel size (one value or Z,Y,X) in --units: once for every source, or once per "
+                        "source in order (default: from the metadata; a source without units beside physical ones "
+                        "takes the voxel size of one of the same shape)")
+    p.add_argument("--units", action="append", default=[], metavar="UNIT",
+                   help="unit of --voxel-size, or of a unitless source's voxels: nm, um, nanometer, … (default nm); "
+                        "once for every source, or once per source")
     p.add_argument("--contrast", type=float_list, help="LO,HI contrast range for image layers (default: omero window or percentiles)")
     p.add_argument("--no-labels", dest="labels", action="store_false",
                    help="do not add an OME-Zarr image's labels/ images as segmentation layers")
@@ -107,6 +114,15 @@ def _options(args: argparse.Namespace, n: int) -> dict:
         if values:
             if len(values) != n:
                 raise UsageError(f"--{flag} was given {len(values)} times for {n} sources; give it once per source")
+            opts[key] = values
+    for flag, key in (("voxel_size", "voxel_size"), ("units", "units")):
+        values = getattr(args, flag, [])
+        if len(values) == 1:
+            opts[key] = values[0]
+        elif values:
+            if len(values) != n:
+                raise UsageError(f"--{flag.replace('_', '-')} was given {len(values)} times for {n} sources; "
+                                 "give it once for all, or once per source")
             opts[key] = values
     if args.position:
         opts["position"] = args.position
