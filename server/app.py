@@ -15,6 +15,7 @@ from . import auth, metrics, readiness, request_id, states, viewer
 from .access_log import redact
 from .builds import BuildPool
 from .config import MountConfig, ServerConfig, is_remote
+from .dataset_search import MAX_DEPTH, first_dataset, is_n5_container
 from .listing import render_listing
 from .paths import Target, token_path
 from .routing import TARGET, decode, serves
@@ -217,7 +218,17 @@ async def handle_open(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/open/data/image.ome.zarr\n")
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
-    if await storage.dataset_format(rel) is None:
+    fmt = await storage.dataset_format(rel)
+    if fmt == "n5" and await is_n5_container(storage, rel):
+        found = await first_dataset(storage, rel)
+        if found is None:
+            raise web.HTTPUnprocessableEntity(
+                text=f"cannot show /{'/'.join(segments)}: an N5 group with no array or multiscale group "
+                     f"inside (looked {MAX_DEPTH} levels down)\n")
+        token = request.query.get("token")
+        raise web.HTTPFound(public_base(request) + "/-/open/" + quote("/".join(segments) + "/" + found)
+                            + ("?token=" + quote(token) if token else ""))
+    if fmt is None:
         entry = await storage.stat(rel)
         # A file volumes reads (TIFF, MRC, HDF5, NIfTI), judged by name as the listing does; a
         # folder the listing offers no link for (TIFF slices, or the builder's error says what it holds).

@@ -150,6 +150,37 @@ def test_a_plain_zarr_group_gets_no_viewer_link(tmp_path, start_server):
     assert get(f"{srv.url}/-/open/pub/absent.zarr")[0] == 404
 
 
+def test_an_n5_root_group_leads_to_its_first_dataset(tmp_path, start_server):
+    import json
+
+    from volumes.write import write_n5
+
+    pub = tmp_path / "pub"
+    root = pub / "jrc.n5"
+    write_n5(root / "em" / "fibsem", np.arange(8 * 16 * 16, dtype=np.uint8).reshape(8, 16, 16),
+             convention="cosem", voxel_size_xyz=(4, 4, 5))
+    (root / "attributes.json").write_text(json.dumps({"n5": "2.5.0"}))
+    (root / "em" / "attributes.json").write_text("{}")
+    (pub / "empty.n5" / "nothing").mkdir(parents=True)
+    (pub / "empty.n5" / "attributes.json").write_text(json.dumps({"n5": "2.5.0"}))
+    srv = start_server("serve", "--mount", f"pub={pub}")
+    assert 'href="/-/open/pub/jrc.n5"' in get(f"{srv.url}/pub/")[2]
+
+    status, headers, body = get(f"{srv.url}/-/open/pub/jrc.n5")
+    assert status == 302, body
+    assert headers["Location"] == f"{srv.url}/-/open/pub/jrc.n5/em/fibsem"
+    status, headers, body = get(headers["Location"])
+    assert status == 302, body
+    assert "/pub/jrc.n5/em/fibsem" in ngstate.parse_url(headers["Location"])["layers"][0]["source"]["url"]
+    # A group inside leads on as well; the share token in the query goes along.
+    assert get(f"{srv.url}/-/open/pub/jrc.n5/em?token=T")[1]["Location"] == \
+        f"{srv.url}/-/open/pub/jrc.n5/em/fibsem?token=T"
+
+    status, _, body = get(f"{srv.url}/-/open/pub/empty.n5")
+    assert (status, body) == (422, "cannot show /pub/empty.n5: an N5 group with no array or multiscale group "
+                                   "inside (looked 4 levels down)\n")
+
+
 def test_demo_labels_link_opens_the_labels(tmp_path, start_server):
     srv = start_server("demo", "--out", str(tmp_path))
     page = get(f"{srv.url}/demo.ome.zarr/")[2]
