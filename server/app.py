@@ -32,7 +32,7 @@ BUILDS = web.AppKey("builds", BuildPool)  # /-/open state builds
 CACHE_CONTROL = "ngserve.cache_control"  # request key: the mount's Cache-Control for this file answer
 HTML_HEADERS = web.AppKey("html_headers", dict)  # what every HTML page carries: who may frame it
 
-EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified"
+EXPOSE_HEADERS = "Content-Range, Content-Length, Content-Encoding, ETag, Accept-Ranges, Last-Modified, X-Request-ID"
 LOOPBACK_TOKEN_TTL = 300.0  # seconds; /-/open reads metadata and a small level, views reopen datasets far sooner
 ALLOW_HEADERS = (
     "Range, Authorization, If-None-Match, If-Modified-Since, If-Match, If-Unmodified-Since, If-Range, "

@@ -125,6 +125,7 @@ def nginx_accel_locations(prefix: str, mounts: dict[str, Path]) -> str:
             "  add_header Access-Control-Allow-Origin $upstream_http_access_control_allow_origin;\n"
             "  add_header Access-Control-Expose-Headers $upstream_http_access_control_expose_headers;\n"
             "  add_header X-Content-Type-Options $upstream_http_x_content_type_options;\n"
+            "  add_header X-Request-ID $upstream_http_x_request_id;\n"
             "}\n"
         )
     return "".join(out)
@@ -153,6 +154,7 @@ class Nginx:
             "      proxy_http_version 1.1;\n"
             "      proxy_set_header Connection \"\";\n"
             "      proxy_set_header Host $http_host;\n"
+            "      proxy_set_header X-Request-ID $request_id;\n"
             "      proxy_next_upstream error timeout http_502;\n"
             "      proxy_connect_timeout 2s;\n"
             "      proxy_buffering off;\n"  # as the README advises: X-Accel-Redirect works the same

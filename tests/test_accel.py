@@ -37,6 +37,7 @@ data_dir = "state"
 
 [auth]
 secret_file = "secret"
+trusted_proxies = ["127.0.0.1"]  # nginx: its X-Request-ID is kept
 
 [[mounts]]
 name = "data"
@@ -69,6 +70,19 @@ def test_ngserve_answers_with_x_accel_redirect_and_no_body(site):
     assert status == 200 and "X-Accel-Redirect" not in headers and b"big.bin" in body
     status, headers, body = request(server.url, "/data/big.bin", method="HEAD")  # HEAD: ngserve answers
     assert status == 200 and "X-Accel-Redirect" not in headers and headers["Content-Length"] == str(3 << 20)
+
+
+def test_one_request_id_from_nginx_to_the_client(site):
+    """nginx's own id ($request_id: 32 hex digits, where ngserve's are 18) reaches ngserve, which keeps
+    it from a trusted proxy, and comes back on answers nginx sends itself (accel) as on proxied ones."""
+    import re
+
+    _, proxy, _ = site
+    for path in ("/data/big.bin", "/data/", "/data/absent.bin"):
+        status, headers, _ = request(proxy.url, path)
+        assert re.fullmatch(r"[0-9a-f]{32}", headers.get("X-Request-ID", "")), (path, status, dict(headers))
+    # Browsers may read it (a page can report which request failed).
+    assert "X-Request-ID" in request(proxy.url, "/data/big.bin")[1]["Access-Control-Expose-Headers"]
 
 
 def test_nginx_sends_the_file_with_ranges_and_validators(site):

@@ -44,6 +44,7 @@ class Upstream:
         self.root, self.token, self.redirect_to = root, token, redirect_to
         self.seen: list[dict] = []  # headers of every request
         self.slow_delay = 0.2
+        self.root_delay = 0.0  # seconds "/" (the readiness probe's request) takes
         app = web.Application()
         app.router.add_route("*", "/{path:.*}", self._answer)
         self.server = ThreadedApp(app)
@@ -60,6 +61,8 @@ class Upstream:
         if request.method == "PROPFIND":
             raise web.HTTPMethodNotAllowed("PROPFIND", ["GET", "HEAD"])
         name = request.match_info["path"]
+        if not name and self.root_delay:
+            await asyncio_sleep(self.root_delay)
         if name == "broken":
             raise web.HTTPInternalServerError()
         if name == "slow.bin":
@@ -329,6 +332,18 @@ def test_ready_checks_the_state_store_and_each_upstream(tmp_path, upstream, star
     assert set(problems) == {"states", "mount 'up'"}
     assert "unreachable" in problems["mount 'up'"]
     assert get(srv.url + "/-/health")[0] == 200  # the process is up all the same
+
+
+def test_concurrent_ready_probes_share_one_check(tmp_path, upstream, start):
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv = start(deployment(tmp_path, upstream.root, upstream.url))
+    upstream.root_delay = 1.0  # every probe arrives while the first check waits on the upstream
+    before = sum(h["path"] == "/" for h in upstream.seen)
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda _: get(srv.url + "/-/ready")[0], range(12)))
+    assert answers == [200] * 12
+    assert sum(h["path"] == "/" for h in upstream.seen) - before == 1
 
 
 # -- bearer files rotate -------------------------------------------------------------------
