@@ -10,6 +10,14 @@ One run, same data, same load, three servers, one after another:
 3. nginx: sendfile on, 2 workers, access_log off, run as a non-daemon from a temporary
    prefix
 
+and, with ``--deploy``, the institutional set-ups of deploy/nginx-ngserve.conf (nginx with 2
+workers in front, keep-alive to its upstreams):
+
+4. ``accel``: ngserve (2 workers, ``accel_redirect``) checks each request and nginx sends the
+   file with sendfile (X-Accel-Redirect)
+5. ``one``: a single ngserve process (``--workers 1``), no nginx
+6. ``replicas``: nginx balancing between two single-process ngserve replicas
+
 The data is a 512^3 uint8 zarr v2 array in 64^3 chunks (512 chunk files), written
 with tensorstore using zarr-python's default compressor, blosc lz4 level 5 with byte
 shuffle.  The voxels are blocky structure plus noise; lz4 finds nothing to squeeze
@@ -29,6 +37,7 @@ temporary folder and all processes are removed at the end, also on Ctrl-C.
 
     python scripts/bench_serve.py                # the numbers in BENCHMARKS.md
     python scripts/bench_serve.py --duration 5   # quicker
+    python scripts/bench_serve.py --deploy --only ngserve --only nginx --only accel --only one --only replicas
 """
 
 from __future__ import annotations
@@ -250,21 +259,121 @@ class Server:
                 self.proc.wait(10)
 
 
-def start_ngserve(data: Path, tmp: Path, src: Path | None = None, name: str = "ngserve --workers 2") -> Server:
+def start_ngserve(data: Path, tmp: Path, src: Path | None = None, name: str = "ngserve --workers 2",
+                  workers: int = 2, extra: list[str] | None = None) -> Server:
     """``python -m server`` from ``src`` (default: this checkout); the working folder
     comes first on sys.path, so another checkout's code runs, e.g. for before/after."""
     port = free_port()
     srv = Server(name, [sys.executable, "-m", "server", "serve", str(data), "--port", str(port),
-                        "--workers", "2", "--quiet"], port, cwd=src or Path(__file__).resolve().parents[1])
+                        "--workers", str(workers), "--quiet", *(extra or [])], port,
+                 cwd=src or Path(__file__).resolve().parents[1])
     srv.wait_ready("/-/health")
-    # Both workers bind their own socket; wait until both answer before loading.
+    # Every worker binds its own socket; wait until all answer before loading.
     pids, deadline = set(), time.monotonic() + 30
-    while len(pids) < 2 and time.monotonic() < deadline:
+    while len(pids) < workers and time.monotonic() < deadline:
         with urllib.request.urlopen(srv.url + "/-/health", timeout=2) as r:
             pids.add(re.search(rb'"pid": ?(\d+)', r.read()).group(1))
-    if len(pids) < 2:
-        raise RuntimeError("ngserve: only one worker answered")
+    if len(pids) < workers:
+        raise RuntimeError(f"{name}: only {len(pids)} of {workers} workers answered")
     return srv
+
+
+class Group:
+    """Several processes measured as one server: nginx in front of ngserve replicas."""
+
+    def __init__(self, name: str, front: Server, members: list[Server]) -> None:
+        self.name, self.url, self.members = name, front.url, [front, *members]
+        self.sessions = [m.proc.pid for m in self.members]
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+
+FRONT_CONF = """
+{user}
+worker_processes 2;
+daemon off;
+master_process on;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix}/tmp;
+    proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp;
+    uwsgi_temp_path {prefix}/tmp;
+    scgi_temp_path {prefix}/tmp;
+    upstream ngserve {{
+{servers}        keepalive 64;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://ngserve;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Request-ID $request_id;
+            proxy_buffering off;
+            proxy_buffer_size 256k;
+            proxy_buffers 4 256k;
+            proxy_busy_buffers_size 256k;
+            proxy_next_upstream error timeout http_502;
+        }}
+        location /_ngserve_files/ {{
+            internal;
+            alias {root}/;
+            max_ranges 1;
+            add_header Content-Encoding $upstream_http_content_encoding;
+            add_header Vary $upstream_http_vary;
+            add_header Access-Control-Allow-Origin $upstream_http_access_control_allow_origin;
+            add_header Access-Control-Expose-Headers $upstream_http_access_control_expose_headers;
+            add_header X-Content-Type-Options $upstream_http_x_content_type_options;
+            add_header X-Request-ID $upstream_http_x_request_id;
+        }}
+    }}
+}}
+"""
+
+
+def start_front(name: str, tmp: Path, data: Path, members: list[Server]) -> Group:
+    """nginx as deploy/nginx-ngserve.conf sets it up, in front of ``members``."""
+    port = free_port()
+    prefix = tmp / f"front-{port}"
+    (prefix / "tmp").mkdir(parents=True)
+    user = "user root;" if os.geteuid() == 0 else ""
+    servers = "".join(f"        server 127.0.0.1:{m.port};\n" for m in members)
+    conf = prefix / "nginx.conf"
+    conf.write_text(FRONT_CONF.format(user=user, prefix=prefix, port=port, root=data, servers=servers))
+    front = Server("nginx front", ["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"), "-c", str(conf)], port)
+    group = Group(name, front, members)
+    try:
+        front.wait_ready(f"/{ARRAY}/.zarray")
+    except BaseException:
+        group.stop()  # the replicas too: they are nobody else's to stop
+        raise
+    return group
+
+
+def start_accel(data: Path, tmp: Path) -> Group:
+    cfg = tmp / "accel.toml"
+    cfg.write_text('[server]\naccel_redirect = "/_ngserve_files/"\n')
+    backend = start_ngserve(data, tmp, extra=["--config", str(cfg)])
+    return start_front("nginx + ngserve accel_redirect", tmp, data, [backend])
+
+
+def start_one(data: Path, tmp: Path) -> Server:
+    return start_ngserve(data, tmp, workers=1, name="ngserve, one process")
+
+
+def start_replicas(data: Path, tmp: Path) -> Group:
+    members = [start_ngserve(data, tmp, workers=1, name=f"replica {i + 1}") for i in range(2)]
+    return start_front("nginx + 2 replicas (1 process each)", tmp, data, members)
 
 
 def start_threading(data: Path, tmp: Path) -> Server:
@@ -337,9 +446,10 @@ def session_cpu_seconds(sid: int) -> float:
 
 def measure(srv: Server, lua: Path, args: argparse.Namespace) -> Result:
     before = loadavg()
-    cpu0 = session_cpu_seconds(srv.proc.pid)
+    sessions = getattr(srv, "sessions", None) or [srv.proc.pid]
+    cpu0 = sum(map(session_cpu_seconds, sessions))
     r = run_wrk(srv.url, lua, args.duration, args.connections, args.threads)
-    cpu = session_cpu_seconds(srv.proc.pid) - cpu0
+    cpu = sum(map(session_cpu_seconds, sessions)) - cpu0
     after = loadavg()
     errors = r["connect"] + r["read"] + r["write"] + r["status"] + r["timeout"]
     detail = ", ".join(f"{k} {r[k]}" for k in ("connect", "read", "write", "status", "timeout") if r[k])
@@ -355,6 +465,23 @@ def row(label: str, r: Result) -> str:
             f"{r.errors:<6}  {r.load_before} -> {r.load_after}")
 
 
+def deploy_ratios(per: dict[str, list[Result]], key: dict[str, str]) -> None:
+    """The deployment figures of issue 13: accel against nginx and plain ngserve; two replicas
+    behind nginx against one process.  Ratios of the same round, measured back to back."""
+    def ratio(a: str, b: str) -> str:
+        rs = [x.rps / y.rps for x, y in zip(per[key[a]], per[key[b]])]
+        return f"{statistics.median(rs):.2f}x requests/s ({', '.join(f'{x:.2f}x' for x in rs)})"
+
+    if "accel" in key and "nginx" in key:
+        m = statistics.median(x.rps / y.rps for x, y in zip(per[key["accel"]], per[key["nginx"]]))
+        print(f"accel / nginx:                 {ratio('accel', 'nginx')}  target >= 0.9x: "
+              f"{'met' if m >= 0.9 else 'MISSED'}")
+    if "accel" in key:
+        print(f"accel / plain ngserve:         {ratio('accel', 'ngserve')}")
+    if "replicas" in key and "one" in key:
+        print(f"2 replicas behind nginx / one process: {ratio('replicas', 'one')}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=int, default=10, help="seconds of measured load per server and round (default 10)")
@@ -366,7 +493,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
     p.add_argument("--data", choices=["image", "labels"], default="image",
                    help="image: noisy, ~256 KiB chunks (default); labels: blocky, chunks of a few KiB")
-    p.add_argument("--only", choices=["ngserve", "threading", "nginx"], action="append",
+    p.add_argument("--deploy", action="store_true",
+                   help="also the deployment set-ups: accel (nginx sends what ngserve allows), one (a single "
+                        "ngserve process) and replicas (nginx in front of two single-process replicas)")
+    p.add_argument("--only", choices=["ngserve", "threading", "nginx", "accel", "one", "replicas"], action="append",
                    help="run only these servers (repeatable); ratios need ngserve and the other")
     p.add_argument("--baseline-src", type=Path, metavar="DIR",
                    help="also measure ngserve from another checkout (e.g. before a change), as 'baseline'")
@@ -383,6 +513,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="ngserve-bench-"))
     servers: list[Server] = []
     rounds: list[list[Result]] = []
+    labels: dict[str, str] = {}  # starter -> the name its results carry
     try:
         data = tmp / "data"
         data.mkdir()
@@ -397,10 +528,13 @@ def main() -> int:
               f"{args.warmup} s unmeasured warm-up per server first\n")
 
         starters = {"ngserve": start_ngserve, "threading": start_threading, "nginx": start_nginx}
+        if args.deploy or set(args.only or ()) & {"accel", "one", "replicas"}:
+            starters.update(accel=start_accel, one=start_one, replicas=start_replicas)
         if args.baseline_src:
             starters["baseline"] = lambda d, t: start_ngserve(d, t, args.baseline_src, "baseline ngserve --workers 2")
         for key in (args.only or [k for k in starters if k != "baseline"]) + (["baseline"] if args.baseline_src else []):
             srv = starters[key](data, tmp)
+            labels[key] = srv.name
             servers.append(srv)
             check_answers(srv, data)
             run_wrk(srv.url, lua, args.warmup, args.connections, args.threads)  # warm caches; not counted
@@ -432,7 +566,7 @@ def main() -> int:
               f"{statistics.median(r.p99_ms for r in rs):>8.2f} {statistics.median(r.cpu_us for r in rs):>10.0f} "
               f"{sum(r.errors for r in rs):>7}"
               + ("   (" + "; ".join(r.error_detail for r in rs if r.errors) + ")" if any(r.errors for r in rs) else ""))
-    key = {name.split()[0]: name for name in names}
+    key = {{"threading": "ThreadingHTTPServer+CORS"}.get(k, k): name for k, name in labels.items()}
     if "ngserve" in key:
         ng = per[key["ngserve"]]
         print()
@@ -456,6 +590,7 @@ def main() -> int:
             m = statistics.median(rs)
             print(f"ngserve / nginx:               {m:.0%} of requests/s, median of rounds "
                   f"({', '.join(f'{x:.0%}' for x in rs)})  target >= 50%: {'met' if m >= 0.5 else 'MISSED'}")
+        deploy_ratios(per, key)
         p99 = statistics.median(r.p99_ms for r in ng)
         print(f"ngserve p99 latency:           {p99:.1f} ms median of rounds (worst {max(r.p99_ms for r in ng):.1f} ms)"
               f"  target < 50 ms: {'met' if p99 < 50 else 'MISSED'}")

@@ -158,6 +158,7 @@ class Nginx:
             "      proxy_next_upstream error timeout http_502;\n"
             "      proxy_connect_timeout 2s;\n"
             "      proxy_buffering off;\n"  # as the README advises: X-Accel-Redirect works the same
+            "      proxy_buffer_size 256k;\n      proxy_buffers 4 256k;\n      proxy_busy_buffers_size 256k;\n"
             "    }\n"
             f"{extra_locations}"
             "  }\n"
