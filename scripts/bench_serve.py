@@ -62,7 +62,7 @@ import numpy as np
 
 SHAPE = 512
 CHUNK = 64
-GRID = SHAPE // CHUNK
+CHUNK_OF = {"image": 64, "labels": 64, "large": 128}  # large: 2 MiB chunks, above the 1 MiB kept in memory
 ARRAY = "vol.zarr"
 COMPRESSOR = {"id": "blosc", "cname": "lz4", "clevel": 5, "shuffle": 1}
 ORIGIN = "http://localhost:8080"  # browsers send one; servers must answer with CORS
@@ -189,6 +189,8 @@ def versions() -> str:
 
 # -- data ------------------------------------------------------------------------------
 def make_data(root: Path, kind: str = "image") -> tuple[int, float]:
+    global CHUNK
+    CHUNK = CHUNK_OF[kind]
     """Write the 512^3 array; return (chunk files, mean chunk bytes).
 
     ``image``: blocky structure plus noise, chunks about as big as raw (EM-like).
@@ -217,7 +219,7 @@ def make_data(root: Path, kind: str = "image") -> tuple[int, float]:
     coarse = rng.integers(16, 200, size=(SHAPE // 8,) * 3, dtype=np.uint8)
     for z in range(0, SHAPE, CHUNK):
         base = coarse[z // 8 : (z + CHUNK) // 8].repeat(8, 0).repeat(8, 1).repeat(8, 2)
-        if kind == "image":
+        if kind in ("image", "large"):
             base = base + rng.integers(0, 32, size=base.shape, dtype=np.uint8)
         store[z : z + CHUNK].write(base).result()
     chunks = [p for p in (root / ARRAY).iterdir() if not p.name.startswith(".")]
@@ -402,7 +404,7 @@ def start_nginx(data: Path, tmp: Path) -> Server:
 
 def check_answers(srv: Server, data: Path) -> None:
     """One chunk, exact bytes and a CORS header: a fast wrong server is no use."""
-    key = f"{ARRAY}/3.1.4"
+    key = f"{ARRAY}/3.1.2"
     req = urllib.request.Request(f"{srv.url}/{key}", headers={"Origin": ORIGIN})
     with urllib.request.urlopen(req, timeout=5) as r:
         body = r.read()
@@ -491,8 +493,9 @@ def main() -> int:
                         "shared machine, interleaving spreads other people's load over all servers alike")
     p.add_argument("--connections", type=int, default=32, help="keep-alive connections (default 32)")
     p.add_argument("--threads", type=int, default=2, help="wrk threads (default 2)")
-    p.add_argument("--data", choices=["image", "labels"], default="image",
-                   help="image: noisy, ~256 KiB chunks (default); labels: blocky, chunks of a few KiB")
+    p.add_argument("--data", choices=["image", "labels", "large"], default="image",
+                   help="image: noisy, ~256 KiB chunks (default); labels: blocky, chunks of a few KiB; "
+                        "large: noisy 2 MiB chunks, which ngserve sends with sendfile rather than from memory")
     p.add_argument("--deploy", action="store_true",
                    help="also the deployment set-ups: accel (nginx sends what ngserve allows), one (a single "
                         "ngserve process) and replicas (nginx in front of two single-process replicas)")
@@ -522,7 +525,8 @@ def main() -> int:
         print(f"data ({args.data}): {SHAPE}^3 uint8 zarr v2, {CHUNK}^3 chunks, blosc lz4 clevel 5 shuffle: {n} chunk files, "
               f"mean {mean / 1024:.1f} KiB ({mean / CHUNK**3:.0%} of raw), written in {time.monotonic() - t0:.1f} s")
         lua = tmp / "random_chunks.lua"
-        lua.write_text(LUA.format(grid=GRID, last=GRID - 1, prefix=f"/{ARRAY}/", origin=ORIGIN))
+        grid = SHAPE // CHUNK
+        lua.write_text(LUA.format(grid=grid, last=grid - 1, prefix=f"/{ARRAY}/", origin=ORIGIN))
         print(f"load: wrk -t {args.threads} -c {args.connections} -d {args.duration}s --timeout 2s -s random_chunks.lua "
               f"(keep-alive, uniformly random chunk keys, Origin header), {args.rounds} rounds, servers in turn; "
               f"{args.warmup} s unmeasured warm-up per server first\n")

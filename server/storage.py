@@ -240,7 +240,7 @@ class LocalStorage(Storage):
         async def read(offset: int, length: int) -> bytes:
             return await loop.run_in_executor(None, _pread, full, offset, length)
 
-        return await file_response(request, meta, read=read)
+        return await file_response(request, meta, read=read, sendfile=full)
 
     async def validators(self, paths: list[str]) -> list[str | None]:
         # A stat each (the same one serve_file makes): off the loop only when there are many.

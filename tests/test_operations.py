@@ -231,6 +231,28 @@ access = "token"
     assert list(run_tmp.iterdir()) == []  # the runner removed its metrics folder
 
 
+def test_large_local_files_go_out_whole_and_counted(tmp_path, upstream, start):
+    """Files above the in-memory size are sent by the kernel (sendfile): every byte right, whole
+    and ranged, and counted in the metrics although they never pass through aiohttp's writer."""
+    big = os.urandom((5 << 20) + 123)
+    (upstream.root / "big.bin").write_bytes(big)
+    try:
+        srv = start(deployment(tmp_path, upstream.root, upstream.url, server='metrics = "public"'))
+        srv.settle()
+        before = scrape(srv)
+        status, headers, body = get(srv.url + "/loc/big.bin")
+        assert status == 200 and body == big and headers["Content-Length"] == str(len(big))
+        status, headers, body = get(srv.url + "/loc/big.bin", {"Range": "bytes=1000000-4999999"})
+        assert status == 206 and body == big[1000000:5000000]
+        assert headers["Content-Range"] == f"bytes 1000000-4999999/{len(big)}"
+        srv.settle()
+        sent = value(scrape(srv), "ngserve_response_bytes_total", kind="data") - \
+            value(before, "ngserve_response_bytes_total", kind="data")
+        assert len(big) + 4_000_000 <= sent < len(big) + 4_000_000 + 4096  # bodies, plus headers
+    finally:
+        (upstream.root / "big.bin").unlink()
+
+
 def test_upstream_errors_are_counted_per_mount(tmp_path, upstream, start):
     srv = start(deployment(tmp_path, upstream.root, upstream.url))
     assert get(srv.url + "/up/broken")[0] == 502
