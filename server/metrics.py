@@ -44,9 +44,12 @@ UPSTREAM_LATENCY = Histogram("ngserve_upstream_duration_seconds", "Time until an
 CACHE_HITS = Counter("ngserve_cache_hits", "Reads answered from a cache", ["cache"])
 CACHE_MISSES = Counter("ngserve_cache_misses", "Reads a cache could not answer", ["cache"])
 CACHE_BYTES = Gauge("ngserve_cache_bytes", "Bytes held in memory by a cache", ["cache"], multiprocess_mode="livesum")
+ACCEL_BYTES = Counter("ngserve_accel_bytes",
+                      "Body bytes handed to nginx to send (X-Accel-Redirect): the file, or the range asked")
 CONNECTIONS = Gauge("ngserve_open_connections", "Open client connections", multiprocess_mode="livesum")
 
 _pending: dict[tuple[str, int], list] = {}  # (kind, status) -> [count, bytes, seconds, per-bucket counts]
+_accel_pending = [0]  # bytes handed to nginx since the last flush
 _caches: list[tuple[str, weakref.ref]] = []  # (cache name, ByteBudgetLRU) sampled for CACHE_BYTES
 _servers: weakref.WeakSet = weakref.WeakSet()  # aiohttp Servers whose connections are counted
 
@@ -62,8 +65,16 @@ def observe_request(kind: str, status: int, sent: int, seconds: float) -> None:
     acc[3][bisect_left(_LATENCY, seconds)] += 1  # the first bucket whose bound is >= seconds; last: +Inf
 
 
+def observe_accel(size: int) -> None:
+    """Count body bytes nginx sends for us: ``ngserve_response_bytes`` sees only the header answer."""
+    _accel_pending[0] += size
+
+
 def _flush() -> None:
     """Hand the requests counted since the last flush to prometheus_client (on the event loop)."""
+    if _accel_pending[0]:
+        ACCEL_BYTES.inc(_accel_pending[0])
+        _accel_pending[0] = 0
     for (kind, status), acc in _pending.items():
         count, sent, seconds, buckets = acc
         if not count:

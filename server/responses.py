@@ -12,6 +12,7 @@ from typing import Awaitable, Callable, NamedTuple
 
 from aiohttp import web
 
+from . import metrics
 from .ranges import Unsatisfiable, parse_range
 
 # Files Neuroglancer, tensorstore and cloud-volume fetch as JSON metadata.
@@ -160,6 +161,7 @@ async def file_response(
         # No body: nginx replaces this answer with the file at ``accel`` and makes the 200 or 206
         # from the same Range (a stale If-Range it judges by the same ETag).
         headers["X-Accel-Redirect"] = accel
+        metrics.observe_accel(meta.size if rng is None else rng[1] - rng[0] + 1)
         return web.Response(status=200, headers=headers)
 
     status, first, last = 200, 0, meta.size - 1

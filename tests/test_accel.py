@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,7 @@ def site(tmp_path_factory):
     cfg.write_text(f"""
 [server]
 accel_redirect = "{PREFIX}"
+metrics = "public"
 data_dir = "state"
 
 [auth]
@@ -83,6 +85,21 @@ def test_one_request_id_from_nginx_to_the_client(site):
         assert re.fullmatch(r"[0-9a-f]{32}", headers.get("X-Request-ID", "")), (path, status, dict(headers))
     # Browsers may read it (a page can report which request failed).
     assert "X-Request-ID" in request(proxy.url, "/data/big.bin")[1]["Access-Control-Expose-Headers"]
+
+
+def test_bytes_nginx_sends_are_counted(site):
+    from test_operations import scrape, value
+
+    server, proxy, big = site
+    before = value(scrape(server), "ngserve_accel_bytes_total")
+    assert request(proxy.url, "/data/big.bin")[0] == 200
+    assert request(proxy.url, "/data/big.bin", headers={"Range": "bytes=10-19"})[0] == 206
+    server.settle()
+    deadline = time.monotonic() + 10  # counts reach prometheus_client once a second
+    while value(scrape(server), "ngserve_accel_bytes_total") - before < len(big) + 10:
+        assert time.monotonic() < deadline, "nginx's bytes never showed in the metrics"
+        time.sleep(0.2)
+    assert value(scrape(server), "ngserve_accel_bytes_total") - before == len(big) + 10
 
 
 def test_nginx_sends_the_file_with_ranges_and_validators(site):
