@@ -165,12 +165,14 @@ def _register(config: ServerConfig, base: str, host: str, port: int) -> Path | N
 
     Only public local mounts: a protected one cannot be read by a plain link anyway.  Links
     use ``base`` (``public_url`` when set); readers check ``/-/health`` on the local address.
+    The registry is the user's (the default data dir), whatever ``data_dir`` the server keeps its
+    own state in: readers look in one place.
     """
     mounts = {m.name: m.source for m in config.mounts if not is_remote(m.source) and m.access == "public"}
     try:
-        return registry.register(base, mounts, config.data_dir, health_url=f"http://{host}:{port}")
-    except OSError as exc:  # a read-only data dir must not stop the server
-        log.warning("cannot record this server in %s: %s", config.data_dir or registry.default_data_dir(), exc)
+        return registry.register(base, mounts, health_url=f"http://{host}:{port}")
+    except OSError as exc:  # a read-only home must not stop the server
+        log.warning("cannot record this server in %s: %s", registry.default_data_dir(), exc)
         return None
 
 

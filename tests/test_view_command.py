@@ -67,7 +67,9 @@ def test_registry_finds_running_servers_and_drops_stale_entries(tmp_path, data_h
     (folder / f"{os.getpid()}.json").write_text(json.dumps(
         {"pid": os.getpid(), "url": "http://127.0.0.1:9", "mounts": {"": str(data)}, "started": 1}))
 
-    srv = start_server("serve", str(tmp_path), "--mount", f"d={data}", env=data_home)
+    # Its own state elsewhere: the registry is still the user's, where readers look.
+    srv = start_server("serve", str(tmp_path), "--mount", f"d={data}", "--data-dir", str(tmp_path / "state"),
+                       env=data_home)
     (entry,) = registry.running()
     assert entry["url"] == srv.url and entry["pid"] == srv.proc.pid
     assert entry["mounts"] == {"": str(tmp_path.resolve()), "d": str(data.resolve())}
