@@ -106,7 +106,8 @@ handler = functools.partial(CORSRequestHandler, directory=sys.argv[2])
 ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
 """
 
-NGINX_CONF = """
+# Both nginx set-ups: 2 workers, sendfile, no access log, everything in a temporary prefix.
+NGINX_HTTP = """
 {user}
 worker_processes 2;
 daemon off;
@@ -119,12 +120,14 @@ http {{
     sendfile on;
     tcp_nopush on;
     keepalive_requests 1000000;
-    default_type application/octet-stream;
     client_body_temp_path {prefix}/tmp;
     proxy_temp_path {prefix}/tmp;
     fastcgi_temp_path {prefix}/tmp;
     uwsgi_temp_path {prefix}/tmp;
     scgi_temp_path {prefix}/tmp;
+"""
+
+NGINX_CONF = NGINX_HTTP + """    default_type application/octet-stream;
     server {{
         listen 127.0.0.1:{port};
         root {root};
@@ -292,25 +295,7 @@ class Group:
             m.stop()
 
 
-FRONT_CONF = """
-{user}
-worker_processes 2;
-daemon off;
-master_process on;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 1000000;
-    client_body_temp_path {prefix}/tmp;
-    proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp;
-    uwsgi_temp_path {prefix}/tmp;
-    scgi_temp_path {prefix}/tmp;
-    upstream ngserve {{
+FRONT_CONF = NGINX_HTTP + """    upstream ngserve {{
 {servers}        keepalive 64;
     }}
     server {{
