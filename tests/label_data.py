@@ -37,7 +37,8 @@ def shapes() -> np.ndarray:
 
 
 def write_zarr(path: Path, lab: np.ndarray) -> Path:
-    write_ome_zarr(path, lab, label=True, voxel_size=VOXEL_XYZ[::-1], unit="nanometer", levels=2, chunks=(16, 32, 32))
+    write_ome_zarr(path, lab, label=True, method="mode", voxel_size=VOXEL_XYZ[::-1], unit="nanometer", levels=2,
+                   chunks=(16, 32, 32))
     return path
 
 
@@ -106,3 +107,54 @@ def decode_skeleton(data: bytes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     radii = np.frombuffer(data, "<f4", n, 8 + 12 * n + 8 * m)
     assert len(data) == 8 + 12 * n + 8 * m + 4 * n
     return vertices, edges, radii
+
+
+def read_mesh(folder: Path, segment: int) -> list[dict]:
+    """One segment's sharded multi-resolution mesh, decoded from the spec: per LOD, the vertices
+    (nanometres, through the info transform) and faces of all its fragments joined."""
+    import struct
+
+    import DracoPy
+
+    info = read_info(folder)
+    assert info["@type"] == "neuroglancer_multilod_draco" and info["vertex_quantization_bits"] == 16
+    manifest = sharded_value(folder, segment)
+    assert manifest is not None, segment
+    chunk = np.array(struct.unpack_from("<3f", manifest, 0))
+    origin = np.array(struct.unpack_from("<3f", manifest, 12))
+    (lods,) = struct.unpack_from("<I", manifest, 24)
+    at = 28 + 4 * lods
+    offsets = np.frombuffer(manifest, "<f4", 3 * lods, at).reshape(lods, 3)
+    at += 12 * lods
+    counts = np.frombuffer(manifest, "<u4", lods, at)
+    at += 4 * lods
+    layout = []
+    for lod in range(lods):
+        n = int(counts[lod])
+        positions = np.frombuffer(manifest, "<u4", 3 * n, at).reshape(3, n).T
+        at += 12 * n
+        sizes = np.frombuffer(manifest, "<u4", n, at)
+        at += 4 * n
+        layout.append((positions, sizes))
+    assert at == len(manifest)
+    total = int(sum(s.sum() for _, s in layout))
+    data = sharded_value(folder, segment, with_preceding=total)[:total]
+    matrix = np.array(info["transform"], dtype=float).reshape(3, 4)
+    out, cursor = [], 0
+    for lod, (positions, sizes) in enumerate(layout):
+        vertices, faces, base = [], [], 0
+        for p, size in zip(positions, sizes):
+            blob = data[cursor: cursor + int(size)]
+            cursor += int(size)
+            if not size:
+                continue
+            mesh = DracoPy.decode(blob)
+            q = np.asarray(mesh.points, dtype=float).reshape(-1, 3)
+            assert q.min() >= 0 and q.max() <= 65535
+            stored = origin + offsets[lod] + chunk * 2**lod * (p + q / 65535)
+            vertices.append(stored @ matrix[:, :3].T + matrix[:, 3])
+            faces.append(np.asarray(mesh.faces, dtype=np.int64).reshape(-1, 3) + base)
+            base += len(q)
+        out.append({"vertices": np.concatenate(vertices) if vertices else np.zeros((0, 3)),
+                    "faces": np.concatenate(faces) if faces else np.zeros((0, 3), np.int64)})
+    return out

@@ -25,8 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from meshes.labels import PrepareError, open_labels, parse_segments
-    from meshes.output import prepare_output
+    from meshes.prepare import PrepareError, open_labels, parse_segments, prepare_output
     from meshes.skeletons import skeletonize
 
     from . import UsageError
@@ -34,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
     bar = progress_bar("segment")
     try:
         segments = parse_segments(args.segments)
-        volume = open_labels(args.labels)
-        output = prepare_output(volume, args.output, "skeletons", overwrite=args.overwrite, resume=False)
-        summary = skeletonize(volume, output, segments=segments, level=args.level, max_memory=args.max_memory,
+        ds, pyramid = open_labels(args.labels)
+        output = prepare_output(ds, args.output, "skeletons", overwrite=args.overwrite, resume=False)
+        summary = skeletonize(ds, pyramid, output, segments=segments, level=args.level, max_memory=args.max_memory,
                               dust=args.dust, scale=args.scale, const_voxels=args.const, workers=args.workers,
                               progress=bar)
     except PrepareError as exc:
