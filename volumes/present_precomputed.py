@@ -212,6 +212,10 @@ class Presentation:
         out = ts.downsample(view, [*scale.step, 1], method=self._method).read().result()
         return encode(out, self.data_type, self.encoding, box)
 
+    def view(self, key: str):
+        """Scale ``key`` as a lazy tensorstore with dimensions x, y, z, c in that scale's voxel coordinates."""
+        return self._view(self.scale(key))
+
     @property
     def _method(self) -> str:
         return "mode" if self.type == "segmentation" else "mean"
