@@ -193,10 +193,12 @@ def _mesh_node(pyramid, layout, lod, position, segments, read):
             continue
         vertices = (mesh.vertices.astype(np.float64) + shift).astype(np.float32)
         # chunk_mesh puts everything below its origin into cell 0 uncut: start the grid one cell lower.
-        below = tuple(float(x - c) for x, c in zip(lo, cut))
-        parts = zmesh.chunk_mesh(zmesh.Mesh(vertices, mesh.faces, None), cut, below)
-        kept = Piece.join(Piece(p.vertices, p.faces) for k, p in parts.items()
-                          if all(i in keep for i in k))
+        # It aborts the process on a negative origin (zmesh 1.15), so cut in coordinates relative to it.
+        below = np.array([x - c for x, c in zip(lo, cut)], dtype=np.float64)
+        local = (vertices.astype(np.float64) - below).astype(np.float32)
+        parts = zmesh.chunk_mesh(zmesh.Mesh(local, mesh.faces, None), cut, (0.0, 0.0, 0.0))
+        kept = Piece.join(Piece((p.vertices.astype(np.float64) + below).astype(np.float32), p.faces)
+                          for k, p in parts.items() if all(i in keep for i in k))
         if len(kept.faces):
             _snap(kept.vertices, lo, cut)
             out[segment] = kept

@@ -114,8 +114,6 @@ def test_resume_after_kill_gives_identical_bytes(tmp_path):
     assert sorted(os.listdir(out)) == sorted(os.listdir(whole))
     for name in os.listdir(whole):
         assert (out / name).read_bytes() == (whole / name).read_bytes(), name
-    r = cli("mesh", labels, out, "--resume", "--segments", "3")
-    assert r.returncode == 2 and "already exists" not in r.stderr or True
 
 
 @pytest.mark.parametrize("args, message", [
