@@ -102,6 +102,9 @@ class MultiLodMesh:
     manifest: bytes
     data: bytes
     fragments: list[dict[Position, bytes]] = field(default_factory=list, repr=False)  # per LOD, as stored
+    # mesh_segment: the level-0 voxels ``[lo, hi)`` the mesh depends on (the segment's box and a
+    # voxel around it); a cache revalidates the source files under them.
+    bounds: tuple[list[float], list[float]] | None = None
 
 
 # -- layout and info --------------------------------------------------------------------------
@@ -343,7 +346,10 @@ def mesh_segment(pyramid: LabelPyramid, segment: int, layout: Layout | None = No
             if segment in pieces:
                 frags[position] = encode_fragment(pieces[segment], layout, lod, position)
         fragments.append(frags)
-    return assemble(layout, fragments)
+    mesh = assemble(layout, fragments)
+    if mesh is not None:
+        mesh.bounds = ([x - 1 for x in box_lo], [x + 1 for x in box_hi])
+    return mesh
 
 
 def _mask(labels: np.ndarray, segment: int) -> np.ndarray:

@@ -81,6 +81,8 @@ class State:
             add_source(plan.layer, "precomputed://" + self._segment_table_url(segment_table))
         if plan.kind == "segmentation" and ds.extras.get("_image_label"):
             self._attach_image_label(plan, ds, url, names=segment_table is None)
+        if plan.kind == "segmentation" and plan.view != "precomputed":  # a translated info names its mesh itself
+            self._attach_meshes(plan, ds, url)
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
         while plan.name in taken:
@@ -130,6 +132,21 @@ class State:
             base = self.ngserve if self.ngserve and shown.startswith(self.ngserve + "/") else None
             props = view_url(shown.rstrip("/"), "segment_properties", base) + ("?" + query if query else "")
             add_source(plan.layer, "precomputed://" + props)
+
+    def _attach_meshes(self, plan: LayerPlan, ds: Dataset, url: str | None) -> None:
+        """The serving ngserve's ``/-/mesh/`` view as one more source, so the 3-D panel shows the
+        selected segments with no preparation.  Its coordinates are x, y, z in nanometres, which the
+        client matches to the layer's dimensions by name: attached only when the layer has x, y and z
+        (an OME label image) and its labels are integers."""
+        names = {a.name for a in plan.dataset.axes if a.type == "space"}
+        if not {"x", "y", "z"} <= names or not (ds.dtype or "").startswith(("uint", "int")) or ds.extras.get("mesh"):
+            return  # (a precomputed volume with meshes of its own shows those)
+        served = self._on_ngserve(ds, url)
+        if served is None:
+            return
+        shown, _, query = served[1].partition("?")
+        base = self.ngserve if self.ngserve and shown.startswith(self.ngserve + "/") else None
+        add_source(plan.layer, "precomputed://" + view_url(shown.rstrip("/"), "mesh", base) + ("?" + query if query else ""))
 
     def _on_ngserve(self, ds: Dataset, url: str | None) -> tuple[str, str] | None:
         """(URL to read ``ds`` at, URL the viewer reads it at) when an ngserve serves it, else None."""
