@@ -25,6 +25,7 @@ class LayerPlan:
     # relationship (a mapping); None lets the State match them (see State._link_annotations).
     link: str | Mapping[str, str] | None = None
     view: str = "native"  # which of ngserve's views the source URL is: native, zarr, n5 or precomputed
+    prepared: set[str] = field(default_factory=set)  # "mesh"/"skeletons" folders beside the labels it shows
 
     @property
     def name(self) -> str:

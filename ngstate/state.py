@@ -81,6 +81,8 @@ class State:
             add_source(plan.layer, "precomputed://" + self._segment_table_url(segment_table))
         if plan.kind == "segmentation" and ds.extras.get("_image_label"):
             self._attach_image_label(plan, ds, url, names=segment_table is None)
+        if plan.kind == "segmentation":
+            self._attach_prepared(plan, ds, url)
         if plan.kind == "segmentation" and plan.view != "precomputed":  # a translated info names its mesh itself
             self._attach_meshes(plan, ds, url)
         taken = {p.name for p in self.plans}
@@ -133,6 +135,25 @@ class State:
             props = view_url(shown.rstrip("/"), "segment_properties", base) + ("?" + query if query else "")
             add_source(plan.layer, "precomputed://" + props)
 
+    def _attach_prepared(self, plan: LayerPlan, ds: Dataset, url: str | None) -> None:
+        """The finished ``ngserve mesh`` / ``ngserve skeleton`` folders beside local labels
+        (``<labels>.mesh``, ``<labels>.skeletons``) as more sources of the layer, at the labels' URL
+        plus the suffix (behind the same token, with the same query)."""
+        if ds.location.is_http or ds.format == "precomputed":  # precomputed labels name theirs in their info
+            return
+        from meshes.prepare import SUFFIXES, prepared_folder
+
+        found = [kind for kind in SUFFIXES if prepared_folder(ds.location.root, kind) is not None]
+        if not found:
+            return
+        try:
+            shown, _, query = (url or self.public_url(ds.location)).partition("?")
+        except ValueError:
+            return  # not served anywhere
+        for kind in found:
+            add_source(plan.layer, "precomputed://" + shown.rstrip("/") + SUFFIXES[kind] + ("?" + query if query else ""))
+            plan.prepared.add(kind)
+
     def _attach_meshes(self, plan: LayerPlan, ds: Dataset, url: str | None) -> None:
         """The serving ngserve's ``/-/mesh/`` view as one more source, so the 3-D panel shows the
         selected segments with no preparation.  Its coordinates are x, y, z in nanometres, which the
@@ -141,6 +162,8 @@ class State:
         names = {a.name for a in plan.dataset.axes if a.type == "space"}
         if not {"x", "y", "z"} <= names or not (ds.dtype or "").startswith(("uint", "int")) or ds.extras.get("mesh"):
             return  # (a precomputed volume with meshes of its own shows those)
+        if "mesh" in plan.prepared:
+            return  # ngserve mesh wrote them ahead of time: all segments, no waiting
         served = self._on_ngserve(ds, url)
         if served is None:
             return

@@ -141,3 +141,26 @@ def test_image_and_existing_output_are_refused(tmp_path):
     assert r.returncode == 2 and "already exists; give --overwrite" in r.stderr, r.stderr
     r = cli("mesh", labels, "--overwrite", "--workers", "1")
     assert r.returncode == 0 and read_info(tmp_path / "cells.zarr.mesh")["@type"] == "neuroglancer_multilod_draco"
+
+
+def test_links_attach_the_prepared_mesh_and_skeletons_instead_of_meshing_on_demand(tmp_path, start_server):
+    import json
+    import urllib.request
+
+    import ngstate
+
+    labels = write_zarr(tmp_path / "cells.zarr", shapes())
+    srv = start_server("serve", "--mount", f"lab={tmp_path}")
+    served = {str(tmp_path): srv.url + "/lab"}
+
+    def sources():
+        return ngstate.build_state([labels], served_at=served).to_json()["layers"][0]["source"]
+
+    assert sources()[1] == f"precomputed://{srv.url}/-/mesh/lab/cells.zarr"  # on demand, before
+    assert cli("mesh", labels, "--workers", "1").returncode == 0
+    assert cli("skeleton", labels, "--dust", "100").returncode == 0
+    after = sources()
+    assert after[1:] == [f"precomputed://{srv.url}/lab/cells.zarr.mesh", f"precomputed://{srv.url}/lab/cells.zarr.skeletons"]
+    for url, kind in zip(after[1:], ("neuroglancer_multilod_draco", "neuroglancer_skeletons")):
+        with urllib.request.urlopen(url.removeprefix("precomputed://") + "/info") as r:
+            assert json.loads(r.read())["@type"] == kind
