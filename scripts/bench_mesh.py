@@ -16,9 +16,8 @@ that everything runs), then meshes it, in one run, with:
   touch this environment's.
 
 For each it prints wall time, the peak of the summed RSS of its process tree (sampled every
-50 ms with psutil: process pools count in full) and the largest single process's peak RSS
-(``ru_maxrss`` of the children), then the ratios igneous / ngserve.  It also prints the first-mesh
-latency of one segment through a running ``ngserve serve``'s ``/-/mesh/`` view (on-demand meshes).
+50 ms with psutil: process pools count in full) and the largest single process's RSS, then the
+ratios igneous / ngserve.  It also prints the first-mesh latency of one segment through a running ``ngserve serve``'s ``/-/mesh/`` view (on-demand meshes).
 Run it on a quiet machine; record results in BENCHMARKS.md.
 """
 
@@ -27,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -51,7 +49,7 @@ def write_labels(path: Path, size: int, segments: int, seed: int = 1) -> list[in
 
     rng = np.random.default_rng(seed)
     seeds = rng.uniform(0, size, (segments, 3))
-    ids = rng.choice(np.arange(1, 2**40, dtype=np.uint64), segments, replace=False)
+    ids = rng.permutation(np.unique(rng.integers(1, 2**40, 2 * segments, dtype=np.uint64)))[:segments]
     ids[::10] = 0
     tree = cKDTree(seeds)
     store = ts.open({
@@ -78,7 +76,7 @@ class Peak:
     """Samples the summed RSS of a process and all its descendants until it ends."""
 
     def __init__(self, pid: int) -> None:
-        self.pid, self.peak = pid, 0
+        self.pid, self.peak, self.largest = pid, 0, 0
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -89,9 +87,11 @@ class Peak:
                 total = 0
                 for p in [root, *root.children(recursive=True)]:
                     try:
-                        total += p.memory_info().rss
+                        rss = p.memory_info().rss
                     except psutil.Error:
-                        pass
+                        continue
+                    total += rss
+                    self.largest = max(self.largest, rss)
                 self.peak = max(self.peak, total)
                 time.sleep(0.05)
         except psutil.Error:
@@ -101,18 +101,17 @@ class Peak:
 def timed(steps: list[list[str]], env: dict | None = None) -> dict:
     """Run ``steps`` one after another; wall time and peak RSS over all of them."""
     start = time.perf_counter()
-    tree_peak = 0
+    tree_peak = largest = 0
     for argv in steps:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         peak = Peak(proc.pid)
         out, err = proc.communicate()
         peak.thread.join(1)
-        tree_peak = max(tree_peak, peak.peak)
+        tree_peak, largest = max(tree_peak, peak.peak), max(largest, peak.largest)
         if proc.returncode:
             raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-3000:]}")
     seconds = time.perf_counter() - start
-    return {"seconds": seconds, "tree_peak_mib": tree_peak / 2**20,
-            "largest_process_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+    return {"seconds": seconds, "tree_peak_mib": tree_peak / 2**20, "largest_process_mib": largest / 2**20}
 
 
 def igneous_venv(path: Path) -> Path:
@@ -133,10 +132,9 @@ def first_mesh_latency(labels: Path, segment: int) -> float:
         url = None
         deadline = time.monotonic() + 60
         while url is None and time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            for word in line.split():
-                if word.startswith("http://127.0.0.1:") or word.startswith("http://localhost:"):
-                    url = word.rstrip("/")
+            line = proc.stdout.readline()  # "ngserve: serving on http://127.0.0.1:PORT/  (viewer: ...)"
+            if line.startswith("ngserve: serving on "):
+                url = line.split()[3].rstrip("/")
         if url is None:
             raise SystemExit("ngserve serve did not say where it listens")
         base = f"{url}/-/mesh/{labels.name}"
@@ -189,6 +187,8 @@ def main() -> None:
             [str(igneous), "mesh", "merge-sharded", cloudpath, "--queue", fq, "--nlod", str(lods)],
             execute,
         ], env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")})
+        if not list(theirs.glob("mesh*/*.shard")):
+            raise SystemExit(f"igneous wrote no mesh shards in {theirs}")
 
         latency = first_mesh_latency(ours, ids[len(ids) // 2])
         voxels = size ** 3
