@@ -164,3 +164,17 @@ def test_links_attach_the_prepared_mesh_and_skeletons_instead_of_meshing_on_dema
     for url, kind in zip(after[1:], ("neuroglancer_multilod_draco", "neuroglancer_skeletons")):
         with urllib.request.urlopen(url.removeprefix("precomputed://") + "/info") as r:
             assert json.loads(r.read())["@type"] == kind
+
+
+def test_dask_local_writes_the_same_bytes(tmp_path):
+    labels = write_zarr(tmp_path / "cells.zarr", shapes())
+    pool, dask = tmp_path / "pool", tmp_path / "dask"
+    assert cli("mesh", labels, pool, "--workers", "1").returncode == 0
+    r = cli("mesh", labels, dask, "--dask", "local", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "node tasks on dask local" in r.stdout
+    assert sorted(os.listdir(pool)) == sorted(os.listdir(dask))
+    for name in os.listdir(pool):
+        assert (pool / name).read_bytes() == (dask / name).read_bytes(), name
+    r = cli("mesh", labels, tmp_path / "x", "--dask", "tcp://127.0.0.1:9")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "cannot reach the scheduler" in r.stderr, r.stderr
