@@ -17,7 +17,8 @@ that everything runs), then meshes it, in one run, with:
 
 For each it prints wall time, the peak of the summed RSS of its process tree (sampled every
 50 ms with psutil: process pools count in full) and the largest single process's RSS, then the
-ratios igneous / ngserve.  It also prints the first-mesh latency of one segment through a running ``ngserve serve``'s ``/-/mesh/`` view (on-demand meshes).
+ratios igneous / ngserve.  It also prints the first-mesh latency of one segment through a running
+``ngserve serve``'s ``/-/mesh/`` view (on-demand meshes).
 Run it on a quiet machine; record results in BENCHMARKS.md.
 """
 
