@@ -56,13 +56,12 @@ class LabelPyramid:
     def from_presentation(cls, presentation) -> "LabelPyramid":
         """The pyramid of a :class:`volumes.present_precomputed.Presentation` (shares its opened stores)."""
         where = presentation.dataset.location
-        if presentation.type != "segmentation":
+        # Integer data of any kind can be labels (a uint16 TIFF shown as a segmentation layer).
+        if not (presentation.dataset.dtype or "").startswith(("uint", "int")):
             raise MeshError(f"{where}: {presentation.dataset.dtype} image data has no segments to mesh; "
                             "meshes are made of label volumes (integer segment ids)")
         if presentation.num_channels != 1:
             raise MeshError(f"{where}: label volume with {presentation.num_channels} channels; mesh one channel")
-        if not presentation.data_type.startswith(("uint", "int")):
-            raise MeshError(f"{where}: {presentation.data_type} labels cannot be meshed; segment ids are integers")
         base = presentation.scales[0].resolution
         levels = []
         for scale in presentation.scales:

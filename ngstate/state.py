@@ -81,7 +81,7 @@ class State:
             add_source(plan.layer, "precomputed://" + self._segment_table_url(segment_table))
         if plan.kind == "segmentation" and ds.extras.get("_image_label"):
             self._attach_image_label(plan, ds, url, names=segment_table is None)
-        if plan.kind == "segmentation" and plan.view != "precomputed":  # a translated info names its mesh itself
+        if plan.kind == "segmentation":
             self._attach_meshes(plan, ds, url)
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
@@ -139,8 +139,10 @@ class State:
         client matches to the layer's dimensions by name: attached only when the layer has x, y and z
         (an OME label image) and its labels are integers."""
         names = {a.name for a in plan.dataset.axes if a.type == "space"}
-        if not {"x", "y", "z"} <= names or not (ds.dtype or "").startswith(("uint", "int")) or ds.extras.get("mesh"):
-            return  # (a precomputed volume with meshes of its own shows those)
+        if not {"x", "y", "z"} <= names or not (ds.dtype or "").startswith(("uint", "int")):
+            return
+        if ds.extras.get("mesh") or plan.dataset.extras.get("mesh"):
+            return  # meshes of its own, or a translated label volume's info names /-/mesh/ already
         served = self._on_ngserve(ds, url)
         if served is None:
             return

@@ -41,7 +41,7 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
 @pytest.fixture
 async def app_client(aiohttp_client, tmp_path):
     write_labels(tmp_path / "labels.zarr", labels_zyx())
-    write_ome_zarr(tmp_path / "image.zarr", np.ones((8, 16, 16), np.uint16), levels=1)
+    write_ome_zarr(tmp_path / "image.zarr", np.ones((8, 16, 16), np.float32), levels=1)
     config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
     config.validate()
     app = create_app(config)
