@@ -297,6 +297,11 @@ class Presentation:
     def _present(self, store, scale: Scale):
         import tensorstore as ts
 
+        if store.rank > len(self.dataset.axes):
+            # A precomputed source's store has a channel dimension that a one-channel dataset's
+            # axes (x, y, z) leave out: take its one channel, so the dimensions match the axes.
+            first = list(store.domain.inclusive_min)
+            store = store[(...,) + tuple(first[len(self.dataset.axes):])]
         rank = store.rank
         origin = list(store.domain.inclusive_min)
         keep = [d for d in range(rank) if d not in self.dropped]
