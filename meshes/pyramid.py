@@ -12,7 +12,7 @@ levels of detail and the translated view show the same data.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from volumes import Dataset, SourceError
 
 SCAN_VOXELS = 1 << 27  # a level is searched for a segment only while it has at most this many voxels
 SLAB_VOXELS = 1 << 22  # voxels read at once while searching (32 MiB of uint64)
+KEEP_VOXELS = 1 << 21  # a level this small is read once and kept in ``scans`` for later searches
 
 
 class MeshError(SourceError):
@@ -43,6 +44,10 @@ class LabelPyramid:
 
     levels: list[LabelLevel]
     resolution: tuple[float, float, float]  # nm per level-0 voxel, x, y, z
+    # Small levels as read by :meth:`find`, by level: the first search of a single-level volume
+    # reads all of it (a virtual level is the downsampling of everything below it), later ones
+    # none.  A caller may share one dict between pyramids of the same data (a server reopening it).
+    scans: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> "LabelPyramid":
@@ -53,16 +58,15 @@ class LabelPyramid:
         return cls.from_presentation(presentation)
 
     @classmethod
-    def from_presentation(cls, presentation) -> "LabelPyramid":
+    def from_presentation(cls, presentation, scans: dict | None = None) -> "LabelPyramid":
         """The pyramid of a :class:`volumes.present_precomputed.Presentation` (shares its opened stores)."""
         where = presentation.dataset.location
-        if presentation.type != "segmentation":
+        # Integer data of any kind can be labels (a uint16 TIFF shown as a segmentation layer).
+        if not (presentation.dataset.dtype or "").startswith(("uint", "int")):
             raise MeshError(f"{where}: {presentation.dataset.dtype} image data has no segments to mesh; "
                             "meshes are made of label volumes (integer segment ids)")
         if presentation.num_channels != 1:
             raise MeshError(f"{where}: label volume with {presentation.num_channels} channels; mesh one channel")
-        if not presentation.data_type.startswith(("uint", "int")):
-            raise MeshError(f"{where}: {presentation.data_type} labels cannot be meshed; segment ids are integers")
         base = presentation.scales[0].resolution
         levels = []
         for scale in presentation.scales:
@@ -70,7 +74,7 @@ class LabelPyramid:
             factors = tuple(_factor(r / b) for r, b in zip(scale.resolution, base))
             lo = tuple(scale.voxel_offset)
             levels.append(LabelLevel(view, lo, tuple(o + n for o, n in zip(lo, scale.size)), factors))
-        return cls(levels, tuple(float(r) for r in base))
+        return cls(levels, tuple(float(r) for r in base), {} if scans is None else scans)
 
     # -- reading ------------------------------------------------------------------------------
     def read(self, level: int, lo, hi) -> np.ndarray:
@@ -115,9 +119,20 @@ class LabelPyramid:
             return None
         for level in range(len(self.levels) - 1, -1, -1):
             lv = self.levels[level]
-            if math.prod(h - l for l, h in zip(lv.lo, lv.hi)) > SCAN_VOXELS:
+            voxels = math.prod(h - l for l, h in zip(lv.lo, lv.hi))
+            if voxels > SCAN_VOXELS:
                 break
-            box = self.bounds(level, segment, lv.lo, lv.hi)
+            if voxels <= KEEP_VOXELS:
+                whole = self.scans.get(level)
+                if whole is None:
+                    whole = self.scans.setdefault(level, self.read(level, lv.lo, lv.hi))
+                mask = whole == _value(whole.dtype, segment)
+                box = None
+                if mask.any():
+                    a, b = _extent(mask)
+                    box = ([x + o for x, o in zip(a, lv.lo)], [x + o for x, o in zip(b, lv.lo)])
+            else:
+                box = self.bounds(level, segment, lv.lo, lv.hi)
             if box is not None:
                 return (level, *box)
         return None
@@ -136,7 +151,7 @@ class LabelPyramid:
         lo, hi = list(lo), list(hi)
         plane = max(1, (hi[0] - lo[0]) * (hi[1] - lo[1]))
         step = max(1, SLAB_VOXELS // plane)
-        value = self.dtype.type(np.array(segment, dtype=np.uint64).astype(self.dtype))
+        value = _value(self.dtype, segment)
         found_lo, found_hi = None, None
         for z in range(lo[2], hi[2], step):
             slab = self.read(level, [lo[0], lo[1], z], [hi[0], hi[1], min(z + step, hi[2])])
@@ -149,6 +164,11 @@ class LabelPyramid:
             found_lo = a if found_lo is None else [min(x, y) for x, y in zip(found_lo, a)]
             found_hi = b if found_hi is None else [max(x, y) for x, y in zip(found_hi, b)]
         return None if found_lo is None else (found_lo, found_hi)
+
+
+def _value(dtype: np.dtype, segment: int):
+    """``segment`` as a value of the label type (bit for bit for signed types, as the view reads them)."""
+    return dtype.type(np.array(segment, dtype=np.uint64).astype(dtype))
 
 
 def _extent(mask: np.ndarray) -> tuple[list[int], list[int]]:

@@ -83,7 +83,6 @@ class State:
             self._attach_image_label(plan, ds, url, names=segment_table is None)
         if plan.kind == "segmentation":
             self._attach_prepared(plan, ds, url)
-        if plan.kind == "segmentation" and plan.view != "precomputed":  # a translated info names its mesh itself
             self._attach_meshes(plan, ds, url)
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
@@ -160,8 +159,10 @@ class State:
         client matches to the layer's dimensions by name: attached only when the layer has x, y and z
         (an OME label image) and its labels are integers."""
         names = {a.name for a in plan.dataset.axes if a.type == "space"}
-        if not {"x", "y", "z"} <= names or not (ds.dtype or "").startswith(("uint", "int")) or ds.extras.get("mesh"):
-            return  # (a precomputed volume with meshes of its own shows those)
+        if not {"x", "y", "z"} <= names or not (ds.dtype or "").startswith(("uint", "int")):
+            return
+        if ds.extras.get("mesh") or plan.dataset.extras.get("mesh"):
+            return  # meshes of its own, or a translated label volume's info names /-/mesh/ already
         if "mesh" in plan.prepared:
             return  # ngserve mesh wrote them ahead of time: all segments, no waiting
         served = self._on_ngserve(ds, url)

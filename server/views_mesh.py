@@ -39,6 +39,9 @@ PRESENTER_VERSION = "mesh-1"  # bump when meshes/ makes other bytes of the same 
 MEMORY_BYTES = 128 << 20  # meshes kept in memory per process
 THREADS, QUEUE, TIMEOUT = 2, 64, 120.0  # meshing is CPU work: few at once
 KNOWN = 1 << 14  # segments whose source files are remembered
+# A volume's small levels, read by the first search for a segment, are kept this long for the
+# next searches (across reopenings): a segment new in the data may answer 404 for this long.
+SCANS, SCAN_TTL = 4, 60.0
 MAX_FILES = 1 << 16  # a mesh over more source files than this is keyed by the dataset's opening instead
 _NAME = re.compile(r"^(\d{1,20})(\.index)?$")
 
@@ -61,6 +64,7 @@ class MeshViews:
         self.known: ByteBudgetLRU[_Known] = ByteBudgetLRU(KNOWN, lambda _: 1)
         self.first = ChunkCache(0)  # single flight for a segment's first meshing
         self.fresh: dict[str, bytes] = {}  # a first meshing's bytes, until its key is known
+        self.scans: ByteBudgetLRU[tuple[float, dict]] = ByteBudgetLRU(SCANS, lambda _: 1)  # see SCAN_TTL
         self.computed = 0  # meshes computed (tests count these)
 
 
@@ -93,7 +97,7 @@ async def handle_mesh(request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound(text=f"404 not found: {name!r} is neither info nor a segment id (<id>.index, <id>)\n")
     opened = await open_view(request, dataset)
     where = "/" + "/".join(dataset)
-    pyramid, layout = _pyramid(opened, where)
+    pyramid, layout = _pyramid(request.app[MESHES], opened, where)
     if name == "info":
         from meshes import info_json
 
@@ -108,14 +112,19 @@ async def handle_mesh(request: web.Request) -> web.StreamResponse:
     return await file_response(request, FileMeta(name, len(body), mtime, etag), data=body)
 
 
-def _pyramid(opened, where: str):
+def _pyramid(views: MeshViews, opened, where: str):
     """The opened volume as meshing reads it (kept with the opening); 422 in one line for other data."""
     from meshes import LabelPyramid, MeshError, layout_for
 
     found = opened.meshing
     if found is None:
+        key = f"{opened.signature}\0{where}"
+        kept = views.scans.get(key)
+        if kept is None or kept[0] < time.monotonic():
+            kept = (time.monotonic() + SCAN_TTL, {})
+            views.scans.put(key, kept)
         try:
-            pyramid = LabelPyramid.from_presentation(opened.presentation)
+            pyramid = LabelPyramid.from_presentation(opened.presentation, kept[1])
         except MeshError as exc:
             reason = str(exc).split(": ", 1)[-1]
             raise web.HTTPUnprocessableEntity(text=f"422 cannot mesh {where}: {reason}\n") from None

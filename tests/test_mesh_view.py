@@ -41,7 +41,7 @@ def write_labels(path: Path, labels: np.ndarray) -> None:
 @pytest.fixture
 async def app_client(aiohttp_client, tmp_path):
     write_labels(tmp_path / "labels.zarr", labels_zyx())
-    write_ome_zarr(tmp_path / "image.zarr", np.ones((8, 16, 16), np.uint16), levels=1)
+    write_ome_zarr(tmp_path / "image.zarr", np.ones((8, 16, 16), np.float32), levels=1)
     config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
     config.validate()
     app = create_app(config)
@@ -89,6 +89,27 @@ async def test_meshes_answer_like_files_and_follow_the_labels(app_client):
     # An id above 2**63 is an id like any other.
     status, _, big = await fetch(client, f"/-/mesh/labels.zarr/{BIG}.index")
     assert status == 200 and read_manifest(big)["lod_scales"][0] == 1.0
+
+
+async def test_a_sharded_precomputed_segmentation_with_an_offset(app_client):
+    """A precomputed source (its store has a channel dimension its x, y, z axes leave out), with a
+    voxel offset and anisotropic voxels: meshes land on the labels in nm."""
+    from volumes.write import write_precomputed
+
+    _, client, root = app_client
+    labels = labels_zyx()
+    write_precomputed(root / "seg", labels, resolution_xyz=(8, 8, 40), voxel_offset_xyz=(10, 20, 5),
+                      kind="segmentation", sharded=True, levels=2)
+    info = json.loads((await fetch(client, "/-/mesh/seg/info"))[2])
+    assert info["transform"] == [8, 0, 0, 0, 0, 8, 0, 0, 0, 0, 40, 0]
+    status, _, manifest = await fetch(client, "/-/mesh/seg/5.index")
+    assert status == 200, manifest
+    data = (await fetch(client, "/-/mesh/seg/5"))[2]
+    decoded = decode(Served(manifest, data), info)
+    points = np.concatenate([f[2] for f in decoded["lods"][0] if f[1] is not None])
+    voxels = points / np.array([8, 8, 40]) - np.array([10, 20, 5])
+    assert near_boundary(voxels, labels.transpose(2, 1, 0) == 5).all()
+    assert len(decoded["lods"]) == 2  # the source's two levels
 
 
 async def test_concurrent_first_requests_mesh_once(app_client):

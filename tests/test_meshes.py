@@ -248,3 +248,17 @@ def test_absent_segments_and_image_data(volume, tmp_path):
     write_ome_zarr(image, np.zeros((8, 8, 8), np.float32), levels=1)
     with pytest.raises(MeshError, match="image data has no segments"):
         LabelPyramid.from_dataset(open_dataset(image))
+
+
+def test_small_levels_are_searched_once(volume):
+    """find() keeps the small levels it read: the next search reads none (a server's later segments
+    then cost no whole-volume read), so an edit to that copy shows in the next answer."""
+    labels, pyramid, voxel = volume
+    fresh = LabelPyramid(pyramid.levels, pyramid.resolution)
+    level, lo, hi = fresh.find(7)
+    assert level == len(fresh.levels) - 1 and set(fresh.scans) == {level}
+    kept = fresh.scans[level]
+    kept[kept == np.uint64(7)] = 0
+    kept[0, 0, 0] = 7
+    first = list(fresh.levels[level].lo)  # the array's voxel 0, in the level's absolute voxels
+    assert fresh.find(7) == (level, first, [x + 1 for x in first])

@@ -297,12 +297,15 @@ class Presentation:
     def _present(self, store, scale: Scale):
         import tensorstore as ts
 
+        if store.rank > len(self.dataset.axes):
+            # A precomputed source's store has a channel dimension that a one-channel dataset's
+            # axes (x, y, z) leave out: take its one channel, so the dimensions match the axes.
+            first = list(store.domain.inclusive_min)
+            store = store[(...,) + tuple(first[len(self.dataset.axes):])]
         rank = store.rank
         origin = list(store.domain.inclusive_min)
-        # A precomputed store keeps its channel dimension when the dataset, with one channel, leaves it out.
-        known = len(self.dataset.axes)
-        keep = [d for d in range(known) if d not in self.dropped]
-        view = store[tuple(origin[d] if d in self.dropped or d >= known else slice(None) for d in range(rank))]
+        keep = [d for d in range(rank) if d not in self.dropped]
+        view = store[tuple(origin[d] if d in self.dropped else slice(None) for d in range(rank))]
         order = [keep.index(d) for d in (*self.xyz, self.channel) if d is not None]
         view = view[ts.d[order].transpose[list(range(len(order)))]]
         # Add the axes the source lacks (a 2-D image's z, a single channel) at their positions.
