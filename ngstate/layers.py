@@ -28,6 +28,7 @@ class LayerPlan:
     view: str = "native"  # which of ngserve's views the source URL is: native, zarr, n5 or precomputed
     url: str = ""  # the data URL the source points at (before the scheme and the transform)
     placed: bool = False  # the user gave its voxel size or units: keep them
+    prepared: set[str] = field(default_factory=set)  # "mesh"/"skeletons" folders beside the labels it shows
 
     @property
     def name(self) -> str:
@@ -181,7 +182,8 @@ def relabel(plan: LayerPlan, ds: Dataset) -> LayerPlan:
     source = source_spec(ds, plan.url)
     layer = dict(plan.layer)
     layer["source"] = [source, *layer["source"][1:]] if isinstance(layer["source"], list) else source
-    new = LayerPlan(layer, ds, link=plan.link, view=plan.view, url=plan.url, placed=plan.placed)
+    new = LayerPlan(layer, ds, link=plan.link, view=plan.view, url=plan.url, placed=plan.placed,
+                   prepared=plan.prepared)
     _place(new)
     return new
 

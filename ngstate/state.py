@@ -82,6 +82,9 @@ class State:
             add_source(plan.layer, "precomputed://" + self._segment_table_url(segment_table))
         if plan.kind == "segmentation" and ds.extras.get("_image_label"):
             self._attach_image_label(plan, ds, url, names=segment_table is None)
+        if plan.kind == "segmentation":
+            self._attach_prepared(plan, ds, url)
+            self._attach_meshes(plan, ds, url)
         taken = {p.name for p in self.plans}
         base, n = plan.name, 2
         while plan.name in taken:
@@ -131,6 +134,44 @@ class State:
             base = self.ngserve if self.ngserve and shown.startswith(self.ngserve + "/") else None
             props = view_url(shown.rstrip("/"), "segment_properties", base) + ("?" + query if query else "")
             add_source(plan.layer, "precomputed://" + props)
+
+    def _attach_prepared(self, plan: LayerPlan, ds: Dataset, url: str | None) -> None:
+        """The finished ``ngserve mesh`` / ``ngserve skeleton`` folders beside local labels
+        (``<labels>.mesh``, ``<labels>.skeletons``) as more sources of the layer, at the labels' URL
+        plus the suffix (behind the same token, with the same query)."""
+        if ds.location.is_http or ds.format == "precomputed":  # precomputed labels name theirs in their info
+            return
+        from meshes.prepare import SUFFIXES, prepared_folder
+
+        found = [kind for kind in SUFFIXES if prepared_folder(ds.location.root, kind) is not None]
+        if not found:
+            return
+        try:
+            shown, _, query = (url or self.public_url(ds.location)).partition("?")
+        except ValueError:
+            return  # not served anywhere
+        for kind in found:
+            add_source(plan.layer, "precomputed://" + shown.rstrip("/") + SUFFIXES[kind] + ("?" + query if query else ""))
+            plan.prepared.add(kind)
+
+    def _attach_meshes(self, plan: LayerPlan, ds: Dataset, url: str | None) -> None:
+        """The serving ngserve's ``/-/mesh/`` view as one more source, so the 3-D panel shows the
+        selected segments with no preparation.  Its coordinates are x, y, z in nanometres, which the
+        client matches to the layer's dimensions by name: attached only when the layer has x, y and z
+        (an OME label image) and its labels are integers."""
+        names = {a.name for a in plan.dataset.axes if a.type == "space"}
+        if not {"x", "y", "z"} <= names or not (ds.dtype or "").startswith(("uint", "int")):
+            return
+        if ds.extras.get("mesh") or plan.dataset.extras.get("mesh"):
+            return  # meshes of its own, or a translated label volume's info names /-/mesh/ already
+        if "mesh" in plan.prepared:
+            return  # ngserve mesh wrote them ahead of time: all segments, no waiting
+        served = self._on_ngserve(ds, url)
+        if served is None:
+            return
+        shown, _, query = served[1].partition("?")
+        base = self.ngserve if self.ngserve and shown.startswith(self.ngserve + "/") else None
+        add_source(plan.layer, "precomputed://" + view_url(shown.rstrip("/"), "mesh", base) + ("?" + query if query else ""))
 
     def _on_ngserve(self, ds: Dataset, url: str | None) -> tuple[str, str] | None:
         """(URL to read ``ds`` at, URL the viewer reads it at) when an ngserve serves it, else None."""

@@ -47,6 +47,11 @@ def is_ngserve(origin: str) -> bool:
     return False
 
 
+def mark_ngserve(origin: str) -> None:
+    """Remember that ``origin`` is an ngserve: one still starting (``ngserve view``) cannot answer ``/-/health``."""
+    _NGSERVE_ORIGINS.add(origin)
+
+
 def view_url(url: str, view: str, base: str | None = None) -> str:
     """``url`` of data on an ngserve, as the same data's ``/-/<view>/`` view.
 

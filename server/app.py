@@ -333,6 +333,9 @@ def create_app(config: ServerConfig) -> web.Application:
     from . import views_segprops
 
     views_segprops.add_routes(app)
+    from . import views_mesh
+
+    views_mesh.add_routes(app)
     app.router.add_get("/-/t/{token}/{path:.*}", handle_data)
     app.router.add_get("/{tail:.*}", handle_data)
     return app

@@ -50,7 +50,7 @@ def token_path(token: str, raw_path: str) -> str:
     return TOKEN_PATH + token + "/" + raw_path.lstrip("/")
 
 
-VIEWS = ("precomputed", "zarr", "n5", "segment_properties")  # /-/<view>/<data path>: the dataset there, presented in that format
+VIEWS = ("precomputed", "zarr", "n5", "segment_properties", "mesh")  # /-/<view>/<data path>: the dataset there, presented in that format
 
 
 class Target(NamedTuple):

@@ -71,6 +71,7 @@ class _Opened:
     # A single-file source (TIFF, MRC, HDF5, NIfTI): the file's validator when it was opened.
     # Its reader keeps the file's structure and blocks in memory, so a rewritten file means reopening.
     file_validator: str | None = None
+    meshing: object | None = None  # /-/mesh/: its label pyramid and mesh layout, made on first use
 
 
 class PrecomputedViews:
@@ -170,11 +171,35 @@ async def _read_dataset(request: web.Request, views: PrecomputedViews, segments:
     except (SourceError, ValueError) as exc:
         line = redact(first_line(exc).replace(loopback, ""))
         return _Opened(time.monotonic() + DATASET_TTL, None, line, loopback)
-    info = json.dumps(presentation.info(), separators=(",", ":")).encode()
+    info = json.dumps(_info(presentation, segments), separators=(",", ":")).encode()
     levels = [(lv.path, lv.dtype, lv.shape) for lv in presentation.dataset.levels]
     signature = hashlib.sha256(info + json.dumps([rel, levels]).encode()).hexdigest()
     return _Opened(time.monotonic() + DATASET_TTL, presentation, None, loopback, signature, info, time.time(),
                    before if presentation.single_file else None)
+
+
+def _info(presentation, segments: list[str]) -> dict:
+    """The volume's ``info``; a label volume's names its meshes, which ``/-/mesh/`` computes on demand.
+
+    The client resolves ``mesh`` against the volume's path (``..`` included), so the
+    relative path climbs out of ``/-/precomputed/<path>`` (and any ``/-/t/<token>``
+    before it, which it keeps) to ``/-/mesh/<path>``.
+    """
+    info = presentation.info()
+    if info["type"] == "segmentation":
+        from meshes import LabelPyramid, MeshError
+
+        try:
+            LabelPyramid.from_presentation(presentation)
+        except MeshError:
+            return info
+        info["mesh"] = "../" * (len(segments) + 1) + "mesh/" + "/".join(segments)
+    return info
+
+
+async def open_view(request: web.Request, segments: list[str]) -> _Opened:
+    """The dataset at ``segments`` as presented, for other views built on it (``/-/mesh/``)."""
+    return await _open(request, segments)
 
 
 def _present(source: str):

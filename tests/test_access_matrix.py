@@ -146,6 +146,8 @@ async def test_honest_spellings_with_credentials_work(client):
         assert status == 200 and b"zarr_format" in body, mount
         resp = await client.get("/-/open" + plain, headers=headers, allow_redirects=False)
         assert resp.status == 302 and "dimensions" in resp.headers["Location"], mount
+        resp = await client.get("/-/mesh" + plain + "/info", headers=headers)  # integers: meshable
+        assert resp.status == 200 and b"neuroglancer_multilod_draco" in await resp.read(), mount
     token = mint(SECRET, "tok", "run1", 3600)
     resp = await client.get(f"/-/t/{token}/tok/run1/img.zarr/.zarray")
     assert resp.status == 200 and b"zarr_format" in await resp.read()

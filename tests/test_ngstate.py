@@ -380,7 +380,8 @@ def test_open_endpoint_redirects_to_the_built_state(samples, start_server):
     expected = ngstate.build_state([samples["ome04_labels"]], served_at={str(folder): srv.url + "/em"}).to_json()
     assert s == expected
     assert s["layers"][0]["type"] == "segmentation"
-    assert s["layers"][0]["source"] == f"zarr2://{srv.url}/em/cells.ome.zarr/labels/nuclei/"
+    assert s["layers"][0]["source"] == [f"zarr2://{srv.url}/em/cells.ome.zarr/labels/nuclei/",
+                                        f"precomputed://{srv.url}/-/mesh/em/cells.ome.zarr/labels/nuclei"]
     with pytest.raises(urllib.error.HTTPError) as err:
         opener.open(f"{srv.url}/-/open/em/nothing-here")
     assert err.value.code == 404

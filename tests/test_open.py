@@ -189,7 +189,8 @@ def test_demo_labels_link_opens_the_labels(tmp_path, start_server):
     assert status == 302, body
     (layer,) = ngstate.parse_url(headers["Location"])["layers"]
     assert layer["type"] == "segmentation" and layer["name"] == "cells"
-    assert layer["source"] == f"zarr2://{srv.url}/demo.ome.zarr/labels/cells/"
+    assert layer["source"] == [f"zarr2://{srv.url}/demo.ome.zarr/labels/cells/",
+                               f"precomputed://{srv.url}/-/mesh/demo.ome.zarr/labels/cells"]
 
 
 def test_concurrent_opens_never_wedge_the_server(tmp_path, start_server):

@@ -200,7 +200,8 @@ def test_served_info_and_state(tmp_path, start_server, zarr_version):
     layer = state["layers"][0]
     assert layer["type"] == "segmentation"
     scheme = "zarr2" if zarr_version == 2 else "zarr3"
-    assert layer["source"] == [f"{scheme}://{srv.url}/img.ome.zarr/labels/cells/", f"precomputed://{url}"]
+    assert layer["source"] == [f"{scheme}://{srv.url}/img.ome.zarr/labels/cells/", f"precomputed://{url}",
+                               f"precomputed://{srv.url}/-/mesh/img.ome.zarr/labels/cells"]
     assert layer["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
     assert neuroglancer.ViewerState(state).to_json()["layers"][0]["source"] == layer["source"]
 
@@ -221,11 +222,14 @@ def test_no_properties_no_extra_source(tmp_path, start_server):
     _, cells, _ = write_labelled(tmp_path, image_label=None)
     srv = start_server("serve", str(tmp_path))
     layer = ngstate.build_state([cells], served_at={str(tmp_path): srv.url}).to_json()["layers"][0]
-    assert isinstance(layer["source"], str) and "segmentColors" not in layer
-    # colors alone: colors, and still one source
+    mesh = f"precomputed://{srv.url}/-/mesh/img.ome.zarr/labels/cells"  # the only other source: meshes
+    assert layer["source"] == [f"zarr2://{srv.url}/img.ome.zarr/labels/cells/", mesh] and "segmentColors" not in layer
+    # colors alone: colors, and still no properties source
     _, cells, _ = write_labelled(tmp_path / "c", image_label={"colors": OME_LABEL["colors"]})
     layer = ngstate.build_state([cells], served_at={str(tmp_path): srv.url}).to_json()["layers"][0]
-    assert isinstance(layer["source"], str) and layer["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
+    assert layer["source"] == [f"zarr2://{srv.url}/c/img.ome.zarr/labels/cells/",
+                               f"precomputed://{srv.url}/-/mesh/c/img.ome.zarr/labels/cells"]
+    assert layer["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
 
 
 
@@ -242,7 +246,7 @@ def test_segment_table_from_python_and_cli(tmp_path, start_server):
     srv = start_server("serve", str(tmp_path))
     layer = ngstate.build_state([cells], served_at={str(tmp_path): srv.url}, segment_table=table).to_json()["layers"][0]
     props_url = f"{srv.url}/cells.csv.segment_properties"
-    assert layer["source"][1:] == [f"precomputed://{props_url}"]
+    assert layer["source"][1:] == [f"precomputed://{props_url}", f"precomputed://{srv.url}/-/mesh/img.ome.zarr/labels/cells"]
     assert layer["segmentColors"] == {"1": "#ff0010", "2": "#008000"}
     status, _, body = get(props_url + "/info")
     assert status == 200

@@ -107,6 +107,7 @@ def link(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 
 def source_url(layer: dict) -> str:
     src = layer["source"]
+    src = src[0] if isinstance(src, list) else src  # the data; the others are meshes, properties
     return src["url"] if isinstance(src, dict) else src
 
 
@@ -156,6 +157,12 @@ def test_link_with_token_ttl_puts_a_scoped_token_in_every_source(site):
     # The token is a path prefix, which every client keeps for every file below the source.
     assert urls[0] == f"zarr2://{srv.url}/-/t/{token_of(urls[0])}/lab/s/cells.ome.zarr/"
     assert urls[3] == f"precomputed://{srv.url}/-/t/{token_of(urls[3])}/desk/pc_seg"
+    # Meshes made on demand, behind the same token.
+    nuclei = urls[1]
+    assert state["layers"][1]["source"][1] == (
+        f"precomputed://{srv.url}/-/t/{token_of(nuclei)}/-/mesh/team/s/cells.ome.zarr/labels/nuclei")
+    status, _, body = get(strip_scheme(state["layers"][1]["source"][1]) + "/info")
+    assert status == 200 and json.loads(body)["@type"] == "neuroglancer_multilod_draco"
     # The same state as without tokens, apart from the source URLs: the builder read everything.
     assert state["layers"][0]["shaderControls"]["normalized"]["range"][0] >= 1000
     assert state["layers"][1]["type"] == "segmentation"

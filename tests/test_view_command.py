@@ -80,11 +80,12 @@ def test_registry_finds_running_servers_and_drops_stale_entries(tmp_path, data_h
     state = ngstate.parse_url(ngstate.link(data / DEMO_NAME))
     assert [(l["type"], l["source"]) for l in state["layers"]] == [
         ("image", f"zarr2://{srv.url}/d/{DEMO_NAME}/"),
-        ("segmentation", f"zarr2://{srv.url}/d/{DEMO_NAME}/labels/cells/"),
+        ("segmentation", [f"zarr2://{srv.url}/d/{DEMO_NAME}/labels/cells/",
+                          f"precomputed://{srv.url}/-/mesh/d/{DEMO_NAME}/labels/cells"]),
     ]
     r = ngserve("link", str(data / DEMO_NAME / "labels" / "cells"), "--json", env=data_home)
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["layers"][0]["source"] == f"zarr2://{srv.url}/d/{DEMO_NAME}/labels/cells/"
+    assert json.loads(r.stdout)["layers"][0]["source"][0] == f"zarr2://{srv.url}/d/{DEMO_NAME}/labels/cells/"
 
     srv.stop()
     assert not (folder / f"{srv.proc.pid}.json").exists()  # removed at exit
@@ -110,7 +111,8 @@ def test_view_serves_a_local_ome_zarr_with_its_labels(tmp_path, data_home):
         state = state_of(view.url)
         assert [(l["type"], l["name"], l["source"]) for l in state["layers"]] == [
             ("image", "demo", f"zarr2://{origin}/{DEMO_NAME}/"),
-            ("segmentation", "cells", f"zarr2://{origin}/{DEMO_NAME}/labels/cells/"),
+            ("segmentation", "cells", [f"zarr2://{origin}/{DEMO_NAME}/labels/cells/",
+                                       f"precomputed://{origin}/-/mesh/{DEMO_NAME}/labels/cells"]),
         ]
         assert state["layers"][0]["shaderControls"]["normalized"]["range"][1] > 1000  # contrast, as link gives
         with urllib.request.urlopen(f"{origin}/{DEMO_NAME}/labels/cells/0/.zarray", timeout=10) as r:

@@ -1,4 +1,5 @@
-"""``convert(..., dask=...)``: the same per-slab tasks on a dask.distributed cluster.
+"""``convert(..., dask=...)``: the same per-slab tasks on a dask.distributed cluster (and
+:func:`run_calls`, which ``ngserve mesh --dask`` shares).
 
 The driver plans, creates the arrays and keeps the manifest; each task re-derives the
 plan from the options (once per worker process), reads its slab from the inputs and writes
@@ -27,6 +28,16 @@ def _task(recipe: dict, key: str, index: int, s: int):
 def run_on_dask(address: str, recipe: dict, key: str, todo: list[tuple[int, int]], finished: Callable) -> None:
     """Run ``todo`` (job index, slab) on the cluster at ``address`` ("local": a LocalCluster here),
     calling ``finished(index, slab, stats, sample)`` as each task completes."""
+    calls = {f"ngserve-slab-{key[:12]}-{i}-{s}": (_task, (recipe, key, i, s)) for i, s in todo}
+    where = {name: args[2:] for name, (_, args) in calls.items()}
+    run_calls(address, recipe.get("workers"), calls, lambda name, result: finished(*where[name], *result))
+
+
+def run_calls(address: str, workers: int | None, calls: dict[str, tuple[Callable, tuple]],
+              finished: Callable[[str, Any], None]) -> None:
+    """Run ``calls`` (task name -> (function, arguments)) on the dask.distributed scheduler at
+    ``address``, or on a LocalCluster of ``workers`` processes for "local", calling
+    ``finished(name, result)`` as each completes (ConvertError when dask is missing or unreachable)."""
     from .convert_sources import ConvertError
 
     try:
@@ -36,8 +47,7 @@ def run_on_dask(address: str, recipe: dict, key: str, todo: list[tuple[int, int]
 
     cluster = None
     if address == "local":
-        cluster = LocalCluster(n_workers=recipe.get("workers") or os.cpu_count() or 1, threads_per_worker=1,
-                               dashboard_address=None)
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None)
         address = cluster
     try:
         try:
@@ -45,12 +55,9 @@ def run_on_dask(address: str, recipe: dict, key: str, todo: list[tuple[int, int]
         except OSError as exc:
             raise ConvertError(f"--dask {address}: cannot reach the scheduler ({exc})") from None
         with client:
-            futures = {client.submit(_task, recipe, key, i, s, pure=False, key=f"ngserve-slab-{key[:12]}-{i}-{s}"): (i, s)
-                       for i, s in todo}
+            futures = {client.submit(fn, *args, pure=False, key=name): name for name, (fn, args) in calls.items()}
             for future in as_completed(futures):
-                i, s = futures[future]
-                stats, sample = future.result()
-                finished(i, s, stats, sample)
+                finished(futures[future], future.result())
     finally:
         if cluster is not None:
             cluster.close()

@@ -212,6 +212,10 @@ class Presentation:
         out = ts.downsample(view, [*scale.step, 1], method=self._method).read().result()
         return encode(out, self.data_type, self.encoding, box)
 
+    def view(self, key: str):
+        """Scale ``key`` as a lazy tensorstore with dimensions x, y, z, c in that scale's voxel coordinates."""
+        return self._view(self.scale(key))
+
     @property
     def _method(self) -> str:
         return "mode" if self.type == "segmentation" else "mean"
@@ -293,6 +297,11 @@ class Presentation:
     def _present(self, store, scale: Scale):
         import tensorstore as ts
 
+        if store.rank > len(self.dataset.axes):
+            # A precomputed source's store has a channel dimension that a one-channel dataset's
+            # axes (x, y, z) leave out: take its one channel, so the dimensions match the axes.
+            first = list(store.domain.inclusive_min)
+            store = store[(...,) + tuple(first[len(self.dataset.axes):])]
         rank = store.rank
         origin = list(store.domain.inclusive_min)
         keep = [d for d in range(rank) if d not in self.dropped]

@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     if len(args.paths) < 2:
         raise UsageError("give at least one INPUT and the OUTPUT folder")
     *inputs, output = args.paths
-    bar = _progress_bar()
+    bar = progress_bar()
     try:
         summary = convert(
             inputs, output, labels=dict(args.labels), format=args.format, chunk=args.chunk, shard=args.shard,
@@ -109,12 +109,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Bar:
-    """A tqdm bar counting level-0 voxels (rate and ETA), on a terminal only."""
+    """A tqdm bar counting ``unit`` (level-0 voxels, segments, ...) with rate and ETA, on a terminal only."""
 
-    def __init__(self) -> None:
+    def __init__(self, unit: str) -> None:
         from tqdm import tqdm
 
-        self.tqdm = tqdm(unit="vox", unit_scale=True, dynamic_ncols=True, file=sys.stderr)
+        self.tqdm = tqdm(unit=unit, unit_scale=True, dynamic_ncols=True, file=sys.stderr)
         self.done = 0
 
     def __call__(self, done: int, total: int) -> None:
@@ -126,5 +126,6 @@ class _Bar:
         self.tqdm.close()
 
 
-def _progress_bar() -> _Bar | None:
-    return _Bar() if sys.stderr.isatty() else None
+def progress_bar(unit: str = "vox") -> _Bar | None:
+    """A ``progress(done, total)`` callable drawing a bar on a terminal; None elsewhere."""
+    return _Bar(unit) if sys.stderr.isatty() else None

@@ -75,6 +75,9 @@ def show(
         config = ServerConfig(host=host, port=port, mounts=mounts, open_browser=browser, access_log=access_log)
 
         def landing(base: str) -> str:  # the state names the port just bound
+            from ngstate.urls import mark_ngserve, origin_of
+
+            mark_ngserve(origin_of(base))  # not serving yet: its /-/health would not answer
             served = {str(m.source): base + (f"/{m.name}" if m.name else "") for m in mounts}
             state = build(args, sources, served_at=served, viewer=base + NGSERVE_VIEWER_PATH)
             _notes(state)
