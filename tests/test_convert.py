@@ -132,10 +132,12 @@ def test_levels_match_a_numpy_reference_across_slabs(tmp_path, version):
     labels = (data // 700).astype(np.uint32)
     out = tmp_path / "pyr.ome.zarr"
     fmt = {"format": "ome-zarr-0.5", "shard": 16} if version == 3 else {}
-    # A memory bound this small forces several slabs: the slab seams must not show in any level.
-    summary = volumes.convert(data, out, chunk=4, levels=3, labels={"cells": labels}, max_memory=300_000,
+    # A memory bound this small forces small tiles: their seams must not show in any level.
+    summary = volumes.convert(data, out, chunk=4, levels=3, labels={"cells": labels},
+                              max_memory=100_000 if version == 3 else 20_000,
                               voxel_size=(2.0, 0.5, 0.5), units="micrometer", translation=(10, 0, 0), **fmt)
-    assert summary["slab"] < data.shape[0]
+    tile = summary["tile"]  # smaller than the volume along every axis: seams in z, y and x
+    assert tile[0] < data.shape[0] and tile[1] < data.shape[1] and tile[2] < data.shape[2], tile
     for root, method, source in ((out, "mean", data), (out / "labels" / "cells", "mode", labels)):
         prev = _level(root, 0, version)
         np.testing.assert_array_equal(prev, source)
@@ -270,7 +272,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
     data = _volume((256, 64, 64))
     stack = _tiff_stack(tmp_path / "stack", data)
-    # 16 slabs of 16 slices; with shards of 32, every shard is written by two slabs.
+    # 16 tasks, each a tile of 8 slices of level 1 (16 of level 0); shards of 32 align with tiles.
     args = ["--chunk", "8", "--levels", "2", "--max-memory", "600KiB", "--workers", "1", *fmt]
     clean = tmp_path / "clean" / "out.zarr"  # the same name: the group's name is the folder's
     assert _cli("convert", stack, clean, *args).returncode == 0
@@ -295,7 +297,7 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
     assert 0 < len(done) < 16
     r = _cli("convert", stack, out, *args, "--resume")
     assert r.returncode == 0, r.stderr
-    assert f"resumed after {len(done)} finished slabs" in r.stdout  # the finished slabs were not redone
+    assert f"resumed after {len(done)} finished tasks" in r.stdout  # the finished tasks were not redone
     assert _files(out) == _files(clean)
     assert not (tmp_path / ".out.zarr.partial-convert").exists()
 
@@ -366,10 +368,16 @@ def test_dask_local_cluster_equals_the_single_process_run(tmp_path):
     assert _cli("convert", stack, single, *args).returncode == 0
     r = _cli("convert", stack, spread, *args, "--dask", "local", "--workers", "2")
     assert r.returncode == 0, r.stderr
-    assert "4 slab tasks on dask local" in r.stdout  # two slabs each of the image and its labels
+    # Per image: 4 tasks build levels 0-1 from the input, then 2 build level 2 from level 1.
+    assert "12 tasks on dask local" in r.stdout
     assert _files(spread) == _files(single)
-    r = _cli("convert", stack, tmp_path / "x.zarr", "--format", "ome-zarr-0.5", "--shard", "16", "--dask", "local")
-    assert r.returncode == 2 and "cannot share a shard" in r.stderr
+    # Sharded: tiles are whole shards, so tasks never share one.
+    sharded = ["--format", "ome-zarr-0.5", "--shard", "16", "--chunk", "8", "--levels", "3", "--max-memory", "400KiB"]
+    single, spread = tmp_path / "one" / "s.zarr", tmp_path / "dask" / "s.zarr"
+    assert _cli("convert", stack, single, *sharded).returncode == 0
+    r = _cli("convert", stack, spread, *sharded, "--dask", "local", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert _files(spread) == _files(single)
 
 
 def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
@@ -377,7 +385,7 @@ def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
     out = tmp_path / "o.zarr"
 
     def stop(done, total):
-        raise KeyboardInterrupt  # Ctrl-C after the first slab
+        raise KeyboardInterrupt  # Ctrl-C after the first task
 
     with pytest.raises(KeyboardInterrupt):
         volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, progress=stop)
@@ -385,5 +393,5 @@ def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
     with pytest.raises(ConvertError, match="started with other inputs or options; run without --resume"):
         volumes.convert(data, out, chunk=4, levels=2, max_memory=40_000, resume=True)
     summary = volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, resume=True)
-    assert summary["resumed_slabs"] == 1
+    assert summary["resumed_tasks"] == 1
     np.testing.assert_array_equal(_level(out), data)

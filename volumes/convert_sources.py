@@ -1,7 +1,9 @@
-"""Inputs of ``convert``: any dataset ``volumes`` reads, or a numpy/dask array, as ``c, z, y, x`` slabs.
+"""Inputs of ``convert``: any dataset ``volumes`` reads, or a numpy/dask array, as ``c, z, y, x`` boxes.
 
-A :class:`Source` reads one z-range of the whole y-x extent at a time, so a TIFF
-stack reads each slice once and a chunked store each chunk once per slab.
+A :class:`Source` reads one box at a time through the dataset's tensorstore, which reads only
+the chunks the box touches: a region of zarr/N5/precomputed chunks, HDF5 hyperslabs, MRC/NIfTI
+byte runs, TIFF tiles.  A TIFF slice without tiles is one chunk, read whole for each box that
+touches it (once per band of tiles when the plane does not fit in one tile).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .location import SourceError
+
+Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # (lo, hi) per z, y, x
 
 
 class ConvertError(ValueError):
@@ -26,7 +30,7 @@ class Source:
     name: str
     shape: tuple[int, int, int, int]
     dtype: np.dtype
-    read: Callable[[int, int], np.ndarray] = field(repr=False)  # (z0, z1) -> array (c, z1-z0, y, x)
+    read: Callable[[Box], np.ndarray] = field(repr=False)  # ((z0, z1), (y0, y1), (x0, x1)) -> (c, z, y, x)
     voxel_m: list[float | None] = field(default_factory=lambda: [None, None, None])  # z, y, x in metres
     offset: list[float] | None = None  # voxel-0 corner in voxels, z, y, x; None for an array (no placement)
     channel_names: list[str] = field(default_factory=list)
@@ -55,10 +59,10 @@ def parse_ranges(text: str, shape: Sequence[int]) -> list[tuple[int, int]]:
 
 def crop(src: Source, ranges: list[tuple[int, int]]) -> Source:
     """The part of ``src`` within ``ranges`` (z, y, x); it keeps its place (``shift``)."""
-    (z0, z1), (y0, y1), (x0, x1) = ranges
+    def read(box: Box) -> np.ndarray:
+        return src.read(tuple((lo + a, lo + b) for (lo, _), (a, b) in zip(ranges, box)))
 
-    def read(a: int, b: int) -> np.ndarray:
-        return src.read(z0 + a, z0 + b)[:, :, y0:y1, x0:x1]
+    (z0, z1), (y0, y1), (x0, x1) = ranges
 
     return Source(src.name, (src.shape[0], z1 - z0, y1 - y0, x1 - x0), src.dtype, read, src.voxel_m, src.offset,
                   src.channel_names, src.windows, [s + lo for s, (lo, _) in zip(src.shift, ranges)])
@@ -83,8 +87,8 @@ def _from_array(arr: Any) -> Source:
     while view.ndim < 4:
         view = view[None]
 
-    def read(z0: int, z1: int) -> np.ndarray:
-        part = view[:, z0:z1]
+    def read(box: Box) -> np.ndarray:
+        part = view[(slice(None), *(slice(lo, hi) for lo, hi in box))]
         return np.asarray(part.compute() if hasattr(part, "compute") else part)
 
     return Source("array", tuple(int(s) for s in view.shape), np.dtype(arr.dtype), read)
@@ -115,12 +119,13 @@ def _from_dataset(ds, label: str) -> Source:
     c_len = full[channel[0]] if channel else 1
     y_len, x_len = full[space[-2]], full[space[-1]]
 
-    def read(z0: int, z1: int) -> np.ndarray:
+    def read(box: Box) -> np.ndarray:
         index = [0] * len(full)
         for i in order:
             index[i] = slice(None)
         if zi is not None:
-            index[zi] = slice(z0, z1)
+            index[zi] = slice(*box[0])
+        index[space[-2]], index[space[-1]] = slice(*box[1]), slice(*box[2])
         try:
             data = np.asarray(store[tuple(index)].read().result())
         except ValueError as exc:  # tensorstore wraps a reader's SourceError (unreadable slice) in ValueError
@@ -165,8 +170,8 @@ def stack_channels(sources: Sequence[Source], label: str = "inputs") -> Source:
                                f"channels must match")
     dtype = np.result_type(*[s.dtype for s in sources])
 
-    def read(z0: int, z1: int) -> np.ndarray:
-        return np.concatenate([s.read(z0, z1).astype(dtype, copy=False) for s in sources], axis=0)
+    def read(box: Box) -> np.ndarray:
+        return np.concatenate([s.read(box).astype(dtype, copy=False) for s in sources], axis=0)
 
     names = []
     for s in sources:

@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-memory", type=memory_size, default=2 << 30, help="working-memory bound (default: 2GiB)")
     p.add_argument("--workers", type=int, help="threads for reading, compressing and writing (default: all cores)")
     p.add_argument("--dask", metavar="tcp://HOST:PORT|local",
-                   help="run the slabs as tasks on a dask.distributed scheduler, or on a LocalCluster of --workers processes")
+                   help="run the tasks on a dask.distributed scheduler, or on a LocalCluster of --workers processes")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
     p.set_defaults(run=run)
@@ -103,8 +103,8 @@ def run(args: argparse.Namespace) -> int:
     voxels = math.prod(summary["shapes"][0])
     print(f"{summary['output']}: {summary['levels']} levels ({shapes}), {summary['bytes'] / 1e6:.1f} MB "
           f"in {seconds:.1f} s ({voxels / max(seconds, 1e-9) / 1e6:.1f} Mvoxel/s)"
-          + (f", {summary['tasks']} slab tasks on dask {summary['dask']}" if summary["dask"] else "")
-          + (f", resumed after {summary['resumed_slabs']} finished slabs" if summary["resumed_slabs"] else ""))
+          + (f", {summary['tasks']} tasks on dask {summary['dask']}" if summary["dask"] else "")
+          + (f", resumed after {summary['resumed_tasks']} finished tasks" if summary["resumed_tasks"] else ""))
     return 0
 
 
