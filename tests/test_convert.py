@@ -74,6 +74,20 @@ def reference_downsample(a: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "int32", "uint32", "float32"])
+@pytest.mark.parametrize("method", ["mean", "min", "max", "stride", "mode"])
+def test_tile_downsampling_equals_tensorstore(dtype, method):
+    from volumes.convert_downsample import downsample
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if dtype != "float32" else np.finfo(dtype)
+    data = rng.integers(max(info.min, -(2**31)), min(info.max, 2**31 - 1), (2, 12, 10, 14), endpoint=True).astype(dtype)
+    for shape, step in (((2, 12, 10, 14), (2, 2, 2)), ((2, 12, 10, 14), (1, 2, 2)), ((2, 11, 9, 14), (2, 2, 2))):
+        part = data[:, :shape[1], :shape[2], :shape[3]]
+        expected = ts.downsample(ts.array(part), [1, *step], method=method).read().result()
+        np.testing.assert_array_equal(downsample(part, step, method, workers=3), expected, err_msg=f"{shape} {step}")
+
+
 # -- inputs of every kind ------------------------------------------------------------------
 
 def test_every_input_kind_converts_level0_exactly(tmp_path):

@@ -32,6 +32,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .atomic import move_into_place
+from .convert_downsample import downsample
+from .convert_downsample import stats as tile_stats
 from .convert_sources import ConvertError, Source, crop, open_source, parse_ranges, stack_channels
 from .convert_stores import COMPRESSIONS, SHARD_ABOVE, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
 from .convert_tiles import Tiling, full_k, level_shapes, make_tiling
@@ -551,7 +553,7 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
                 w.result()
             pending.clear()
         pending.append(stores[level][_region(box, c)].write(data if c > 1 else data[0]))
-        _merge(stats, str(level), _stats(data))
+        _merge(stats, str(level), tile_stats(data, plan.workers))
         if level == 0:
             samples.append(_sample(data, job, box))
 
@@ -584,31 +586,6 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
     return stats, sample
 
 
-_DOWNSAMPLERS: dict[int, ThreadPoolExecutor] = {}
-
-
-def downsample(data: np.ndarray, step: Sequence[int], method: str, workers: int | None = None) -> np.ndarray:
-    """``data`` (c, z, y, x) downsampled by ``step`` (z, y, x) with ``method``; a partial block at
-    the end uses the voxels it has.  Bands of y run on all cores (each band starts on a block)."""
-    import tensorstore as ts
-
-    if all(k == 1 for k in step):
-        return data
-    threads = workers or os.cpu_count() or 1
-    rows = data.shape[2]
-    band = max(step[1], -(-rows // threads // step[1]) * step[1])
-    factors = [1, *step]
-
-    def one(y0: int) -> np.ndarray:
-        return ts.downsample(ts.array(data[:, :, y0:y0 + band]), factors, method=method).read().result()
-
-    starts = list(range(0, rows, band))
-    if len(starts) == 1:
-        return one(0)
-    pool = _DOWNSAMPLERS.get(threads) or _DOWNSAMPLERS.setdefault(threads, ThreadPoolExecutor(threads))
-    return np.concatenate(list(pool.map(one, starts)), axis=2)
-
-
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
@@ -631,17 +608,6 @@ def _release_memory() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (AttributeError, OSError):  # not glibc: nothing to trim
         pass
-
-
-def _stats(data: np.ndarray) -> list:
-    if data.size == 0:
-        return [None, None, 0.0, 0]
-    if data.dtype.kind == "f":
-        finite = data[np.isfinite(data)]
-        if finite.size == 0:
-            return [None, None, 0.0, 0]
-        return [float(finite.min()), float(finite.max()), float(finite.sum(dtype=np.float64)), int(finite.size)]
-    return [data.min().item(), data.max().item(), float(data.sum(dtype=np.float64)), int(data.size)]
 
 
 def _merge(stats: dict, level: str, new: list) -> None:
