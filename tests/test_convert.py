@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -319,30 +320,34 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
 # VmHWM, not getrusage's ru_maxrss: the latter survives exec, so it would include the test
 # process's own size (it has just written the input) at the moment it forked.
 _PEAK = """
-import re, sys
+import json, re, sys
 import volumes
-volumes.convert(sys.argv[1], sys.argv[2], chunk=16, levels=3, max_memory=int(sys.argv[3]), workers=2)
-print(int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024)
+summary = volumes.convert(sys.argv[1], sys.argv[2], chunk=32, levels=4, max_memory=int(sys.argv[3]), workers=2)
+peak = int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+print(json.dumps({"peak": peak, "tile": summary["tile"]}))
 """
 
 
 def test_peak_memory_stays_flat_as_the_input_grows(tmp_path):
-    budget = 128 << 20  # slabs of 64 slices (16 MiB): 4 slabs, then 16
-    peaks = []
-    for slices in (256, 1024):  # 64 MiB and 256 MiB of uint16
-        path = tmp_path / f"in{slices}.mrc"
-        with mrcfile.new_mmap(path, shape=(slices, 256, 512), mrc_mode=6) as mrc:
-            for z in range(0, slices, 64):
-                mrc.data[z:z + 64] = (np.arange(64 * 256 * 512, dtype=np.uint32) % 4099).reshape(64, 256, 512) + z
-        r = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(tmp_path / f"o{slices}.zarr"), str(budget)],
+    budget = 32 << 20
+    runs = []
+    for shape in ((128, 512, 512), (256, 1024, 512)):  # 64 MiB, then 4x: twice the slices, twice the rows
+        stack = tmp_path / f"stack{shape[0]}"
+        stack.mkdir()
+        plane = (np.arange(shape[1] * shape[2], dtype=np.uint32) % 4099).astype(np.uint16).reshape(shape[1:])
+        for z in range(shape[0]):
+            tifffile.imwrite(stack / f"z{z}.tif", plane + z)
+        r = subprocess.run([sys.executable, "-c", _PEAK, str(stack), str(tmp_path / f"o{shape[0]}.zarr"), str(budget)],
                            capture_output=True, text=True, cwd=ROOT, timeout=600,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 0, r.stderr
-        peaks.append(int(r.stdout.split()[-1]))
-        path.unlink()
-    small, large = peaks
-    assert large < small * 1.2, f"peak RSS {small >> 20} MiB at 64 MiB input, {large >> 20} MiB at 256 MiB"
-    assert large < budget + (200 << 20)  # the bound plus the interpreter and its libraries
+        runs.append(json.loads(r.stdout.splitlines()[-1]))
+        shutil.rmtree(stack)
+    (small, large) = (run["peak"] for run in runs)
+    print(f"peak RSS {small >> 20} MiB at 64 MiB input, {large >> 20} MiB at 256 MiB; tiles {[r['tile'] for r in runs]}")
+    assert runs[1]["tile"][1] < 1024 and runs[1]["tile"][2] <= 512  # the plane is cut into tiles within the bound
+    assert large < small * 1.25, f"peak RSS {small >> 20} MiB at 64 MiB input, {large >> 20} MiB at 256 MiB"
+    assert large < budget + (160 << 20)  # the bound plus the interpreter and its libraries
 
 
 # -- precomputed ---------------------------------------------------------------------------

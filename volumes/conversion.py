@@ -144,10 +144,24 @@ def convert(
     shutil.rmtree(plan.staging / WORK)
     output = Path(output)
     move_into_place(plan.staging, output)
-    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    size = _tree_size(output)
     return {"output": str(output), "levels": len(jobs[0].shapes), "shapes": [list(s) for s in jobs[0].shapes],
             "bytes": size, "seconds": time.monotonic() - started, "tile": list(plan.tiling.tile(0)),
             "resumed_tasks": resumed, "tasks": sum(len(b) for b in batches), "dask": dask}
+
+
+def _tree_size(root: Path) -> int:
+    """Bytes of the files under ``root``, one directory at a time (``rglob`` over a million chunk
+    files would hold tens of MB)."""
+    total, folders = 0, [str(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 @dataclass
@@ -586,7 +600,8 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
     return stats, sample
 
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
+_M_ARENA_MAX = -8  # glibc's mallopt parameters
+_M_MMAP_THRESHOLD = -3
 
 
 def _limit_arenas() -> None:
@@ -597,7 +612,11 @@ def _limit_arenas() -> None:
     about a slab per thread).  One shared arena keeps it flat.  Harmless where it is not glibc.
     """
     try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_ARENA_MAX, 1)
+        # A fixed threshold: tile-sized buffers are always mapped and unmapped when freed (glibc
+        # otherwise raises the threshold after the first such free and keeps them on the heap).
+        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
     except (AttributeError, OSError):
         pass
 

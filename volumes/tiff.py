@@ -345,6 +345,43 @@ def _slice_header(loc: Location) -> tuple[tuple[int, ...], str]:
         return tuple(int(s) for s in page.shape), str(page.dtype)
 
 
+STACK_BAND_BYTES = 1 << 18  # a stack's chunk: a band of rows of one slice, about this size
+
+
+def _band_rows(shape: tuple[int, ...], itemsize: int) -> int:
+    """Rows per chunk of a stack: a power of two (so power-of-two tiles cover whole bands), ~256 KiB."""
+    rows = max(1, STACK_BAND_BYTES // max(1, shape[1] * itemsize))
+    return min(shape[0], 1 << (rows.bit_length() - 1))
+
+
+def _rows(page, fh, rows: slice, byteorder: str):
+    """Rows ``rows`` of a 2-D page, reading only them: a byte range of an uncompressed contiguous
+    page, or the strips that hold them; a tiled or otherwise packed page is read whole."""
+    import numpy as np
+
+    height, width = int(page.shape[0]), int(page.shape[1])
+    y0, y1 = rows.start or 0, height if rows.stop is None else rows.stop
+    itemsize = page.dtype.itemsize
+    plain = page.compression == 1 and page.bitspersample == 8 * itemsize and page.fillorder == 1
+    if page.is_tiled or page.samplesperpixel != 1 or not (plain and page.is_contiguous or len(page.dataoffsets) > 1):
+        return page.asarray(maxworkers=1)[y0:y1]
+    if plain and page.is_contiguous:
+        raw = fh.read_at(page.dataoffsets[0] + y0 * width * itemsize, (y1 - y0) * width * itemsize)
+        return np.frombuffer(raw, page.dtype.newbyteorder(byteorder)).reshape(y1 - y0, width).astype(page.dtype)
+    per = int(page.rowsperstrip)
+    parts = []
+    for strip in range(y0 // per, (y1 - 1) // per + 1):
+        first = strip * per
+        count = page.databytecounts[strip]
+        if count:
+            decoded, _, _ = page.decode(fh.read_at(page.dataoffsets[strip], count), strip, jpegtables=page.jpegtables)
+            block = np.asarray(decoded).reshape(-1, width)[:min(per, height - first)]
+        else:  # an empty strip holds the fill value
+            block = np.zeros((min(per, height - first), width), page.dtype)
+        parts.append(block[max(0, y0 - first):y1 - first])
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def read_tiff_stack(loc: Location, slices: list[Location] | None = None) -> Dataset:
     """The dataset of a stack of 2-D TIFF slices: a folder of them, or a glob."""
     from concurrent.futures import ThreadPoolExecutor
@@ -364,20 +401,22 @@ def read_tiff_stack(loc: Location, slices: list[Location] | None = None) -> Data
                 f"({'x'.join(map(str, shape))} {dtype}); every slice of a stack must match"
             )
 
+    chunks = [1, _band_rows(shape, np.dtype(dtype).itemsize), shape[1]]
+
     def opener():
         def read(index: tuple[slice, ...]):
-            tif, _ = _open_tiff(slices[index[0].start])
+            tif, fh = _open_tiff(slices[index[0].start])
             with tif:
                 page = tif.pages.first
-                data = page.asarray(maxworkers=1)
-            if data.shape != shape or str(data.dtype) != dtype:  # the file changed since it was opened
-                raise SourceError(f"{slices[index[0].start]}: slice is now {data.shape} {data.dtype}, was {shape} {dtype}")
-            return data[index[1:]]
+                if tuple(page.shape) != shape or str(page.dtype) != dtype:  # the file changed since it was opened
+                    raise SourceError(f"{slices[index[0].start]}: slice is now {page.shape} {page.dtype}, was {shape} {dtype}")
+                data = _rows(page, fh, index[1], tif.byteorder)
+            return data[:, index[2]]
 
-        return virtual_store([len(slices), *shape], np.dtype(dtype), [1, *shape], read)
+        return virtual_store([len(slices), *shape], np.dtype(dtype), chunks, read)
 
     axes = [space_axis("z", None), space_axis("y", None), space_axis("x", None)]
-    ds = file_dataset(loc, "tiff", "a TIFF stack", axes, [len(slices), *shape], dtype, [1, *shape], opener)
+    ds = file_dataset(loc, "tiff", "a TIFF stack", axes, [len(slices), *shape], dtype, chunks, opener)
     ds.extras["slices"] = len(slices)
     ds.extras["first_slice"] = slices[0].name
     ds.extras["last_slice"] = slices[-1].name
