@@ -414,3 +414,38 @@ def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
     summary = volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, resume=True)
     assert summary["resumed_tasks"] == 1
     np.testing.assert_array_equal(_level(out), data)
+
+
+# -- adding levels to an existing OME-Zarr ---------------------------------------------------
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_add_levels_equals_converting_with_them(tmp_path, version):
+    data = _volume((45, 37, 29))
+    fmt = {"format": "ome-zarr-0.5", "shard": 16} if version == 3 else {}
+    short, full = tmp_path / "short.zarr", tmp_path / "full.zarr"
+    volumes.convert(data, short, chunk=8, levels=2, voxel_size=(2, 1, 1), **fmt)
+    volumes.convert(data, full, chunk=8, levels=4, voxel_size=(2, 1, 1), **fmt)
+
+    def pyramid(root):
+        attrs = _attrs(root, version)
+        ms = (attrs["ome"] if version == 3 else attrs)["multiscales"][0]
+        return ms["datasets"], attrs["ngserve"]["levels"], [_level(root, k, version) for k in range(len(ms["datasets"]))]
+
+    r = _cli("convert", "--add-levels", "2", short, "--max-memory", "30KiB")  # small tiles: seams
+    assert r.returncode == 0, r.stderr
+    assert "added levels 2, 3" in r.stdout
+    (got_ds, got_stats, got), (want_ds, want_stats, want) = pyramid(short), pyramid(full)
+    assert got_ds == want_ds and got_stats == want_stats
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=f"level {k}")
+    assert not (short / ".ngserve-add-levels").exists()
+    # From level 1: levels 2 and 3 are rebuilt, a third is added.
+    volumes.convert(short, add_levels=3, from_level=1)
+    datasets, _, arrays = pyramid(short)
+    assert [d["path"] for d in datasets] == ["0", "1", "2", "3", "4"] and arrays[4].shape == (3, 3, 2)
+    np.testing.assert_array_equal(arrays[3], want[3])
+    np.testing.assert_array_equal(arrays[4], reference_downsample(arrays[3], "mean"))
+    r = _cli("convert", "--add-levels", "1", short, tmp_path / "other.zarr")
+    assert r.returncode == 2 and "give only its path" in r.stderr
+    r = _cli("convert", "--add-levels", "1", tmp_path)
+    assert r.returncode == 2 and "not an OME-Zarr image group" in r.stderr

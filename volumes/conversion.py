@@ -64,8 +64,10 @@ class _Job:
 
 def convert(
     inputs: Any,
-    output: str | os.PathLike,
+    output: str | os.PathLike | None = None,
     *,
+    add_levels: int | None = None,
+    from_level: int | None = None,
     labels: dict[str, Any] | None = None,
     format: str = "ome-zarr",
     chunk: int | Sequence[int] = 128,
@@ -96,9 +98,23 @@ def convert(
     ``dask`` (``"tcp://HOST:PORT"`` or ``"local"``) runs the tasks on a dask.distributed cluster.
     Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``, ``tile`` (level-0
     tile, z, y, x), ``tasks`` (tasks run by this call), ``resumed_tasks``, ``dask``.
+
+    ``add_levels=N`` instead adds N coarser levels to the OME-Zarr image ``inputs`` in place (from
+    its coarsest level, or ``from_level``, replacing the levels after it); see
+    :func:`volumes.convert_add_levels.add_levels`.  Only ``method``, ``max_memory`` and ``workers`` apply.
     """
     started = time.monotonic()
     _limit_arenas()
+    if add_levels is not None:
+        from .convert_add_levels import add_levels as extend
+
+        if output is not None and Path(output) != Path(inputs):
+            raise ConvertError("--add-levels extends one OME-Zarr in place: give only its path")
+        return extend(inputs, add_levels, from_level=from_level, method=method, max_memory=max_memory, workers=workers)
+    if from_level is not None:
+        raise ConvertError("--from-level goes with --add-levels")
+    if output is None:
+        raise ConvertError("give the OUTPUT folder")
     recipe = dict(inputs=inputs, output=output, labels=labels, format=format, chunk=chunk, shard=shard, levels=levels,
                   method=method, voxel_size=voxel_size, units=units, translation=translation, overwrite=overwrite,
                   compression=compression, dtype=dtype, rescale=rescale, channel_names=channel_names,
@@ -179,6 +195,7 @@ class _Plan:
     workers: int | None
     staging: Path
     fingerprint: str
+    write_base: bool = True  # False when adding levels: level 0 is an existing array, only read
 
 
 def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, voxel_size, units, translation,
@@ -580,7 +597,7 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
                 following = next(leaves, None)
                 if following is not None:
                     ahead.append(reader.submit(read_leaf, following))
-                if r == 0:
+                if r == 0 and plan.write_base:
                     write(level, leaf, data)
                 return data
             box = tiling.box(level, leaf)

@@ -94,8 +94,8 @@ def _from_array(arr: Any) -> Source:
     return Source("array", tuple(int(s) for s in view.shape), np.dtype(arr.dtype), read)
 
 
-def _from_dataset(ds, label: str) -> Source:
-    """The dataset's level 0 with its axes put in ``c, z, y, x`` order; a time axis must have one point."""
+def _from_dataset(ds, label: str, level: int = 0) -> Source:
+    """The dataset's level ``level`` with its axes put in ``c, z, y, x`` order; a time axis must have one point."""
     axes = ds.axes
     shape = ds.shape
     space = [i for i, a in enumerate(axes) if a.type == "space"]
@@ -107,7 +107,7 @@ def _from_dataset(ds, label: str) -> Source:
         names = ", ".join(f"{axes[i].name}={shape[i]}" for i in other + channel[1:])
         raise ConvertError(f"{label}: axes {names} cannot be converted; give one time point or channel axis")
     zi = space[0] if len(space) == 3 else None
-    store = ds.open_level(0)
+    store = ds.open_level(level)
     if len(store.shape) > len(axes):  # precomputed's trailing channel dimension
         extra = len(store.shape) - len(axes)
         channel = channel or [len(axes)]

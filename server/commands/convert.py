@@ -68,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="threads for reading, compressing and writing (default: all cores)")
     p.add_argument("--dask", metavar="tcp://HOST:PORT|local",
                    help="run the tasks on a dask.distributed scheduler, or on a LocalCluster of --workers processes")
+    p.add_argument("--add-levels", type=int, metavar="N",
+                   help="add N coarser levels to the existing OME-Zarr image given as the only path, in place")
+    p.add_argument("--from-level", type=int, metavar="K",
+                   help="with --add-levels: build from level K (replacing the levels after it), not the coarsest")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
     p.set_defaults(run=run)
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
 
     from . import UsageError
 
+    if args.add_levels is not None:
+        return _add_levels(args)
     if len(args.paths) < 2:
         raise UsageError("give at least one INPUT and the OUTPUT folder")
     *inputs, output = args.paths
@@ -105,6 +111,27 @@ def run(args: argparse.Namespace) -> int:
           f"in {seconds:.1f} s ({voxels / max(seconds, 1e-9) / 1e6:.1f} Mvoxel/s)"
           + (f", {summary['tasks']} tasks on dask {summary['dask']}" if summary["dask"] else "")
           + (f", resumed after {summary['resumed_tasks']} finished tasks" if summary["resumed_tasks"] else ""))
+    return 0
+
+
+def _add_levels(args: argparse.Namespace) -> int:
+    from volumes import SourceError, convert, first_line
+    from volumes.convert_sources import ConvertError
+
+    from . import UsageError
+
+    if len(args.paths) != 1:
+        raise UsageError("--add-levels extends one OME-Zarr in place: give only its path")
+    try:
+        summary = convert(args.paths[0], add_levels=args.add_levels, from_level=args.from_level, method=args.method,
+                          max_memory=args.max_memory, workers=args.workers)
+    except (SourceError, ConvertError) as exc:
+        raise UsageError(first_line(exc)) from None
+    except ValueError as exc:
+        raise UsageError(f"{args.paths[0]}: {first_line(exc)}") from None
+    shapes = " ".join("x".join(str(d) for d in shape) for shape in summary["shapes"])
+    print(f"{summary['output']}: added levels {', '.join(summary['added'])} ({shapes}); {summary['levels']} levels "
+          f"in all, in {summary['seconds']:.1f} s")
     return 0
 
 
