@@ -32,7 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .atomic import move_into_place
-from .convert_downsample import downsample
+from .convert_downsample import GAUSSIAN_MARGIN, downsample, gaussian
 from .convert_downsample import stats as tile_stats
 from .convert_sources import ConvertError, Source, crop, open_source, parse_ranges, stack_channels
 from .convert_stores import COMPRESSIONS, SHARD_ABOVE, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
@@ -40,7 +40,8 @@ from .convert_tiles import Tiling, full_k, level_shapes, make_tiling
 from .units import ome_unit
 
 DEFAULT_MAX_MEMORY = 2 << 30
-METHODS = ("mean", "mode", "median", "min", "max", "stride")
+METHODS = ("mean", "mode", "median", "min", "max", "stride", "gaussian")
+CENTRED = ("stride", "gaussian")  # a coarse voxel sits on a fine one (others: at the centre of its block)
 FORMATS = {"ome-zarr": 2, "ome-zarr-0.4": 2, "ome-zarr-0.5": 3, "precomputed": 0}  # -> zarr version, 0: none
 SAMPLE_VOXELS = 1 << 20  # per channel, spread over the whole volume, for the omero window
 WORK = ".ngserve-convert"  # manifest and samples inside the staging folder; removed at the end
@@ -237,7 +238,8 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
         label_dtype = src.dtype
         if version == 0 and label_dtype not in (np.uint32, np.uint64):  # compressed_segmentation's types
             label_dtype = np.dtype(np.uint32 if np.can_cast(src.dtype, np.uint32, "safe") else np.uint64)
-        jobs.append(_Job(f"labels/{name}", src, label_dtype, "mode" if method in (None, "mean") else method, True, None))
+        jobs.append(_Job(f"labels/{name}", src, label_dtype, "mode" if method in (None, "mean", "gaussian") else method, True,
+                         None))
 
     chunk3 = _three(chunk, "--chunk")
     shard3 = _three(shard, "--shard") if shard is not None else None
@@ -355,7 +357,8 @@ def _tile_bytes(job: _Job, tiling: Tiling) -> int:
     vox = [c * math.prod(min(t, s) for t, s in zip(tiling.tile(lv), tiling.shapes[lv])) for lv in range(tiling.levels)]
     src, out = job.source.dtype.itemsize, job.dtype.itemsize
     cast = out if (job.rescale is not None or job.dtype != job.source.dtype) else 0
-    return int(vox[0] * (2 * src + cast + 1.25 * out) + 2 * out * sum(vox[1:]))
+    smooth = 8 if job.method == "gaussian" else 0  # scipy's float32 copy and its result
+    return int(vox[0] * (2 * src + cast + 1.25 * out + smooth) + 2 * out * sum(vox[1:]))
 
 
 def _plan_tiles(jobs: list[_Job], n: int, write: tuple, max_memory: int) -> Tiling:
@@ -363,7 +366,7 @@ def _plan_tiles(jobs: list[_Job], n: int, write: tuple, max_memory: int) -> Tili
     shape = jobs[0].source.shape[1:]
     k = [0, full_k(shape[1], write[1]), full_k(shape[2], write[2])]
     while True:
-        tiling = make_tiling(shape, n, write, tuple(k))
+        tiling = make_tiling(shape, n, write, tuple(k), one_level_rounds=any(j.method == "gaussian" for j in jobs))
         need = max(_tile_bytes(j, tiling) for j in jobs)
         if need <= max_memory:
             return tiling
@@ -565,17 +568,25 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
     samples: list[np.ndarray] = []
     pending: list = []
     leaves = iter(tiling.leaves(base, top, top_index))
+    no_margin = ((0, 0),) * 3
+    smooth = job.method == "gaussian" and base + 1 < tiling.levels
 
-    def read_leaf(leaf: tuple) -> np.ndarray:
+    def read_leaf(leaf: tuple) -> tuple[np.ndarray, tuple]:
+        """A leaf tile, with the margin of its neighbours that gaussian smoothing needs."""
         box = tiling.box(base, leaf)
+        margin = no_margin
+        if smooth:
+            margin = tuple((min(GAUSSIAN_MARGIN, lo), min(GAUSSIAN_MARGIN, size - hi)) if k == 2 else (0, 0)
+                           for (lo, hi), size, k in zip(box, tiling.shapes[base], tiling.steps[base + 1]))
+            box = tuple((lo - a, hi + b) for (lo, hi), (a, b) in zip(box, margin))
         if r == 0:
             data = job.source.read(box)
             want = (c, *(hi - lo for lo, hi in box))
             if data.shape != want:
                 raise ConvertError(f"{job.source.name}: region {box} read as shape {data.shape}, expected {want}")
-            return _cast(data, job)
+            return _cast(data, job), margin
         data = stores[base][_region(box, c)].read().result()
-        return data if c > 1 else data[None]
+        return (data if c > 1 else data[None]), margin
 
     def write(level: int, leaf: tuple, data: np.ndarray) -> None:
         box = tiling.box(level, leaf)
@@ -591,24 +602,31 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
     with ThreadPoolExecutor(1) as reader:
         ahead = [reader.submit(read_leaf, next(leaves))]
 
-        def build(level: int, leaf: tuple) -> np.ndarray:
+        def build(level: int, leaf: tuple) -> tuple[np.ndarray, tuple]:
+            """The tile and the margin around it (gaussian's leaves only)."""
             if level == base:
-                data = ahead.pop().result()
+                data, margin = ahead.pop().result()
                 following = next(leaves, None)
                 if following is not None:
                     ahead.append(reader.submit(read_leaf, following))
                 if r == 0 and plan.write_base:
-                    write(level, leaf, data)
-                return data
+                    inner = tuple(slice(a, n - b) for (a, b), n in zip(margin, data.shape[1:]))
+                    write(level, leaf, data[(slice(None), *inner)] if margin != no_margin else data)
+                return data, margin
             box = tiling.box(level, leaf)
             step = tiling.steps[level]
             out = np.empty((c, *(hi - lo for lo, hi in box)), job.dtype)
             for child in tiling.children(level, leaf):
-                part = downsample(build(level - 1, child), step, job.method, plan.workers)
+                data, margin = build(level - 1, child)
+                if job.method == "gaussian":
+                    part = gaussian(data, step, margin)
+                else:
+                    part = downsample(data, step, job.method, plan.workers)
+                del data
                 corner = [lo // k - plo for (lo, _), k, (plo, _) in zip(tiling.box(level - 1, child), step, box)]
                 out[(slice(None), *(slice(a, a + n) for a, n in zip(corner, part.shape[1:])))] = part
             write(level, leaf, out)
-            return out
+            return out, no_margin
 
         build(top, top_index)
     for w in pending:
@@ -693,7 +711,7 @@ def _write_metadata(staging: Path, job: _Job, index: int, manifest: dict, placem
     for f in job.factors:
         scale = [_tidy(v * k) for v, k in zip(placement["voxel"], f)]
         # A block's value sits at the block's centre: (k-1)/2 level-0 voxels past voxel 0's centre.
-        shift = [0.0 if job.method == "stride" else (k - 1) * v / 2 for v, k in zip(placement["voxel"], f)]
+        shift = [0.0 if job.method in CENTRED else (k - 1) * v / 2 for v, k in zip(placement["voxel"], f)]
         trans = [_tidy(t + d) for t, d in zip(placement["translation"], shift)]
         scales.append(([1.0] if c > 1 else []) + scale)
         translations.append(([0.0] if c > 1 else []) + trans)

@@ -53,7 +53,7 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     """Add ``count`` levels to the OME-Zarr image at ``path``, each downsampled from the one before,
     starting from its coarsest level (or ``from_level``, replacing the levels after it)."""
     from . import open_dataset
-    from .conversion import METHODS, _Job, _merge, _plan_tiles, _Plan, _run_task, _tree_size, task_list
+    from .conversion import CENTRED, METHODS, _Job, _merge, _plan_tiles, _Plan, _run_task, _tree_size, task_list
 
     started = time.monotonic()
     root = Path(path)
@@ -126,7 +126,7 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     added = []
     for k, name in enumerate(new_paths, start=1):
         f = [1] * spatial + list(factors[k])
-        shift = [0.0 if method == "stride" else (k_ - 1) * s / 2 for s, k_ in zip(scale, f)]
+        shift = [0.0 if method in CENTRED else (k_ - 1) * s / 2 for s, k_ in zip(scale, f)]
         added.append({"path": name, "coordinateTransformations": [
             {"type": "scale", "scale": [float(f"{s * k_:.12g}") for s, k_ in zip(scale, f)]},
             {"type": "translation", "translation": [float(f"{t + d:.12g}") for t, d in zip(trans, shift)]}]})

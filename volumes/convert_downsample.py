@@ -17,6 +17,23 @@ from typing import Callable, Sequence
 import numpy as np
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
+GAUSSIAN_SIGMA = 2 / 3
+GAUSSIAN_TRUNCATE = 4.0
+GAUSSIAN_MARGIN = int(GAUSSIAN_TRUNCATE * GAUSSIAN_SIGMA + 0.5)  # scipy's kernel radius
+
+
+def gaussian(data: np.ndarray, step: Sequence[int], margin: Sequence[tuple[int, int]]) -> np.ndarray:
+    """``data`` (c, z, y, x) with ``margin`` (before, after) voxels of its neighbours on each of
+    z, y, x, smoothed along the halved axes and strided; the margins are dropped."""
+    from scipy.ndimage import gaussian_filter
+
+    sigma = [0.0] + [GAUSSIAN_SIGMA if k == 2 else 0.0 for k in step]
+    smooth = gaussian_filter(data.astype(np.float32), sigma, mode="mirror", truncate=GAUSSIAN_TRUNCATE)
+    inner = smooth[(slice(None), *(slice(lo, n - hi, k) for (lo, hi), n, k in zip(margin, data.shape[1:], step)))]
+    if data.dtype.kind in "iu":
+        info = np.iinfo(data.dtype)
+        return np.clip(np.rint(inner), info.min, info.max).astype(data.dtype)
+    return inner.astype(data.dtype)
 
 
 def _pool(workers: int | None) -> tuple[ThreadPoolExecutor, int]:

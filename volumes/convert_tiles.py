@@ -16,6 +16,8 @@ Work is split into *rounds* of *tasks*.  A task builds one tile of the round's t
 everything below it in that round) and writes whole write chunks only.  Round 0 reads the input;
 when the coarse levels have too few tiles to share out, a further round builds them from the top
 level of the round before, read back from the output (a small fraction of the data: 1/8 per level).
+Gaussian downsampling needs a margin of the previous level around each tile, so there every round
+builds one level from the previous level's tiles read with that margin.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Tiling:
     steps: tuple[tuple[int, int, int], ...]  # factor from the previous level; level 0: (1, 1, 1)
     write: tuple[int, int, int]  # the write chunk (even where an axis is halved)
     k0: tuple[int, int, int]  # level-0 tile = write · 2^k0
+    one_level_rounds: bool = False  # each round builds one level from the last (gaussian reads halos)
 
     @property
     def levels(self) -> int:
@@ -69,6 +72,8 @@ class Tiling:
         """(base, top) levels of each round: round 0 writes base..top, later rounds base+1..top."""
         if self.levels == 1:
             return [(0, 0)]
+        if self.one_level_rounds:
+            return [(lv, lv + 1) for lv in range(self.levels - 1)]
         out, base = [], 0
         while base < self.levels - 1:
             top = next((lv for lv in range(self.levels - 1, base, -1) if math.prod(self.grid(lv)) >= MIN_TASKS),
@@ -92,12 +97,12 @@ def level_shapes(shape: tuple[int, int, int], n: int) -> tuple[list, list]:
 
 
 def make_tiling(shape: tuple[int, int, int], n: int, write: tuple[int, int, int],
-                k0: tuple[int, int, int] = (0, 0, 0)) -> Tiling:
+                k0: tuple[int, int, int] = (0, 0, 0), one_level_rounds: bool = False) -> Tiling:
     shapes, steps = level_shapes(shape, n)
     # A halved axis needs even tiles, or a block would straddle two of them.
     halved = [any(s[a] == 2 for s in steps) for a in range(3)]
     write = tuple(w * 2 if h and w % 2 else w for w, h in zip(write, halved))
-    return Tiling(tuple(shapes), tuple(steps), write, tuple(k0))
+    return Tiling(tuple(shapes), tuple(steps), write, tuple(k0), one_level_rounds)
 
 
 def full_k(size: int, write: int) -> int:

@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk", type=int_list, default=[128], help="chunk size, N or Z,Y,X (default: 128)")
     p.add_argument("--shard", type=int_list, help="shard size, N or Z,Y,X (ome-zarr-0.5); with precomputed: shard every scale")
     p.add_argument("--levels", type=int, help="resolution levels (default: until the coarsest fits one chunk)")
-    p.add_argument("--method", choices=["mean", "mode", "median", "min", "max", "stride"],
-                   help="downsampling (default: mean for images, mode for labels)")
+    p.add_argument("--method", choices=["mean", "mode", "median", "min", "max", "stride", "gaussian"],
+                   help="downsampling (default: mean for images, mode for labels; gaussian: sigma 2/3 then every 2nd)")
     p.add_argument("--voxel-size", type=float_list, help="level-0 voxel size, N or Z,Y,X, in --units (default: from the input)")
     p.add_argument("--units", help="OME unit name of the space axes, e.g. micrometer or nanometer")
     p.add_argument("--translation", type=float_list, help="centre of voxel 0, Z,Y,X in --units (default: from the input)")
