@@ -131,6 +131,24 @@ def test_arrays_and_channels_with_names(tmp_path):
         volumes.convert([a, a[:3]], tmp_path / "bad.zarr")
 
 
+def test_axes_name_the_inputs_dimensions(tmp_path):
+    data = _volume((12, 10, 8))
+    xyz = np.ascontiguousarray(data.transpose(2, 1, 0))
+    volumes.convert(xyz, tmp_path / "a.zarr", chunk=4, axes="xyz")
+    np.testing.assert_array_equal(_level(tmp_path / "a.zarr"), data)
+    two = np.stack([data, data + 1])  # stored z, c, y, x with a time axis of one point in front
+    volumes.convert(two.transpose(1, 0, 2, 3)[None], tmp_path / "b.zarr", chunk=4, axes="tzcyx")
+    np.testing.assert_array_equal(_level(tmp_path / "b.zarr"), two)
+    # A file whose reader presents the dimensions in the wrong order: a plain zarr array stored x, y, z.
+    ts.open({"driver": "zarr", "kvstore": f"file://{tmp_path}/xyz.zarr/", "metadata": {
+        "shape": list(xyz.shape), "chunks": [4, 4, 4], "dtype": "<u2"}}, create=True).result().write(xyz).result()
+    r = _cli("convert", tmp_path / "xyz.zarr", tmp_path / "c.zarr", "--axes", "xyz", "--chunk", "4")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(_level(tmp_path / "c.zarr"), data)
+    r = _cli("convert", tmp_path / "xyz.zarr", tmp_path / "d.zarr", "--axes", "xyq")
+    assert r.returncode == 2 and "--axes 'xyq' must name each of its 3 dimensions once" in r.stderr
+
+
 def test_a_dask_array_input_is_read_slab_by_slab(tmp_path):
     import dask.array as da
 

@@ -89,6 +89,7 @@ def convert(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     dask: str | None = None,
+    axes: str | None = None,
 ) -> dict:
     """Convert ``inputs`` (one path/array, or several: channels) to a multiscale OME-Zarr at ``output``.
 
@@ -97,6 +98,8 @@ def convert(
     ``voxel_size``/``translation`` are ``z, y, x`` in ``units`` (OME's voxel-centre translation).
     ``progress(done, total)`` is called with voxels written (all levels) after each task.
     ``dask`` (``"tcp://HOST:PORT"`` or ``"local"``) runs the tasks on a dask.distributed cluster.
+    ``axes`` names the inputs' dimensions in storage order (``"xyz"``, ``"czyx"``, ``"tzyx"``…)
+    when their readers cannot tell (arrays) or tell wrong.
     Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``, ``tile`` (level-0
     tile, z, y, x), ``tasks`` (tasks run by this call), ``resumed_tasks``, ``dask``.
 
@@ -119,7 +122,7 @@ def convert(
     recipe = dict(inputs=inputs, output=output, labels=labels, format=format, chunk=chunk, shard=shard, levels=levels,
                   method=method, voxel_size=voxel_size, units=units, translation=translation, overwrite=overwrite,
                   compression=compression, dtype=dtype, rescale=rescale, channel_names=channel_names,
-                  ranges=ranges, max_memory=max_memory, workers=workers)
+                  ranges=ranges, max_memory=max_memory, workers=workers, axes=axes)
     plan = _prepare(**recipe)
     manifest = _start(plan.staging, plan.fingerprint, resume)
     jobs, tasks = plan.jobs, task_list(plan.tiling)
@@ -200,7 +203,7 @@ class _Plan:
 
 
 def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, voxel_size, units, translation,
-             overwrite, compression, dtype, rescale, channel_names, ranges, max_memory, workers) -> _Plan:
+             overwrite, compression, dtype, rescale, channel_names, ranges, max_memory, workers, axes) -> _Plan:
     """Check the options, open the inputs and plan levels and tiles; writes nothing."""
     output = Path(output)
     if format not in FORMATS:
@@ -217,7 +220,7 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not items:
         raise ConvertError("no input given")
-    image = stack_channels([open_source(i) for i in items])
+    image = stack_channels([open_source(i, axes) for i in items])
     box = parse_ranges(ranges, image.shape[1:]) if ranges else None
     if box:
         image = crop(image, box)
@@ -227,7 +230,7 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
         image.channel_names = list(channel_names)
     jobs = [_Job("", image, _out_dtype(image, dtype, rescale), method or "mean", False, rescale)]
     for name, item in (labels or {}).items():
-        src = open_source(item)
+        src = open_source(item, axes)
         if box:  # the same sub-volume of the labels
             src = crop(src, parse_ranges(ranges, src.shape[1:]))
         if src.shape[1:] != image.shape[1:] or src.shape[0] != 1:

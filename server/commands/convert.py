@@ -55,6 +55,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="downsampling (default: mean for images, mode for labels; gaussian: sigma 2/3 then every 2nd)")
     p.add_argument("--voxel-size", type=float_list, help="level-0 voxel size, N or Z,Y,X, in --units (default: from the input)")
     p.add_argument("--units", help="OME unit name of the space axes, e.g. micrometer or nanometer")
+    p.add_argument("--axes", metavar="LETTERS",
+                   help="the inputs' dimensions in storage order, from tczyx (e.g. xyz, czyx), when the reader cannot tell")
     p.add_argument("--translation", type=float_list, help="centre of voxel 0, Z,Y,X in --units (default: from the input)")
     p.add_argument("--compression", default="blosc-zstd", choices=["blosc-zstd", "blosc-lz4", "gzip", "none"])
     p.add_argument("--dtype", help="output data type, e.g. uint8 (narrowing needs --rescale)")
@@ -95,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             levels=args.levels, method=args.method, voxel_size=args.voxel_size, units=args.units,
             translation=args.translation, overwrite=args.overwrite, compression=args.compression, dtype=args.dtype,
             rescale=args.rescale, channel_names=args.channel_names, ranges=args.ranges, max_memory=args.max_memory, resume=args.resume,
-            workers=args.workers, progress=bar, dask=args.dask,
+            workers=args.workers, progress=bar, dask=args.dask, axes=args.axes,
         )
     except (SourceError, ConvertError) as exc:
         raise UsageError(first_line(exc)) from None
