@@ -486,3 +486,22 @@ def test_add_levels_equals_converting_with_them(tmp_path, version):
     assert r.returncode == 2 and "give only its path" in r.stderr
     r = _cli("convert", "--add-levels", "1", tmp_path)
     assert r.returncode == 2 and "not an OME-Zarr image group" in r.stderr
+
+
+def test_precomputed_jpeg_for_uint8_images(tmp_path):
+    z, y, x = np.mgrid[:24, :40, :48]
+    data = (120 + 60 * np.sin(x / 6) * np.cos(y / 9) + z).astype(np.uint8)  # smooth: jpeg keeps it close
+    out = tmp_path / "jpeg"
+    volumes.convert(data, out, format="precomputed", encoding="jpeg", chunk=16, levels=2, voxel_size=(8, 8, 8),
+                    units="nanometer")
+    info = json.loads((out / "info").read_text())
+    assert [s["encoding"] for s in info["scales"]] == ["jpeg", "jpeg"]
+    chunk = next(p for p in (out / info["scales"][0]["key"]).iterdir())
+    assert chunk.read_bytes()[:2] == b"\xff\xd8"  # a JPEG file
+    store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{out}/"}).result()
+    got = store.read().result()[..., 0].transpose(2, 1, 0)
+    assert got.shape == data.shape and np.abs(got.astype(int) - data).mean() < 2  # lossy, but close
+    with pytest.raises(ConvertError, match="--encoding jpeg takes uint8 images"):
+        volumes.convert(data.astype(np.uint16), tmp_path / "j16", format="precomputed", encoding="jpeg")
+    with pytest.raises(ConvertError, match="needs --format precomputed"):
+        volumes.convert(data, tmp_path / "jz", encoding="jpeg")

@@ -90,6 +90,7 @@ def convert(
     progress: Callable[[int, int], None] | None = None,
     dask: str | None = None,
     axes: str | None = None,
+    encoding: str = "raw",
 ) -> dict:
     """Convert ``inputs`` (one path/array, or several: channels) to a multiscale OME-Zarr at ``output``.
 
@@ -99,7 +100,8 @@ def convert(
     ``progress(done, total)`` is called with voxels written (all levels) after each task.
     ``dask`` (``"tcp://HOST:PORT"`` or ``"local"``) runs the tasks on a dask.distributed cluster.
     ``axes`` names the inputs' dimensions in storage order (``"xyz"``, ``"czyx"``, ``"tzyx"``…)
-    when their readers cannot tell (arrays) or tell wrong.
+    when their readers cannot tell (arrays) or tell wrong.  ``encoding="jpeg"`` writes a
+    precomputed uint8 image (1 or 3 channels) as jpeg chunks (lossy).
     Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``, ``tile`` (level-0
     tile, z, y, x), ``tasks`` (tasks run by this call), ``resumed_tasks``, ``dask``.
 
@@ -122,7 +124,8 @@ def convert(
     recipe = dict(inputs=inputs, output=output, labels=labels, format=format, chunk=chunk, shard=shard, levels=levels,
                   method=method, voxel_size=voxel_size, units=units, translation=translation, overwrite=overwrite,
                   compression=compression, dtype=dtype, rescale=rescale, channel_names=channel_names,
-                  ranges=ranges, max_memory=max_memory, workers=workers, axes=axes)
+                  ranges=ranges, max_memory=max_memory, workers=workers, axes=axes,
+                  encoding=encoding)
     plan = _prepare(**recipe)
     manifest = _start(plan.staging, plan.fingerprint, resume)
     jobs, tasks = plan.jobs, task_list(plan.tiling)
@@ -200,10 +203,12 @@ class _Plan:
     staging: Path
     fingerprint: str
     write_base: bool = True  # False when adding levels: level 0 is an existing array, only read
+    encoding: str = "raw"  # precomputed images: raw or jpeg
 
 
 def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, voxel_size, units, translation,
-             overwrite, compression, dtype, rescale, channel_names, ranges, max_memory, workers, axes) -> _Plan:
+             overwrite, compression, dtype, rescale, channel_names, ranges, max_memory, workers, axes,
+             encoding) -> _Plan:
     """Check the options, open the inputs and plan levels and tiles; writes nothing."""
     output = Path(output)
     if format not in FORMATS:
@@ -229,6 +234,7 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
             raise ConvertError(f"{len(channel_names)} --channel-names for {image.shape[0]} channels")
         image.channel_names = list(channel_names)
     jobs = [_Job("", image, _out_dtype(image, dtype, rescale), method or "mean", False, rescale)]
+    _check_encoding(encoding, version, jobs[0])
     for name, item in (labels or {}).items():
         src = open_source(item, axes)
         if box:  # the same sub-volume of the labels
@@ -260,9 +266,22 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
     if version == 0:
         _voxel_offset(placement)  # refused now, before anything is written
     staging = output.with_name(f".{output.name}.partial-convert")
-    fingerprint = _fingerprint(jobs, chunk3, shard3, tiling, version, compression, placement, items, labels)
+    fingerprint = _fingerprint(jobs, chunk3, shard3, tiling, version, f"{compression} {encoding}", placement, items,
+                               labels)
     return _Plan(jobs, version, chunk3, shard3, shard_bits, tiling, placement, compression, workers, staging,
-                 fingerprint)
+                 fingerprint, encoding=encoding)
+
+
+def _check_encoding(encoding: str, version: int, image: _Job) -> None:
+    if encoding == "raw":
+        return
+    if encoding != "jpeg":
+        raise ConvertError(f"unknown --encoding {encoding!r}; use raw or jpeg")
+    if version != 0:
+        raise ConvertError("--encoding jpeg needs --format precomputed")
+    if image.dtype != np.uint8 or image.source.shape[0] not in (1, 3):
+        raise ConvertError(f"--encoding jpeg takes uint8 images of 1 or 3 channels, not {image.source.shape[0]} "
+                           f"channel(s) of {image.dtype}; add --dtype uint8 --rescale LO:HI")
 
 
 def _run_local(plan: _Plan, todo: list[tuple[int, int]], finished: Callable) -> None:
@@ -538,7 +557,7 @@ def _precomputed_specs(plan: _Plan, job: _Job) -> list[dict]:
     root = plan.staging / job.key if job.key else plan.staging
     return precomputed_specs(root, job.shapes, job.factors, plan.chunk, job.dtype, label=job.label,
                              resolution_nm=_nanometres(plan.placement), offset=_voxel_offset(plan.placement),
-                             shard_bits=plan.shard_bits)
+                             shard_bits=plan.shard_bits, encoding=plan.encoding)
 
 
 def _cast(data: np.ndarray, job: _Job) -> np.ndarray:

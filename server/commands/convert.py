@@ -58,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--axes", metavar="LETTERS",
                    help="the inputs' dimensions in storage order, from tczyx (e.g. xyz, czyx), when the reader cannot tell")
     p.add_argument("--translation", type=float_list, help="centre of voxel 0, Z,Y,X in --units (default: from the input)")
+    p.add_argument("--encoding", default="raw", choices=["raw", "jpeg"],
+                   help="precomputed image chunks: raw, or jpeg for uint8 images (lossy, quality 90)")
     p.add_argument("--compression", default="blosc-zstd", choices=["blosc-zstd", "blosc-lz4", "gzip", "none"])
     p.add_argument("--dtype", help="output data type, e.g. uint8 (narrowing needs --rescale)")
     p.add_argument("--rescale", type=_window, metavar="LO:HI", help="with --dtype: map input LO..HI to the full output range")
@@ -97,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             levels=args.levels, method=args.method, voxel_size=args.voxel_size, units=args.units,
             translation=args.translation, overwrite=args.overwrite, compression=args.compression, dtype=args.dtype,
             rescale=args.rescale, channel_names=args.channel_names, ranges=args.ranges, max_memory=args.max_memory, resume=args.resume,
-            workers=args.workers, progress=bar, dask=args.dask, axes=args.axes,
+            workers=args.workers, progress=bar, dask=args.dask, axes=args.axes, encoding=args.encoding,
         )
     except (SourceError, ConvertError) as exc:
         raise UsageError(first_line(exc)) from None
