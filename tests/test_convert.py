@@ -167,7 +167,7 @@ def test_levels_match_a_numpy_reference_across_slabs(tmp_path, version):
     fmt = {"format": "ome-zarr-0.5", "shard": 16} if version == 3 else {}
     # A memory bound this small forces small tiles: their seams must not show in any level.
     summary = volumes.convert(data, out, chunk=4, levels=3, labels={"cells": labels},
-                              max_memory=100_000 if version == 3 else 20_000,
+                              max_memory=100_000 if version == 3 else 8_000,
                               voxel_size=(2.0, 0.5, 0.5), units="micrometer", translation=(10, 0, 0), **fmt)
     tile = summary["tile"]  # smaller than the volume along every axis: seams in z, y and x
     assert tile[0] < data.shape[0] and tile[1] < data.shape[1] and tile[2] < data.shape[2], tile
@@ -214,7 +214,7 @@ def test_gaussian_levels_match_scipy_across_tile_seams(tmp_path):
 
     data = _volume((45, 37, 29))
     out = tmp_path / "g.zarr"
-    summary = volumes.convert(data, out, chunk=4, levels=3, method="gaussian", max_memory=20_000)
+    summary = volumes.convert(data, out, chunk=4, levels=3, method="gaussian", max_memory=4_000)
     assert all(t < s for t, s in zip(summary["tile"], data.shape))  # tiles smaller than the volume: seams
     prev = data
     for level in (1, 2):

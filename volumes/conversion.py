@@ -4,9 +4,10 @@ The pyramid is built tile by tile (:mod:`.convert_tiles`): a level-0 tile is one
 or shard) thick and as wide in y/x as ``max_memory`` allows; every coarser tile is the downsampling
 of its children, built depth-first, so about one tile per level is in memory whatever the input's
 size, each level comes from the previous level's data in one pass, and each input voxel is read
-once (a TIFF slice, read whole by its reader, once per y/x band of level-0 tiles: the band is the
-whole plane when it fits the bound).  Reading the next tile, downsampling and tensorstore's
-compression and writes overlap.
+once.  Where a format cannot read part of a 2-D plane (a TIFF slice in one compressed strip, or
+tiled; an HDF5/zarr chunk wider than a tile), that part is read again for each tile it touches:
+tiles span the whole plane whenever the bound allows, so this only happens for planes too large
+for it.  Reading the next tile, downsampling and tensorstore's compression and writes overlap.
 
 The output is built in a hidden sibling folder (``.NAME.partial-convert``) and renamed into place
 at the end.  The unit of work is a *task*, one tile of a round's top level with everything under
@@ -384,7 +385,8 @@ def _tile_bytes(job: _Job, tiling: Tiling) -> int:
 
 
 def _plan_tiles(jobs: list[_Job], n: int, write: tuple, max_memory: int) -> Tiling:
-    """The tiling with the largest level-0 tiles (the whole plane if it fits) within ``max_memory``."""
+    """The tiling with the largest level-0 tiles within ``max_memory``: the whole plane if it fits,
+    else bands of whole rows, else parts of rows."""
     shape = jobs[0].source.shape[1:]
     k = [0, full_k(shape[1], write[1]), full_k(shape[2], write[2])]
     while True:
@@ -392,10 +394,8 @@ def _plan_tiles(jobs: list[_Job], n: int, write: tuple, max_memory: int) -> Tili
         need = max(_tile_bytes(j, tiling) for j in jobs)
         if need <= max_memory:
             return tiling
-        tile = tiling.tile(0)
-        if k[1] or k[2]:  # halve the longer side (y on a tie), keeping tiles about square
-            axis = 1 if (tile[1] >= tile[2] and k[1]) or not k[2] else 2
-            k[axis] -= 1
+        if k[1] or k[2]:  # fewer rows first: whole rows are one read in row-major files (TIFF strips, MRC, …)
+            k[1 if k[1] else 2] -= 1
         else:
             t = "x".join(map(str, tiling.tile(0)))
             raise ConvertError(f"a tile of {t} voxels (one write chunk: chunk or shard) needs about {_size(need)}, "
@@ -657,8 +657,7 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
     return stats, sample
 
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameters
-_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
 def _limit_arenas() -> None:
@@ -671,9 +670,6 @@ def _limit_arenas() -> None:
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(_M_ARENA_MAX, 1)
-        # A fixed threshold: tile-sized buffers are always mapped and unmapped when freed (glibc
-        # otherwise raises the threshold after the first such free and keeps them on the heap).
-        libc.mallopt(_M_MMAP_THRESHOLD, 1 << 20)
     except (AttributeError, OSError):
         pass
 
