@@ -19,6 +19,7 @@ statistics: ``resume=True`` continues an interrupted run, byte for byte equal to
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import math
@@ -402,9 +403,10 @@ def _plan_tiles(jobs: list[_Job], n: int, write: tuple, max_memory: int) -> Tili
                                f"over --max-memory {_size(max_memory)}; raise --max-memory or lower --chunk/--shard")
 
 
-def task_list(tiling: Tiling) -> list[tuple[int, tuple[int, int, int]]]:
+@functools.lru_cache(maxsize=8)
+def task_list(tiling: Tiling) -> tuple[tuple[int, tuple[int, int, int]], ...]:
     """Every task of a job: (round, tile index at the round's top level), round by round."""
-    return [(r, index) for r, (_, top) in enumerate(tiling.rounds()) for index in tiling.tasks(top)]
+    return tuple((r, index) for r, (_, top) in enumerate(tiling.rounds()) for index in tiling.tasks(top))
 
 
 def _size(n: float) -> str:

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 
 Box = tuple[tuple[int, int], tuple[int, int], tuple[int, int]]  # (lo, hi) per z, y, x
 
-MIN_TASKS = 4  # a round's top level is the coarsest level that still has this many tiles
+MIN_TASKS = 4  # a round's top level is the coarsest level that still has this many tiles …
+MAX_LEAVES = 64  # … and whose tasks read at most this many tiles (a lost task is little work)
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,9 @@ class Tiling:
             return [(lv, lv + 1) for lv in range(self.levels - 1)]
         out, base = [], 0
         while base < self.levels - 1:
-            top = next((lv for lv in range(self.levels - 1, base, -1) if math.prod(self.grid(lv)) >= MIN_TASKS),
-                       self.levels - 1)
+            fits = [lv for lv in range(base + 1, self.levels) if len(self.leaves(base, lv, (0, 0, 0))) <= MAX_LEAVES]
+            # (a tile has at most 8 children, so base + 1 always fits)
+            top = next((lv for lv in reversed(fits) if math.prod(self.grid(lv)) >= MIN_TASKS), fits[-1])
             out.append((base, top))
             base = top
         return out
