@@ -665,9 +665,9 @@ _M_ARENA_MAX = -8  # glibc's mallopt parameter
 def _limit_arenas() -> None:
     """Make threads created from now on share one glibc malloc arena.
 
-    Tensorstore's codec threads would each get an arena of their own; slab-sized buffers freed
-    in one arena are not reused by another, so the peak RSS crept up with the slab count (by
-    about a slab per thread).  One shared arena keeps it flat.  Harmless where it is not glibc.
+    Tensorstore's codec threads would each get an arena of their own; tile-sized buffers freed
+    in one arena are not reused by another, so the peak RSS crept up with the tile count (by
+    about a tile per thread).  One shared arena keeps it flat.  Harmless where it is not glibc.
     """
     try:
         libc = ctypes.CDLL(None)
@@ -677,7 +677,7 @@ def _limit_arenas() -> None:
 
 
 def _release_memory() -> None:
-    """Hand freed heap back to the system after a slab (glibc keeps it otherwise)."""
+    """Hand freed heap back to the system after a task (glibc keeps it otherwise)."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (AttributeError, OSError):  # not glibc: nothing to trim

@@ -26,7 +26,7 @@ class ConvertError(ValueError):
 
 @dataclass
 class Source:
-    """One input as a ``(c, z, y, x)`` array read in z-slabs."""
+    """One input as a ``(c, z, y, x)`` array read box by box."""
 
     name: str
     shape: tuple[int, int, int, int]
