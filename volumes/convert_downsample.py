@@ -74,11 +74,17 @@ def _numpy_block(data: np.ndarray, step: Sequence[int], method: str) -> np.ndarr
     for axis, k in zip((1, 2, 3), step):
         if k == 2:
             out = _pairs(out, axis, lambda a, b: np.add(a, b, dtype=acc))
-    n = int(np.prod(step))
-    q, r = np.divmod(out, n)
-    # round half to even, as tensorstore does: up when the remainder is over half, or half and q odd
-    q += (2 * r > n) | ((2 * r == n) & (q & 1).astype(bool))
-    return q.astype(data.dtype)
+    # sum / 2^k rounded half to even, as tensorstore does, with shifts (floor division, also below 0):
+    # adding 2^(k-1) - 1 plus the quotient's lowest bit carries exactly when the remainder is over
+    # half, or half with an odd quotient.
+    k = sum(1 for s in step if s == 2)
+    odd = out >> k
+    odd &= 1
+    out += odd
+    del odd
+    out += (1 << (k - 1)) - 1
+    out >>= k
+    return out.astype(data.dtype)
 
 
 def downsample(data: np.ndarray, step: Sequence[int], method: str, workers: int | None = None) -> np.ndarray:
