@@ -149,7 +149,7 @@ def test_axes_name_the_inputs_dimensions(tmp_path):
     assert r.returncode == 2 and "--axes 'xyq' must name each of its 3 dimensions once" in r.stderr
 
 
-def test_a_dask_array_input_is_read_slab_by_slab(tmp_path):
+def test_a_dask_array_input_is_read_tile_by_tile(tmp_path):
     import dask.array as da
 
     data = _volume((40, 24, 24))
