@@ -10,7 +10,9 @@ shrinks it) and converts it, in one run, with:
 * ngff-zarr's ``to_ngff_zarr`` with a dask array of the slices;
 * ome-zarr-py's ``write_image`` with the same dask array;
 * a plain implementation of scroll_to_ome's algorithm: load a z-slab of one chunk's thickness,
-  mean-downsample it level by level with numpy, write every level's part.
+  mean-downsample it level by level with numpy, write every level's part.  It compresses as ngserve does by default (blosc zstd level 3 with byte shuffle), so the two
+  differ by their algorithm only; ngff-zarr and ome-zarr-py keep their defaults (zarr-python's
+  zstd level 0, i.e. 3).
 
 Each runs in its own process; the script prints wall time, voxels/s and peak RSS (VmHWM) for each
 and their ratios to ngserve.  ``--rss-check`` then runs ``ngserve convert`` once more on the first
@@ -82,7 +84,7 @@ for level in range(levels):
     dims = [-(-s // 2 ** level) for s in shape]
     stores.append(ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": f"{out}/{level}/"},
                            "metadata": {"shape": dims, "chunks": [min(chunk, d) for d in dims], "dtype": first.dtype.str,
-                                        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1},
+                                        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1},
                                         "dimension_separator": "/"}, "create": True}).result())
 for z0 in range(0, shape[0], chunk):  # one chunk's thickness of slices at a time, as scroll_to_ome does
     slab = np.stack([tifffile.imread(f) for f in files[z0:z0 + chunk]])
