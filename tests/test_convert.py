@@ -119,6 +119,25 @@ def test_every_input_kind_converts_level0_exactly(tmp_path):
     assert _attrs(tmp_path / "mrc.ome.zarr")["multiscales"][0]["axes"][2]["unit"] == "nanometer"
 
 
+@pytest.mark.parametrize("kind", ["plain", "big-endian", "zlib strips", "lzw strips", "tiled"])
+def test_tiff_stacks_are_read_in_bands_of_rows(tmp_path, monkeypatch, kind):
+    import volumes.tiff
+
+    monkeypatch.setattr(volumes.tiff, "STACK_BAND_BYTES", 1000)  # bands of 8 rows of 50 uint16
+    options = {"plain": {}, "big-endian": {"byteorder": ">"}, "zlib strips": {"compression": "zlib", "rowsperstrip": 16},
+               "lzw strips": {"compression": "lzw", "predictor": True, "rowsperstrip": 7}, "tiled": {"tile": (16, 16)}}
+    data = _volume((3, 100, 50))
+    for i, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / f"z{i}.tif", plane, **options[kind])
+    ds = volumes.open_dataset(tmp_path)
+    assert ds.levels[0].chunks == [1, 8, 50]
+    store = ds.open_level(0)
+    np.testing.assert_array_equal(store[:, 13:77, 5:40].read().result(), data[:, 13:77, 5:40])
+    time.sleep(0.01)
+    tifffile.imwrite(tmp_path / "z1.tif", data[1] + 1, **options[kind])  # replaced: no stale bytes from a cache
+    np.testing.assert_array_equal(store[1].read().result(), data[1] + 1)
+
+
 def test_arrays_and_channels_with_names(tmp_path):
     a, b = _volume(seed=1), _volume(seed=2)
     out = tmp_path / "two.ome.zarr"
