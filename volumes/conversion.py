@@ -38,7 +38,7 @@ from .convert_downsample import GAUSSIAN_MARGIN, downsample, gaussian
 from .convert_downsample import stats as tile_stats
 from .convert_sources import ConvertError, Source, crop, open_source, parse_ranges, stack_channels
 from .convert_stores import COMPRESSIONS, SHARD_ABOVE, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
-from .convert_tiles import Tiling, full_k, level_shapes, make_tiling
+from .convert_tiles import Tiling, full_k, make_tiling
 from .units import ome_unit
 
 DEFAULT_MAX_MEMORY = 2 << 30
@@ -249,8 +249,8 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
         label_dtype = src.dtype
         if version == 0 and label_dtype not in (np.uint32, np.uint64):  # compressed_segmentation's types
             label_dtype = np.dtype(np.uint32 if np.can_cast(src.dtype, np.uint32, "safe") else np.uint64)
-        jobs.append(_Job(f"labels/{name}", src, label_dtype, "mode" if method in (None, "mean", "gaussian") else method, True,
-                         None))
+        label_method = "mode" if method in (None, "mean", "gaussian") else method  # never averaged or smoothed
+        jobs.append(_Job(f"labels/{name}", src, label_dtype, label_method, True, None))
 
     chunk3 = _three(chunk, "--chunk")
     shard3 = _three(shard, "--shard") if shard is not None else None
@@ -261,8 +261,7 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
     write = _write_chunk(chunk3, shard3, version, shard_bits)
     tiling = _plan_tiles(jobs, n_levels, write, max_memory)
     for job in jobs:
-        shapes, _ = level_shapes(job.source.shape[1:], n_levels)
-        job.shapes = [(job.source.shape[0], *s) for s in shapes]
+        job.shapes = [(job.source.shape[0], *s) for s in tiling.shapes]
         job.factors = _factors(tiling)
     placement = _placement(image, voxel_size, units, translation)
     if version == 0:

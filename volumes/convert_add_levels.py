@@ -53,7 +53,7 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     """Add ``count`` levels to the OME-Zarr image at ``path``, each downsampled from the one before,
     starting from its coarsest level (or ``from_level``, replacing the levels after it)."""
     from . import open_dataset
-    from .conversion import CENTRED, METHODS, _Job, _merge, _plan_tiles, _Plan, _run_task, _tree_size, task_list
+    from .conversion import CENTRED, METHODS, _factors, _Job, _merge, _plan_tiles, _Plan, _run_task, _tree_size, task_list
 
     started = time.monotonic()
     root = Path(path)
@@ -84,10 +84,7 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     tiling = _plan_tiles([job], count + 1, tuple(int(g) for g in grid), max_memory)
     shapes = tiling.shapes
     job.shapes = [(c, *s) for s in shapes]
-    factors = [(1, 1, 1)]
-    for step in tiling.steps[1:]:
-        factors.append(tuple(a * b for a, b in zip(factors[-1], step)))
-    job.factors = factors
+    job.factors = factors = _factors(tiling)
 
     import tensorstore as ts
 
