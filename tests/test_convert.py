@@ -447,12 +447,13 @@ def test_dask_local_cluster_equals_the_single_process_run(tmp_path):
     assert "12 tasks on dask local" in r.stdout
     assert _files(spread) == _files(single)
     # Sharded: tiles are whole shards, so tasks never share one.
-    sharded = ["--format", "ome-zarr-0.5", "--shard", "16", "--chunk", "8", "--levels", "3", "--max-memory", "400KiB"]
-    single, spread = tmp_path / "one" / "s.zarr", tmp_path / "dask" / "s.zarr"
-    assert _cli("convert", stack, single, *sharded).returncode == 0
-    r = _cli("convert", stack, spread, *sharded, "--dask", "local", "--workers", "2")
-    assert r.returncode == 0, r.stderr
-    assert _files(spread) == _files(single)
+    for fmt in ("ome-zarr-0.5", "precomputed"):
+        sharded = ["--format", fmt, "--shard", "16", "--chunk", "8", "--levels", "3", "--max-memory", "400KiB"]
+        single, spread = tmp_path / "one" / f"{fmt}.zarr", tmp_path / "dask" / f"{fmt}.zarr"
+        assert _cli("convert", stack, single, *sharded).returncode == 0
+        r = _cli("convert", stack, spread, *sharded, "--dask", "local", "--workers", "2")
+        assert r.returncode == 0, r.stderr
+        assert "tasks on dask local" in r.stdout and _files(spread) == _files(single), fmt
 
 
 def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
