@@ -227,7 +227,7 @@ def _run(calls: list[tuple[str, Callable, tuple]], workers: int | None, dask: st
         from volumes.convert_sources import ConvertError
 
         try:
-            run_calls(dask, workers, {name: (fn, args) for name, fn, args in calls}, step)
+            run_calls(dask, workers, [{name: (fn, args) for name, fn, args in calls}], step)
         except ConvertError as exc:
             raise PrepareError(str(exc)) from None
         return

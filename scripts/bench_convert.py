@@ -10,10 +10,14 @@ shrinks it) and converts it, in one run, with:
 * ngff-zarr's ``to_ngff_zarr`` with a dask array of the slices;
 * ome-zarr-py's ``write_image`` with the same dask array;
 * a plain implementation of scroll_to_ome's algorithm: load a z-slab of one chunk's thickness,
-  mean-downsample it level by level with numpy, write every level's part.
+  mean-downsample it level by level with numpy, write every level's part.  It compresses as ngserve does by default (blosc zstd level 3 with byte shuffle), so the two
+  differ by their algorithm only; ngff-zarr and ome-zarr-py keep their defaults (zarr-python's
+  zstd level 0, i.e. 3).
 
 Each runs in its own process; the script prints wall time, voxels/s and peak RSS (VmHWM) for each
-and their ratios to ngserve.  A competitor whose package is missing is reported as such
+and their ratios to ngserve.  ``--rss-check`` then runs ``ngserve convert`` once more on the first
+quarter of the slices (symlinks, nothing rewritten) and prints both peaks: memory must not grow
+with the input (the stack is 4x the quarter).  A competitor whose package is missing is reported as such
 (``pip install 'ngserve[bench]'``).  Run it on a quiet machine; record results in BENCHMARKS.md.
 """
 
@@ -80,7 +84,7 @@ for level in range(levels):
     dims = [-(-s // 2 ** level) for s in shape]
     stores.append(ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": f"{out}/{level}/"},
                            "metadata": {"shape": dims, "chunks": [min(chunk, d) for d in dims], "dtype": first.dtype.str,
-                                        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 5, "shuffle": 1},
+                                        "compressor": {"id": "blosc", "cname": "zstd", "clevel": 3, "shuffle": 1},
                                         "dimension_separator": "/"}, "create": True}).result())
 for z0 in range(0, shape[0], chunk):  # one chunk's thickness of slices at a time, as scroll_to_ome does
     slab = np.stack([tifffile.imread(f) for f in files[z0:z0 + chunk]])
@@ -139,6 +143,8 @@ def main() -> int:
     ap.add_argument("--chunk", type=int, default=128)
     ap.add_argument("--workdir", help="where to write the stack and outputs (default: a temporary folder)")
     ap.add_argument("--only", action="append", help="run only competitors whose name contains this (repeatable)")
+    ap.add_argument("--rss-check", action="store_true",
+                    help="also convert a quarter of the slices with ngserve and compare its peak RSS with the full run")
     args = ap.parse_args()
     shape = tuple(int(v) for v in args.size.split(","))
     work = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="bench_convert-"))
@@ -161,6 +167,21 @@ def main() -> int:
             continue
         ratio = f"{r['seconds'] / base['seconds']:.2f}x" if base else "-"
         print(f"{r['name']:28} {r['seconds']:8.1f} {voxels / r['seconds'] / 1e6:8.1f} {r['peak'] / 2**20:9.0f} {ratio:>15}")
+    if args.rss_check:
+        quarter = work / "quarter"
+        shutil.rmtree(quarter, ignore_errors=True)
+        quarter.mkdir()
+        for z in range(max(1, shape[0] // 4)):
+            (quarter / f"z{z}.tif").symlink_to(stack / f"z{z}.tif")
+        small = run("ngserve convert (quarter)", COMPETITORS["ngserve convert"], quarter, work / "out.zarr",
+                    args.levels, args.chunk)
+        shutil.rmtree(quarter)
+        full = base or run("ngserve convert", COMPETITORS["ngserve convert"], stack, work / "out.zarr", args.levels,
+                           args.chunk)
+        if "peak" in small and "peak" in full:
+            print(f"peak RSS: {small['peak'] / 2**20:.0f} MiB at 1/4 of the stack, {full['peak'] / 2**20:.0f} MiB "
+                  f"at the whole stack ({full['peak'] / small['peak']:.2f}x)")
+        results.append(small)
     print(json.dumps({"shape": shape, "levels": args.levels, "chunk": args.chunk, "results": results}))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)

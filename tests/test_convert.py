@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -74,6 +75,20 @@ def reference_downsample(a: np.ndarray, method: str) -> np.ndarray:
     return out
 
 
+@pytest.mark.parametrize("dtype", ["uint8", "int16", "uint16", "int32", "uint32", "float32"])
+@pytest.mark.parametrize("method", ["mean", "min", "max", "stride", "mode"])
+def test_tile_downsampling_equals_tensorstore(dtype, method):
+    from volumes.convert_downsample import downsample
+
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype) if dtype != "float32" else np.finfo(dtype)
+    data = rng.integers(max(info.min, -(2**31)), min(info.max, 2**31 - 1), (2, 12, 10, 14), endpoint=True).astype(dtype)
+    for shape, step in (((2, 12, 10, 14), (2, 2, 2)), ((2, 12, 10, 14), (1, 2, 2)), ((2, 11, 9, 14), (2, 2, 2))):
+        part = data[:, :shape[1], :shape[2], :shape[3]]
+        expected = ts.downsample(ts.array(part), [1, *step], method=method).read().result()
+        np.testing.assert_array_equal(downsample(part, step, method, workers=3), expected, err_msg=f"{shape} {step}")
+
+
 # -- inputs of every kind ------------------------------------------------------------------
 
 def test_every_input_kind_converts_level0_exactly(tmp_path):
@@ -104,6 +119,25 @@ def test_every_input_kind_converts_level0_exactly(tmp_path):
     assert _attrs(tmp_path / "mrc.ome.zarr")["multiscales"][0]["axes"][2]["unit"] == "nanometer"
 
 
+@pytest.mark.parametrize("kind", ["plain", "big-endian", "zlib strips", "lzw strips", "tiled"])
+def test_tiff_stacks_are_read_in_bands_of_rows(tmp_path, monkeypatch, kind):
+    import volumes.tiff
+
+    monkeypatch.setattr(volumes.tiff, "STACK_BAND_BYTES", 1000)  # bands of 8 rows of 50 uint16
+    options = {"plain": {}, "big-endian": {"byteorder": ">"}, "zlib strips": {"compression": "zlib", "rowsperstrip": 16},
+               "lzw strips": {"compression": "lzw", "predictor": True, "rowsperstrip": 7}, "tiled": {"tile": (16, 16)}}
+    data = _volume((3, 100, 50))
+    for i, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / f"z{i}.tif", plane, **options[kind])
+    ds = volumes.open_dataset(tmp_path)
+    assert ds.levels[0].chunks == [1, 8, 50]
+    store = ds.open_level(0)
+    np.testing.assert_array_equal(store[:, 13:77, 5:40].read().result(), data[:, 13:77, 5:40])
+    time.sleep(0.01)
+    tifffile.imwrite(tmp_path / "z1.tif", data[1] + 1, **options[kind])  # replaced: no stale bytes from a cache
+    np.testing.assert_array_equal(store[1].read().result(), data[1] + 1)
+
+
 def test_arrays_and_channels_with_names(tmp_path):
     a, b = _volume(seed=1), _volume(seed=2)
     out = tmp_path / "two.ome.zarr"
@@ -116,7 +150,25 @@ def test_arrays_and_channels_with_names(tmp_path):
         volumes.convert([a, a[:3]], tmp_path / "bad.zarr")
 
 
-def test_a_dask_array_input_is_read_slab_by_slab(tmp_path):
+def test_axes_name_the_inputs_dimensions(tmp_path):
+    data = _volume((12, 10, 8))
+    xyz = np.ascontiguousarray(data.transpose(2, 1, 0))
+    volumes.convert(xyz, tmp_path / "a.zarr", chunk=4, axes="xyz")
+    np.testing.assert_array_equal(_level(tmp_path / "a.zarr"), data)
+    two = np.stack([data, data + 1])  # stored z, c, y, x with a time axis of one point in front
+    volumes.convert(two.transpose(1, 0, 2, 3)[None], tmp_path / "b.zarr", chunk=4, axes="tzcyx")
+    np.testing.assert_array_equal(_level(tmp_path / "b.zarr"), two)
+    # A file whose reader presents the dimensions in the wrong order: a plain zarr array stored x, y, z.
+    ts.open({"driver": "zarr", "kvstore": f"file://{tmp_path}/xyz.zarr/", "metadata": {
+        "shape": list(xyz.shape), "chunks": [4, 4, 4], "dtype": "<u2"}}, create=True).result().write(xyz).result()
+    r = _cli("convert", tmp_path / "xyz.zarr", tmp_path / "c.zarr", "--axes", "xyz", "--chunk", "4")
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(_level(tmp_path / "c.zarr"), data)
+    r = _cli("convert", tmp_path / "xyz.zarr", tmp_path / "d.zarr", "--axes", "xyq")
+    assert r.returncode == 2 and "--axes 'xyq' must name each of its 3 dimensions once" in r.stderr
+
+
+def test_a_dask_array_input_is_read_tile_by_tile(tmp_path):
     import dask.array as da
 
     data = _volume((40, 24, 24))
@@ -132,10 +184,12 @@ def test_levels_match_a_numpy_reference_across_slabs(tmp_path, version):
     labels = (data // 700).astype(np.uint32)
     out = tmp_path / "pyr.ome.zarr"
     fmt = {"format": "ome-zarr-0.5", "shard": 16} if version == 3 else {}
-    # A memory bound this small forces several slabs: the slab seams must not show in any level.
-    summary = volumes.convert(data, out, chunk=4, levels=3, labels={"cells": labels}, max_memory=300_000,
+    # A memory bound this small forces small tiles: their seams must not show in any level.
+    summary = volumes.convert(data, out, chunk=4, levels=3, labels={"cells": labels},
+                              max_memory=100_000 if version == 3 else 8_000,
                               voxel_size=(2.0, 0.5, 0.5), units="micrometer", translation=(10, 0, 0), **fmt)
-    assert summary["slab"] < data.shape[0]
+    tile = summary["tile"]  # smaller than the volume along every axis: seams in z, y and x
+    assert tile[0] < data.shape[0] and tile[1] < data.shape[1] and tile[2] < data.shape[2], tile
     for root, method, source in ((out, "mean", data), (out / "labels" / "cells", "mode", labels)):
         prev = _level(root, 0, version)
         np.testing.assert_array_equal(prev, source)
@@ -172,6 +226,25 @@ def test_ranges_convert_a_sub_volume_in_place(tmp_path):
     assert trans == [(5 + 0.5) * 2, 0.5, 10.5]  # the crop stays where it was in the stack
     r = _cli("convert", stack, tmp_path / "bad.zarr", "--ranges", "0:50,,")
     assert r.returncode == 2 and "x range 0:50 is outside 0:40" in r.stderr
+
+
+def test_gaussian_levels_match_scipy_across_tile_seams(tmp_path):
+    from scipy.ndimage import gaussian_filter
+
+    data = _volume((45, 37, 29))
+    out = tmp_path / "g.zarr"
+    summary = volumes.convert(data, out, chunk=4, levels=3, method="gaussian", max_memory=4_000)
+    assert all(t < s for t, s in zip(summary["tile"], data.shape))  # tiles smaller than the volume: seams
+    prev = data
+    for level in (1, 2):
+        sigma = [2 / 3 if s > 1 else 0 for s in prev.shape]
+        smooth = gaussian_filter(prev.astype(np.float32), sigma, mode="mirror", truncate=4.0)[::2, ::2, ::2]
+        expected = np.clip(np.rint(smooth), 0, 65535).astype(np.uint16)
+        got = _level(out, level)
+        np.testing.assert_array_equal(got, expected, err_msg=f"level {level}")
+        prev = got
+    for d in _attrs(out)["multiscales"][0]["datasets"]:  # a coarse voxel sits on a fine one
+        assert d["coordinateTransformations"][1]["translation"] == [0.0, 0.0, 0.0]
 
 
 def test_stride_levels_keep_voxel_zero_centred(tmp_path):
@@ -270,7 +343,7 @@ def _files(root: Path) -> dict[str, bytes]:
 def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
     data = _volume((256, 64, 64))
     stack = _tiff_stack(tmp_path / "stack", data)
-    # 16 slabs of 16 slices; with shards of 32, every shard is written by two slabs.
+    # 16 tasks, each a tile of 8 slices of level 1 (16 of level 0); shards of 32 align with tiles.
     args = ["--chunk", "8", "--levels", "2", "--max-memory", "600KiB", "--workers", "1", *fmt]
     clean = tmp_path / "clean" / "out.zarr"  # the same name: the group's name is the folder's
     assert _cli("convert", stack, clean, *args).returncode == 0
@@ -295,7 +368,7 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
     assert 0 < len(done) < 16
     r = _cli("convert", stack, out, *args, "--resume")
     assert r.returncode == 0, r.stderr
-    assert f"resumed after {len(done)} finished slabs" in r.stdout  # the finished slabs were not redone
+    assert f"resumed after {len(done)} finished tasks" in r.stdout  # the finished tasks were not redone
     assert _files(out) == _files(clean)
     assert not (tmp_path / ".out.zarr.partial-convert").exists()
 
@@ -303,30 +376,34 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
 # VmHWM, not getrusage's ru_maxrss: the latter survives exec, so it would include the test
 # process's own size (it has just written the input) at the moment it forked.
 _PEAK = """
-import re, sys
+import json, re, sys
 import volumes
-volumes.convert(sys.argv[1], sys.argv[2], chunk=16, levels=3, max_memory=int(sys.argv[3]), workers=2)
-print(int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024)
+summary = volumes.convert(sys.argv[1], sys.argv[2], chunk=32, levels=4, max_memory=int(sys.argv[3]), workers=2)
+peak = int(re.search(r"VmHWM:\\s*(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+print(json.dumps({"peak": peak, "tile": summary["tile"]}))
 """
 
 
 def test_peak_memory_stays_flat_as_the_input_grows(tmp_path):
-    budget = 128 << 20  # slabs of 64 slices (16 MiB): 4 slabs, then 16
-    peaks = []
-    for slices in (256, 1024):  # 64 MiB and 256 MiB of uint16
-        path = tmp_path / f"in{slices}.mrc"
-        with mrcfile.new_mmap(path, shape=(slices, 256, 512), mrc_mode=6) as mrc:
-            for z in range(0, slices, 64):
-                mrc.data[z:z + 64] = (np.arange(64 * 256 * 512, dtype=np.uint32) % 4099).reshape(64, 256, 512) + z
-        r = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(tmp_path / f"o{slices}.zarr"), str(budget)],
+    budget = 32 << 20
+    runs = []
+    for shape in ((128, 512, 512), (256, 1024, 512)):  # 64 MiB, then 4x: twice the slices, twice the rows
+        stack = tmp_path / f"stack{shape[0]}"
+        stack.mkdir()
+        plane = (np.arange(shape[1] * shape[2], dtype=np.uint32) % 4099).astype(np.uint16).reshape(shape[1:])
+        for z in range(shape[0]):
+            tifffile.imwrite(stack / f"z{z}.tif", plane + z)
+        r = subprocess.run([sys.executable, "-c", _PEAK, str(stack), str(tmp_path / f"o{shape[0]}.zarr"), str(budget)],
                            capture_output=True, text=True, cwd=ROOT, timeout=600,
                            env={**os.environ, "PYTHONPATH": str(ROOT)})
         assert r.returncode == 0, r.stderr
-        peaks.append(int(r.stdout.split()[-1]))
-        path.unlink()
-    small, large = peaks
-    assert large < small * 1.2, f"peak RSS {small >> 20} MiB at 64 MiB input, {large >> 20} MiB at 256 MiB"
-    assert large < budget + (200 << 20)  # the bound plus the interpreter and its libraries
+        runs.append(json.loads(r.stdout.splitlines()[-1]))
+        shutil.rmtree(stack)
+    (small, large) = (run["peak"] for run in runs)
+    print(f"peak RSS {small >> 20} MiB at 64 MiB input, {large >> 20} MiB at 256 MiB; tiles {[r['tile'] for r in runs]}")
+    assert runs[1]["tile"][1] < 1024 and runs[1]["tile"][2] <= 512  # the plane is cut into tiles within the bound
+    assert large < small * 1.25, f"peak RSS {small >> 20} MiB at 64 MiB input, {large >> 20} MiB at 256 MiB"
+    assert large < budget + (160 << 20)  # the bound plus the interpreter and its libraries
 
 
 # -- precomputed ---------------------------------------------------------------------------
@@ -366,10 +443,17 @@ def test_dask_local_cluster_equals_the_single_process_run(tmp_path):
     assert _cli("convert", stack, single, *args).returncode == 0
     r = _cli("convert", stack, spread, *args, "--dask", "local", "--workers", "2")
     assert r.returncode == 0, r.stderr
-    assert "4 slab tasks on dask local" in r.stdout  # two slabs each of the image and its labels
+    # Per image: 4 tasks build levels 0-1 from the input, then 2 build level 2 from level 1.
+    assert "12 tasks on dask local" in r.stdout
     assert _files(spread) == _files(single)
-    r = _cli("convert", stack, tmp_path / "x.zarr", "--format", "ome-zarr-0.5", "--shard", "16", "--dask", "local")
-    assert r.returncode == 2 and "cannot share a shard" in r.stderr
+    # Sharded: tiles are whole shards, so tasks never share one.
+    for fmt in ("ome-zarr-0.5", "precomputed"):
+        sharded = ["--format", fmt, "--shard", "16", "--chunk", "8", "--levels", "3", "--max-memory", "400KiB"]
+        single, spread = tmp_path / "one" / f"{fmt}.zarr", tmp_path / "dask" / f"{fmt}.zarr"
+        assert _cli("convert", stack, single, *sharded).returncode == 0
+        r = _cli("convert", stack, spread, *sharded, "--dask", "local", "--workers", "2")
+        assert r.returncode == 0, r.stderr
+        assert "tasks on dask local" in r.stdout and _files(spread) == _files(single), fmt
 
 
 def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
@@ -377,7 +461,7 @@ def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
     out = tmp_path / "o.zarr"
 
     def stop(done, total):
-        raise KeyboardInterrupt  # Ctrl-C after the first slab
+        raise KeyboardInterrupt  # Ctrl-C after the first task
 
     with pytest.raises(KeyboardInterrupt):
         volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, progress=stop)
@@ -385,5 +469,59 @@ def test_resume_refuses_a_partial_output_made_with_other_options(tmp_path):
     with pytest.raises(ConvertError, match="started with other inputs or options; run without --resume"):
         volumes.convert(data, out, chunk=4, levels=2, max_memory=40_000, resume=True)
     summary = volumes.convert(data, out, chunk=8, levels=2, max_memory=40_000, resume=True)
-    assert summary["resumed_slabs"] == 1
+    assert summary["resumed_tasks"] == 1
     np.testing.assert_array_equal(_level(out), data)
+
+
+# -- adding levels to an existing OME-Zarr ---------------------------------------------------
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_add_levels_equals_converting_with_them(tmp_path, version):
+    data = _volume((45, 37, 29))
+    fmt = {"format": "ome-zarr-0.5", "shard": 16} if version == 3 else {}
+    short, full = tmp_path / "short.zarr", tmp_path / "full.zarr"
+    volumes.convert(data, short, chunk=8, levels=2, voxel_size=(2, 1, 1), **fmt)
+    volumes.convert(data, full, chunk=8, levels=4, voxel_size=(2, 1, 1), **fmt)
+
+    def pyramid(root):
+        attrs = _attrs(root, version)
+        ms = (attrs["ome"] if version == 3 else attrs)["multiscales"][0]
+        return ms["datasets"], attrs["ngserve"]["levels"], [_level(root, k, version) for k in range(len(ms["datasets"]))]
+
+    r = _cli("convert", "--add-levels", "2", short, "--max-memory", "30KiB")  # small tiles: seams
+    assert r.returncode == 0, r.stderr
+    assert "added levels 2, 3" in r.stdout
+    (got_ds, got_stats, got), (want_ds, want_stats, want) = pyramid(short), pyramid(full)
+    assert got_ds == want_ds and got_stats == want_stats
+    for k in range(4):
+        np.testing.assert_array_equal(got[k], want[k], err_msg=f"level {k}")
+    assert not (short / ".ngserve-add-levels").exists()
+    # From level 1: levels 2 and 3 are rebuilt, a third is added.
+    volumes.convert(short, add_levels=3, from_level=1)
+    datasets, _, arrays = pyramid(short)
+    assert [d["path"] for d in datasets] == ["0", "1", "2", "3", "4"] and arrays[4].shape == (3, 3, 2)
+    np.testing.assert_array_equal(arrays[3], want[3])
+    np.testing.assert_array_equal(arrays[4], reference_downsample(arrays[3], "mean"))
+    r = _cli("convert", "--add-levels", "1", short, tmp_path / "other.zarr")
+    assert r.returncode == 2 and "give only its path" in r.stderr
+    r = _cli("convert", "--add-levels", "1", tmp_path)
+    assert r.returncode == 2 and "not an OME-Zarr image group" in r.stderr
+
+
+def test_precomputed_jpeg_for_uint8_images(tmp_path):
+    z, y, x = np.mgrid[:24, :40, :48]
+    data = (120 + 60 * np.sin(x / 6) * np.cos(y / 9) + z).astype(np.uint8)  # smooth: jpeg keeps it close
+    out = tmp_path / "jpeg"
+    volumes.convert(data, out, format="precomputed", encoding="jpeg", chunk=16, levels=2, voxel_size=(8, 8, 8),
+                    units="nanometer")
+    info = json.loads((out / "info").read_text())
+    assert [s["encoding"] for s in info["scales"]] == ["jpeg", "jpeg"]
+    chunk = next(p for p in (out / info["scales"][0]["key"]).iterdir())
+    assert chunk.read_bytes()[:2] == b"\xff\xd8"  # a JPEG file
+    store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": f"file://{out}/"}).result()
+    got = store.read().result()[..., 0].transpose(2, 1, 0)
+    assert got.shape == data.shape and np.abs(got.astype(int) - data).mean() < 2  # lossy, but close
+    with pytest.raises(ConvertError, match="--encoding jpeg takes uint8 images"):
+        volumes.convert(data.astype(np.uint16), tmp_path / "j16", format="precomputed", encoding="jpeg")
+    with pytest.raises(ConvertError, match="needs --format precomputed"):
+        volumes.convert(data, tmp_path / "jz", encoding="jpeg")

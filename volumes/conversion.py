@@ -1,22 +1,25 @@
 """``convert``: any volume ``volumes`` reads (or a numpy/dask array) to a multiscale OME-Zarr, in bounded memory.
 
-The volume is processed in slabs along z.  A slab is ``chunk_z × 2**(levels-1)``
-level-0 slices (or a whole multiple of that), so every level's part of the slab
-is a whole number of its chunks and comes from the previous level's part in one
-pass: each input slice is read once and no level is read back.  Memory is about
-a few slabs, whatever the input size; ``max_memory`` chooses how many base slabs
-one slab holds, and refuses when not even one fits.
+The pyramid is built tile by tile (:mod:`.convert_tiles`): a level-0 tile is one write chunk (chunk
+or shard) thick and as wide in y/x as ``max_memory`` allows; every coarser tile is the downsampling
+of its children, built depth-first, so about one tile per level is in memory whatever the input's
+size, each level comes from the previous level's data in one pass, and each input voxel is read
+once.  Where a format cannot read part of a 2-D plane (a TIFF slice in one compressed strip, or
+tiled; an HDF5/zarr chunk wider than a tile), that part is read again for each tile it touches:
+tiles span the whole plane whenever the bound allows, so this only happens for planes too large
+for it.  Reading the next tile, downsampling and tensorstore's compression and writes overlap.
 
-The output is built in a hidden sibling folder (``.NAME.partial-convert``) and
-renamed into place at the end.  After each slab a manifest in that folder lists
-the finished slabs and their statistics, so ``resume=True`` continues an
-interrupted run; chunk writes are whole chunks with deterministic bytes, so the
-result equals an uninterrupted run byte for byte.
+The output is built in a hidden sibling folder (``.NAME.partial-convert``) and renamed into place
+at the end.  The unit of work is a *task*, one tile of a round's top level with everything under
+it; tasks write whole write chunks with deterministic bytes, so running one twice is harmless (a
+lost dask worker) and after each task a manifest in that folder lists the finished tasks and their
+statistics: ``resume=True`` continues an interrupted run, byte for byte equal to an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import json
 import math
@@ -31,18 +34,23 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .atomic import move_into_place
+from .convert_downsample import GAUSSIAN_MARGIN, downsample, gaussian
+from .convert_downsample import stats as tile_stats
 from .convert_sources import ConvertError, Source, crop, open_source, parse_ranges, stack_channels
-from .convert_stores import COMPRESSIONS, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
+from .convert_stores import COMPRESSIONS, SHARD_ABOVE, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
+from .convert_tiles import Tiling, full_k, make_tiling
 from .units import ome_unit
 
 DEFAULT_MAX_MEMORY = 2 << 30
-METHODS = ("mean", "mode", "median", "min", "max", "stride")
+METHODS = ("mean", "mode", "median", "min", "max", "stride", "gaussian")
+CENTRED = ("stride", "gaussian")  # a coarse voxel sits on a fine one (others: at the centre of its block)
 FORMATS = {"ome-zarr": 2, "ome-zarr-0.4": 2, "ome-zarr-0.5": 3, "precomputed": 0}  # -> zarr version, 0: none
 SAMPLE_VOXELS = 1 << 20  # per channel, spread over the whole volume, for the omero window
 WORK = ".ngserve-convert"  # manifest and samples inside the staging folder; removed at the end
 _COLORS = ["FF0000", "00FF00", "0000FF", "FF00FF", "00FFFF", "FFFF00"]
 
 
+@dataclass
 @dataclass
 class _Job:
     """One multiscale image to write: the image at the root, or ``labels/NAME``."""
@@ -59,8 +67,10 @@ class _Job:
 
 def convert(
     inputs: Any,
-    output: str | os.PathLike,
+    output: str | os.PathLike | None = None,
     *,
+    add_levels: int | None = None,
+    from_level: int | None = None,
     labels: dict[str, Any] | None = None,
     format: str = "ome-zarr",
     chunk: int | Sequence[int] = 128,
@@ -81,59 +91,77 @@ def convert(
     workers: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     dask: str | None = None,
+    axes: str | None = None,
+    encoding: str = "raw",
 ) -> dict:
     """Convert ``inputs`` (one path/array, or several: channels) to a multiscale OME-Zarr at ``output``.
 
     Paths are anything :func:`volumes.open_dataset` reads (``file.h5:/path`` for HDF5).
     ``labels`` maps names to inputs written as ``labels/NAME`` (mode downsampling).
     ``voxel_size``/``translation`` are ``z, y, x`` in ``units`` (OME's voxel-centre translation).
-    ``progress(done, total)`` is called with level-0 voxels after each slab.
-    ``dask`` (``"tcp://HOST:PORT"`` or ``"local"``) runs the slabs as tasks on a dask.distributed cluster.
-    Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``, ``slab`` (slices per
-    slab), ``tasks`` (slabs written by this run), ``resumed_slabs``, ``dask``.
+    ``progress(done, total)`` is called with voxels written (all levels) after each task.
+    ``dask`` (``"tcp://HOST:PORT"`` or ``"local"``) runs the tasks on a dask.distributed cluster.
+    ``axes`` names the inputs' dimensions in storage order (``"xyz"``, ``"czyx"``, ``"tzyx"``…)
+    when their readers cannot tell (arrays) or tell wrong.  ``encoding="jpeg"`` writes a
+    precomputed uint8 image (1 or 3 channels) as jpeg chunks (lossy).
+    Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``, ``tile`` (level-0
+    tile, z, y, x), ``tasks`` (tasks run by this call), ``resumed_tasks``, ``dask``.
+
+    ``add_levels=N`` instead adds N coarser levels to the OME-Zarr image ``inputs`` in place (from
+    its coarsest level, or ``from_level``, replacing the levels after it); see
+    :func:`volumes.convert_add_levels.add_levels`.  Only ``method``, ``max_memory`` and ``workers`` apply.
     """
     started = time.monotonic()
     _limit_arenas()
+    if add_levels is not None:
+        from .convert_add_levels import add_levels as extend
+
+        if output is not None and Path(output) != Path(inputs):
+            raise ConvertError("--add-levels extends one OME-Zarr in place: give only its path")
+        return extend(inputs, add_levels, from_level=from_level, method=method, max_memory=max_memory, workers=workers)
+    if from_level is not None:
+        raise ConvertError("--from-level goes with --add-levels")
+    if output is None:
+        raise ConvertError("give the OUTPUT folder")
     recipe = dict(inputs=inputs, output=output, labels=labels, format=format, chunk=chunk, shard=shard, levels=levels,
                   method=method, voxel_size=voxel_size, units=units, translation=translation, overwrite=overwrite,
                   compression=compression, dtype=dtype, rescale=rescale, channel_names=channel_names,
-                  ranges=ranges, max_memory=max_memory, workers=workers)
+                  ranges=ranges, max_memory=max_memory, workers=workers, axes=axes,
+                  encoding=encoding)
     plan = _prepare(**recipe)
-    if dask is not None:
-        if plan.shard is not None or any("sharding" in spec["scale_metadata"] for job in plan.jobs if plan.version == 0
-                                          for spec in _precomputed_specs(plan, job)):
-            raise ConvertError("--dask writes whole chunks from separate tasks, which cannot share a shard; "
-                               "drop --shard (or --dask)")
     manifest = _start(plan.staging, plan.fingerprint, resume)
-    jobs, slab = plan.jobs, plan.slab
-    total = sum(math.prod(j.shapes[0]) for j in jobs)
+    jobs, tasks = plan.jobs, task_list(plan.tiling)
+    total = sum(_task_voxels(plan, j, t) for j in jobs for t in range(len(tasks)))
     resumed = sum(len(v) for v in manifest["done"].values())
     done_voxels = 0
-    todo = []
+    batches: list[list[tuple[int, int]]] = [[] for _ in plan.tiling.rounds()]  # one batch per round
     for index, job in enumerate(jobs):
         _create_stores(plan, job, fresh=not manifest["done"].get(job.key))  # every task then opens what exists
         finished = set(manifest["done"].setdefault(job.key, []))
         manifest["stats"].setdefault(job.key, {})
-        done_voxels += sum(_slab_voxels(job, s, slab) for s in finished)
-        todo += [(index, s) for s in range(-(-job.source.shape[1] // slab)) if s not in finished]
+        done_voxels += sum(_task_voxels(plan, job, t) for t in finished)
+        for t, (r, _) in enumerate(tasks):
+            if t not in finished:
+                batches[r].append((index, t))
 
-    def finished(index: int, s: int, stats: list, sample: np.ndarray) -> None:
+    def finished(index: int, t: int, stats: dict, sample: np.ndarray | None) -> None:
         nonlocal done_voxels
         key = jobs[index].key
-        np.save(plan.staging / WORK / f"sample-{index}-{s}.npy", sample)
-        manifest["stats"][key][str(s)] = stats
-        manifest["done"][key].append(s)
-        write_json(plan.staging / WORK / "manifest.json", manifest)  # only after the slab's writes completed
-        done_voxels += _slab_voxels(jobs[index], s, slab)
+        if sample is not None:
+            np.save(plan.staging / WORK / f"sample-{index}-{t}.npy", sample)
+        manifest["stats"][key][str(t)] = stats
+        manifest["done"][key].append(t)
+        write_json(plan.staging / WORK / "manifest.json", manifest)  # only after the task's writes completed
+        done_voxels += _task_voxels(plan, jobs[index], t)
         if progress:
             progress(done_voxels, total)
 
     if dask is not None:
         from .convert_dask import run_on_dask
 
-        run_on_dask(dask, recipe, plan.fingerprint, todo, finished)
+        run_on_dask(dask, recipe, plan.fingerprint, batches, finished)
     else:
-        _run_local(plan, todo, finished)
+        _run_local(plan, [item for batch in batches for item in batch], finished)
     label_names = [j.key[7:] for j in jobs if j.label]
     for index, job in enumerate(jobs):
         manifest["done"][job.key].sort()
@@ -141,31 +169,49 @@ def convert(
     shutil.rmtree(plan.staging / WORK)
     output = Path(output)
     move_into_place(plan.staging, output)
-    size = sum(f.stat().st_size for f in output.rglob("*") if f.is_file())
+    size = _tree_size(output)
     return {"output": str(output), "levels": len(jobs[0].shapes), "shapes": [list(s) for s in jobs[0].shapes],
-            "bytes": size, "seconds": time.monotonic() - started, "slab": slab, "resumed_slabs": resumed,
-            "tasks": len(todo), "dask": dask}
+            "bytes": size, "seconds": time.monotonic() - started, "tile": list(plan.tiling.tile(0)),
+            "resumed_tasks": resumed, "tasks": sum(len(b) for b in batches), "dask": dask}
+
+
+def _tree_size(root: Path) -> int:
+    """Bytes of the files under ``root``, one directory at a time (``rglob`` over a million chunk
+    files would hold tens of MB)."""
+    total, folders = 0, [str(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+                elif entry.is_file(follow_symlinks=False):
+                    total += entry.stat(follow_symlinks=False).st_size
+    return total
 
 
 @dataclass
 class _Plan:
-    """Everything a slab task needs, derived from the options alone (so a dask worker derives the same)."""
+    """Everything a task needs, derived from the options alone (so a dask worker derives the same)."""
 
     jobs: list[_Job]
     version: int
     chunk: list[int]
     shard: list[int] | None
-    slab: int
+    shard_bits: int | None  # precomputed: a shard is 2^bits chunks along each axis
+    tiling: Tiling
     placement: dict
     compression: str
     workers: int | None
     staging: Path
     fingerprint: str
+    write_base: bool = True  # False when adding levels: level 0 is an existing array, only read
+    encoding: str = "raw"  # precomputed images: raw or jpeg
 
 
 def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, voxel_size, units, translation,
-             overwrite, compression, dtype, rescale, channel_names, ranges, max_memory, workers) -> _Plan:
-    """Check the options, open the inputs and plan levels and slabs; writes nothing."""
+             overwrite, compression, dtype, rescale, channel_names, ranges, max_memory, workers, axes,
+             encoding) -> _Plan:
+    """Check the options, open the inputs and plan levels and tiles; writes nothing."""
     output = Path(output)
     if format not in FORMATS:
         raise ConvertError(f"unknown --format {format!r}; use one of {', '.join(FORMATS)}")
@@ -181,7 +227,7 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
     items = list(inputs) if isinstance(inputs, (list, tuple)) else [inputs]
     if not items:
         raise ConvertError("no input given")
-    image = stack_channels([open_source(i) for i in items])
+    image = stack_channels([open_source(i, axes) for i in items])
     box = parse_ranges(ranges, image.shape[1:]) if ranges else None
     if box:
         image = crop(image, box)
@@ -190,8 +236,9 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
             raise ConvertError(f"{len(channel_names)} --channel-names for {image.shape[0]} channels")
         image.channel_names = list(channel_names)
     jobs = [_Job("", image, _out_dtype(image, dtype, rescale), method or "mean", False, rescale)]
+    _check_encoding(encoding, version, jobs[0])
     for name, item in (labels or {}).items():
-        src = open_source(item)
+        src = open_source(item, axes)
         if box:  # the same sub-volume of the labels
             src = crop(src, parse_ranges(ranges, src.shape[1:]))
         if src.shape[1:] != image.shape[1:] or src.shape[0] != 1:
@@ -202,45 +249,58 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
         label_dtype = src.dtype
         if version == 0 and label_dtype not in (np.uint32, np.uint64):  # compressed_segmentation's types
             label_dtype = np.dtype(np.uint32 if np.can_cast(src.dtype, np.uint32, "safe") else np.uint64)
-        jobs.append(_Job(f"labels/{name}", src, label_dtype, "mode" if method in (None, "mean") else method, True, None))
+        label_method = "mode" if method in (None, "mean", "gaussian") else method  # never averaged or smoothed
+        jobs.append(_Job(f"labels/{name}", src, label_dtype, label_method, True, None))
 
     chunk3 = _three(chunk, "--chunk")
     shard3 = _three(shard, "--shard") if shard is not None else None
-    n_levels, slab = _plan_slabs(jobs, chunk3, levels, max_memory)
+    n_levels = _count_levels(image.shape[1:], chunk3, levels)
+    shard_bits = None
+    if version == 0:
+        shard_bits = _precomputed_shard_bits(image.shape[1:], chunk3, shard3, n_levels)
+    write = _write_chunk(chunk3, shard3, version, shard_bits)
+    tiling = _plan_tiles(jobs, n_levels, write, max_memory)
     for job in jobs:
-        job.shapes, job.factors = _level_shapes(job.source.shape, n_levels)
+        job.shapes = [(job.source.shape[0], *s) for s in tiling.shapes]
+        job.factors = _factors(tiling)
     placement = _placement(image, voxel_size, units, translation)
     if version == 0:
         _voxel_offset(placement)  # refused now, before anything is written
     staging = output.with_name(f".{output.name}.partial-convert")
-    fingerprint = _fingerprint(jobs, chunk3, shard3, slab, version, compression, placement, items, labels)
-    return _Plan(jobs, version, chunk3, shard3, slab, placement, compression, workers, staging, fingerprint)
+    fingerprint = _fingerprint(jobs, chunk3, shard3, tiling, version, f"{compression} {encoding}", placement, items,
+                               labels)
+    return _Plan(jobs, version, chunk3, shard3, shard_bits, tiling, placement, compression, workers, staging,
+                 fingerprint, encoding=encoding)
+
+
+def _check_encoding(encoding: str, version: int, image: _Job) -> None:
+    if encoding == "raw":
+        return
+    if encoding != "jpeg":
+        raise ConvertError(f"unknown --encoding {encoding!r}; use raw or jpeg")
+    if version != 0:
+        raise ConvertError("--encoding jpeg needs --format precomputed")
+    if image.dtype != np.uint8 or image.source.shape[0] not in (1, 3):
+        raise ConvertError(f"--encoding jpeg takes uint8 images of 1 or 3 channels, not {image.source.shape[0]} "
+                           f"channel(s) of {image.dtype}; add --dtype uint8 --rescale LO:HI")
 
 
 def _run_local(plan: _Plan, todo: list[tuple[int, int]], finished: Callable) -> None:
-    """The slabs in order, in this process: the next slab is read while this one is downsampled and written."""
-    stores = {}
-    with ThreadPoolExecutor(1) as reader:
-        pending = reader.submit(_read_slab, plan.jobs[todo[0][0]], todo[0][1], plan.slab) if todo else None
-        for n, (index, s) in enumerate(todo):
-            data = pending.result()
-            if n + 1 < len(todo):
-                nxt = todo[n + 1]
-                pending = reader.submit(_read_slab, plan.jobs[nxt[0]], nxt[1], plan.slab)
-            if index not in stores:
-                stores = {index: _create_stores(plan, plan.jobs[index], fresh=False)}
-            stats, sample = _write_slab(plan.jobs[index], stores[index], s, plan.slab, data)
-            del data
-            finished(index, s, stats, sample)
-            _release_memory()
+    """The tasks in order, in this process (each overlaps its own reading, downsampling and writing)."""
+    stores: dict[int, list] = {}
+    for index, t in todo:
+        if index not in stores:
+            stores = {index: _create_stores(plan, plan.jobs[index], fresh=False)}
+        stats, sample = _run_task(plan, index, t, stores[index])
+        finished(index, t, stats, sample)
+        _release_memory()
 
 
-def slab_task(plan: _Plan, index: int, s: int) -> tuple[list, np.ndarray]:
-    """Read, downsample and write slab ``s`` of job ``index`` (whole chunks: running it twice is harmless)."""
-    job = plan.jobs[index]
-    stats_sample = _write_slab(job, _create_stores(plan, job, fresh=False), s, plan.slab, _read_slab(job, s, plan.slab))
+def task(plan: _Plan, index: int, t: int) -> tuple[dict, np.ndarray | None]:
+    """Run task ``t`` of job ``index`` (whole write chunks: running it twice is harmless)."""
+    result = _run_task(plan, index, t, _create_stores(plan, plan.jobs[index], fresh=False))
     _release_memory()
-    return stats_sample
+    return result
 
 
 # -- planning ------------------------------------------------------------------------------
@@ -274,50 +334,78 @@ def _out_dtype(src: Source, dtype: str | None, rescale: tuple[float, float] | No
     return out
 
 
-def _level_shapes(shape: tuple[int, ...], n: int) -> tuple[list, list]:
-    """Per level: the (c, z, y, x) shape and the cumulative (z, y, x) factor. An axis of size 1 stays 1."""
-    shapes, factors = [tuple(shape)], [(1, 1, 1)]
-    for _ in range(1, n):
-        prev, f = shapes[-1], factors[-1]
-        step = [2 if s > 1 else 1 for s in prev[1:]]
-        shapes.append((prev[0], *[-(-s // k) for s, k in zip(prev[1:], step)]))
-        factors.append(tuple(a * k for a, k in zip(f, step)))
-    return shapes, factors
+def _factors(tiling: Tiling) -> list[tuple[int, int, int]]:
+    """Per level, the cumulative (z, y, x) factor vs level 0."""
+    out = [(1, 1, 1)]
+    for step in tiling.steps[1:]:
+        out.append(tuple(a * b for a, b in zip(out[-1], step)))
+    return out
 
 
-def _slab_bytes(job: _Job, thickness: int) -> int:
-    """Working memory of one slab: the slab read and the next one prefetched, its cast copy and
-    tensorstore's copy while writing, and the coarser levels (1/7 of it) twice."""
-    c, _, y, x = job.source.shape
-    voxels = c * thickness * y * x
-    return int(voxels * (2 * job.source.dtype.itemsize + 2.3 * job.dtype.itemsize))
+def _count_levels(shape: Sequence[int], chunk: list[int], levels: int | None) -> int:
+    if levels is not None:
+        if levels < 1:
+            raise ConvertError("--levels must be at least 1")
+        return levels
+    n, dims = 1, list(shape)
+    while any(d > k for d, k in zip(dims, chunk)):  # until the coarsest level fits in one chunk
+        dims = [-(-d // 2) for d in dims]
+        n += 1
+    return n
 
 
-def _plan_slabs(jobs: list[_Job], chunk: list[int], levels: int | None, max_memory: int) -> tuple[int, int]:
-    """(levels, slab thickness in level-0 slices) within ``max_memory``."""
-    c, z, y, x = jobs[0].source.shape
-    wanted = levels
-    if wanted is None:  # until the coarsest level fits in one chunk
-        wanted, dims = 1, [z, y, x]
-        while any(d > k for d, k in zip(dims, chunk)):
-            dims = [-(-d // 2) for d in dims]
-            wanted += 1
-    if wanted < 1:
-        raise ConvertError("--levels must be at least 1")
-    n = wanted
+def _precomputed_shard_bits(shape: Sequence[int], chunk: list[int], shard: list[int] | None, n: int) -> int | None:
+    """Shards of 2^bits chunks per axis: from ``--shard``, or 4 when a level has over SHARD_ABOVE chunks."""
+    if shard is not None:
+        return max(0, min(int(math.log2(max(1, s // c))) for s, c in zip(shard, chunk)))
+    if math.prod(-(-s // c) for s, c in zip(shape, chunk)) > SHARD_ABOVE:
+        return 2
+    return None
+
+
+def _write_chunk(chunk: list[int], shard: list[int] | None, version: int, shard_bits: int | None) -> tuple:
+    """The box one write must cover whole: the chunk, or the shard of a sharded output."""
+    if version == 3 and shard is not None:
+        return tuple(max(c, s // c * c) for c, s in zip(chunk, shard))
+    if version == 0 and shard_bits is not None:
+        return tuple(c << shard_bits for c in chunk)
+    return tuple(chunk)
+
+
+def _tile_bytes(job: _Job, tiling: Tiling) -> int:
+    """Working memory of a task: the level-0 tile read and the next one prefetched, its cast copy
+    and tensorstore's copy while writing it, and one tile of every coarser level twice (assembled,
+    and in tensorstore while written)."""
+    c = job.source.shape[0]
+    vox = [c * math.prod(min(t, s) for t, s in zip(tiling.tile(lv), tiling.shapes[lv])) for lv in range(tiling.levels)]
+    src, out = job.source.dtype.itemsize, job.dtype.itemsize
+    cast = out if (job.rescale is not None or job.dtype != job.source.dtype) else 0
+    smooth = 8 if job.method == "gaussian" else 0  # scipy's float32 copy and its result
+    return int(vox[0] * (2 * src + cast + 1.25 * out + smooth) + 2 * out * sum(vox[1:]))
+
+
+def _plan_tiles(jobs: list[_Job], n: int, write: tuple, max_memory: int) -> Tiling:
+    """The tiling with the largest level-0 tiles within ``max_memory``: the whole plane if it fits,
+    else bands of whole rows, else parts of rows."""
+    shape = jobs[0].source.shape[1:]
+    k = [0, full_k(shape[1], write[1]), full_k(shape[2], write[2])]
     while True:
-        base = min(chunk[0] * 2 ** (n - 1), -(-z // chunk[0]) * chunk[0])  # never more than the volume
-        need = max(_slab_bytes(j, base) for j in jobs)
-        if need <= max_memory or (levels is None and n == 1) or levels is not None:
-            break
-        n -= 1  # by default, fewer levels rather than more memory
-    if need > max_memory:
-        what = f"{n} levels of" if n > 1 else "one slab of"
-        raise ConvertError(f"{what} {base} slices of {y}x{x} needs about {_size(need)}, over --max-memory "
-                           f"{_size(max_memory)}; raise --max-memory or lower --chunk{' or --levels' if n > 1 else ''}")
-    k = max(1, max_memory // need)
-    slab = base * k
-    return n, min(slab, -(-z // base) * base)
+        tiling = make_tiling(shape, n, write, tuple(k), one_level_rounds=any(j.method == "gaussian" for j in jobs))
+        need = max(_tile_bytes(j, tiling) for j in jobs)
+        if need <= max_memory:
+            return tiling
+        if k[1] or k[2]:  # fewer rows first: whole rows are one read in row-major files (TIFF strips, MRC, …)
+            k[1 if k[1] else 2] -= 1
+        else:
+            t = "x".join(map(str, tiling.tile(0)))
+            raise ConvertError(f"a tile of {t} voxels (one write chunk: chunk or shard) needs about {_size(need)}, "
+                               f"over --max-memory {_size(max_memory)}; raise --max-memory or lower --chunk/--shard")
+
+
+@functools.lru_cache(maxsize=8)
+def task_list(tiling: Tiling) -> tuple[tuple[int, tuple[int, int, int]], ...]:
+    """Every task of a job: (round, tile index at the round's top level), round by round."""
+    return tuple((r, index) for r, (_, top) in enumerate(tiling.rounds()) for index in tiling.tasks(top))
 
 
 def _size(n: float) -> str:
@@ -328,9 +416,26 @@ def _size(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def _slab_voxels(job: _Job, s: int, slab: int) -> int:
-    c, z, y, x = job.shapes[0]
-    return c * (min(z, (s + 1) * slab) - s * slab) * y * x
+def _task_voxels(plan: _Plan, job: _Job, t: int) -> int:
+    """Voxels a task writes (every level it builds), for the progress bar."""
+    r, index = task_list(plan.tiling)[t]
+    base, top = plan.tiling.rounds()[r]
+    c = job.shapes[0][0]
+    first = base if r == 0 else base + 1
+    count = 0
+    for level in range(first, top + 1):
+        box = _scale_box(plan.tiling, top, index, level)
+        count += c * math.prod(hi - lo for lo, hi in box)
+    return count
+
+
+def _scale_box(tiling: Tiling, level: int, index: tuple, target: int) -> tuple:
+    """The part of level ``target`` (≤ ``level``) under a tile of ``level``."""
+    box = tiling.box(level, index)
+    f = [1, 1, 1]
+    for step in tiling.steps[target + 1:level + 1]:
+        f = [a * b for a, b in zip(f, step)]
+    return tuple((lo * k, min(s, hi * k)) for (lo, hi), k, s in zip(box, f, tiling.shapes[target]))
 
 
 def _placement(image: Source, voxel_size, units, translation) -> dict:
@@ -392,10 +497,11 @@ def _tidy(v: float) -> float:
     return float(f"{v:.12g}")  # 0.2 rather than 0.20000000000000004 after unit conversion
 
 
-def _fingerprint(jobs, chunk, shard, slab, version, compression, placement, items, labels) -> str:
+def _fingerprint(jobs, chunk, shard, tiling, version, compression, placement, items, labels) -> str:
     desc = {"jobs": [[j.key, j.source.shape, j.dtype.str, j.method, j.rescale, j.shapes] for j in jobs],
-            "chunk": chunk, "shard": shard, "slab": slab, "version": version, "compression": compression,
-            "placement": placement, "inputs": [str(i) if isinstance(i, (str, os.PathLike)) else "array" for i in items],
+            "chunk": chunk, "shard": shard, "tiles": [tiling.write, tiling.k0, tiling.rounds()], "version": version,
+            "compression": compression, "placement": placement,
+            "inputs": [str(i) if isinstance(i, (str, os.PathLike)) else "array" for i in items],
             "labels": sorted((labels or {}).keys())}
     return hashlib.sha256(json.dumps(desc, default=str).encode()).hexdigest()
 
@@ -452,15 +558,7 @@ def _precomputed_specs(plan: _Plan, job: _Job) -> list[dict]:
     root = plan.staging / job.key if job.key else plan.staging
     return precomputed_specs(root, job.shapes, job.factors, plan.chunk, job.dtype, label=job.label,
                              resolution_nm=_nanometres(plan.placement), offset=_voxel_offset(plan.placement),
-                             shard=plan.shard)
-
-
-def _read_slab(job: _Job, s: int, slab: int) -> np.ndarray:
-    z = job.source.shape[1]
-    data = job.source.read(s * slab, min(z, (s + 1) * slab))
-    if data.shape[1:] != (min(z, (s + 1) * slab) - s * slab, *job.source.shape[2:]):
-        raise ConvertError(f"{job.source.name}: slab {s} read as shape {data.shape}, expected {job.source.shape}")
-    return _cast(data, job)
+                             shard_bits=plan.shard_bits, encoding=plan.encoding)
 
 
 def _cast(data: np.ndarray, job: _Job) -> np.ndarray:
@@ -474,25 +572,89 @@ def _cast(data: np.ndarray, job: _Job) -> np.ndarray:
     return np.clip(np.rint(scaled * (info.max - info.min) + info.min), info.min, info.max).astype(job.dtype)
 
 
-def _write_slab(job: _Job, stores: list, s: int, slab: int, data: np.ndarray) -> tuple[list, np.ndarray]:
-    """Write slab ``s`` of every level, each from the previous one; its statistics and voxel sample."""
-    import tensorstore as ts
+def _region(box: tuple, c: int) -> tuple:
+    """The index of ``box`` in a level's store (which has no channel axis for one channel)."""
+    return tuple(slice(lo, hi) for lo, hi in box) if c == 1 else (slice(None), *(slice(lo, hi) for lo, hi in box))
 
+
+def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.ndarray | None]:
+    """Build task ``t`` of job ``index`` depth-first; its statistics per level and level-0 voxel sample.
+
+    The next leaf tile is read on a thread while this one is downsampled; tensorstore compresses
+    and writes a tile in the background until the next leaf's write is due.
+    """
+    job, tiling = plan.jobs[index], plan.tiling
+    r, top_index = task_list(tiling)[t]
+    base, top = tiling.rounds()[r]
     c = job.shapes[0][0]
-    stats, writes = [], []
-    lo, hi = s * slab, s * slab + data.shape[1]
-    for level, store in enumerate(stores):
-        if level:
-            prev_f, f = job.factors[level - 1], job.factors[level]
-            step = [1] + [b // a for a, b in zip(prev_f, f)]
-            data = ts.downsample(ts.array(data), step, method=job.method).read().result()
-            lo, hi = lo // step[1], lo // step[1] + data.shape[1]
-        writes.append((store[:, lo:hi] if c > 1 else store[lo:hi]).write(data if c > 1 else data[0]))
-        stats.append(_stats(data))
+    stats: dict[str, list] = {}
+    samples: list[np.ndarray] = []
+    pending: list = []
+    leaves = iter(tiling.leaves(base, top, top_index))
+    no_margin = ((0, 0),) * 3
+    smooth = job.method == "gaussian" and base + 1 < tiling.levels
+
+    def read_leaf(leaf: tuple) -> tuple[np.ndarray, tuple]:
+        """A leaf tile, with the margin of its neighbours that gaussian smoothing needs."""
+        box = tiling.box(base, leaf)
+        margin = no_margin
+        if smooth:
+            margin = tuple((min(GAUSSIAN_MARGIN, lo), min(GAUSSIAN_MARGIN, size - hi)) if k == 2 else (0, 0)
+                           for (lo, hi), size, k in zip(box, tiling.shapes[base], tiling.steps[base + 1]))
+            box = tuple((lo - a, hi + b) for (lo, hi), (a, b) in zip(box, margin))
+        if r == 0:
+            data = job.source.read(box)
+            want = (c, *(hi - lo for lo, hi in box))
+            if data.shape != want:
+                raise ConvertError(f"{job.source.name}: region {box} read as shape {data.shape}, expected {want}")
+            return _cast(data, job), margin
+        data = stores[base][_region(box, c)].read().result()
+        return (data if c > 1 else data[None]), margin
+
+    def write(level: int, leaf: tuple, data: np.ndarray) -> None:
+        box = tiling.box(level, leaf)
+        if level == base:  # bound what tensorstore holds: the previous leaf's writes are done first
+            for w in pending:
+                w.result()
+            pending.clear()
+        pending.append(stores[level][_region(box, c)].write(data if c > 1 else data[0]))
+        _merge(stats, str(level), tile_stats(data, plan.workers))
         if level == 0:
-            sample = _sample(data, job, s * slab)
-    for w in writes:
+            samples.append(_sample(data, job, box))
+
+    with ThreadPoolExecutor(1) as reader:
+        ahead = [reader.submit(read_leaf, next(leaves))]
+
+        def build(level: int, leaf: tuple) -> tuple[np.ndarray, tuple]:
+            """The tile and the margin around it (gaussian's leaves only)."""
+            if level == base:
+                data, margin = ahead.pop().result()
+                following = next(leaves, None)
+                if following is not None:
+                    ahead.append(reader.submit(read_leaf, following))
+                if r == 0 and plan.write_base:
+                    inner = tuple(slice(a, n - b) for (a, b), n in zip(margin, data.shape[1:]))
+                    write(level, leaf, data[(slice(None), *inner)] if margin != no_margin else data)
+                return data, margin
+            box = tiling.box(level, leaf)
+            step = tiling.steps[level]
+            out = np.empty((c, *(hi - lo for lo, hi in box)), job.dtype)
+            for child in tiling.children(level, leaf):
+                data, margin = build(level - 1, child)
+                if job.method == "gaussian":
+                    part = gaussian(data, step, margin)
+                else:
+                    part = downsample(data, step, job.method, plan.workers)
+                del data
+                corner = [lo // k - plo for (lo, _), k, (plo, _) in zip(tiling.box(level - 1, child), step, box)]
+                out[(slice(None), *(slice(a, a + n) for a, n in zip(corner, part.shape[1:])))] = part
+            write(level, leaf, out)
+            return out, no_margin
+
+        build(top, top_index)
+    for w in pending:
         w.result()
+    sample = np.concatenate(samples, axis=1) if samples else None
     return stats, sample
 
 
@@ -502,41 +664,42 @@ _M_ARENA_MAX = -8  # glibc's mallopt parameter
 def _limit_arenas() -> None:
     """Make threads created from now on share one glibc malloc arena.
 
-    Tensorstore's codec threads would each get an arena of their own; slab-sized buffers freed
-    in one arena are not reused by another, so the peak RSS crept up with the slab count (by
-    about a slab per thread).  One shared arena keeps it flat.  Harmless where it is not glibc.
+    Tensorstore's codec threads would each get an arena of their own; tile-sized buffers freed
+    in one arena are not reused by another, so the peak RSS crept up with the tile count (by
+    about a tile per thread).  One shared arena keeps it flat.  Harmless where it is not glibc.
     """
     try:
-        ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 1)
+        libc = ctypes.CDLL(None)
+        libc.mallopt(_M_ARENA_MAX, 1)
     except (AttributeError, OSError):
         pass
 
 
 def _release_memory() -> None:
-    """Hand freed heap back to the system after a slab (glibc keeps it otherwise)."""
+    """Hand freed heap back to the system after a task (glibc keeps it otherwise)."""
     try:
         ctypes.CDLL(None).malloc_trim(0)
     except (AttributeError, OSError):  # not glibc: nothing to trim
         pass
 
 
-def _stats(data: np.ndarray) -> list:
-    if data.size == 0:
-        return [None, None, 0.0, 0]
-    if data.dtype.kind == "f":
-        finite = data[np.isfinite(data)]
-        if finite.size == 0:
-            return [None, None, 0.0, 0]
-        return [float(finite.min()), float(finite.max()), float(finite.sum(dtype=np.float64)), int(finite.size)]
-    return [data.min().item(), data.max().item(), float(data.sum(dtype=np.float64)), int(data.size)]
+def _merge(stats: dict, level: str, new: list) -> None:
+    """Fold one tile's [min, max, sum, count] into a level's."""
+    old = stats.get(level)
+    if old is None:
+        stats[level] = new
+        return
+    pick = lambda f, a, b: b if a is None else a if b is None else f(a, b)  # noqa: E731
+    stats[level] = [pick(min, old[0], new[0]), pick(max, old[1], new[1]), old[2] + new[2], old[3] + new[3]]
 
 
-def _sample(data: np.ndarray, job: _Job, z0: int) -> np.ndarray:
-    """Every k-th voxel of each channel in global order, so the samples of all slabs are one even sample."""
-    c, z, y, x = job.shapes[0]
-    step = max(1, z * y * x // SAMPLE_VOXELS)
-    first = (-z0 * y * x) % step
-    return np.ascontiguousarray(data.reshape(data.shape[0], -1)[:, first::step])
+def _sample(data: np.ndarray, job: _Job, box: tuple) -> np.ndarray:
+    """The voxels of a tile on a fixed grid over the whole volume (every k-th along each axis), so
+    the samples of all tiles are one even sample of about SAMPLE_VOXELS per channel."""
+    _, z, y, x = job.shapes[0]
+    k = max(1, round((z * y * x / SAMPLE_VOXELS) ** (1 / 3)))
+    index = tuple(slice((-lo) % k, None, k) for lo, _ in box)
+    return np.ascontiguousarray(data[(slice(None), *index)].reshape(data.shape[0], -1))
 
 
 def _write_metadata(staging: Path, job: _Job, index: int, manifest: dict, placement: dict, version: int,
@@ -544,11 +707,11 @@ def _write_metadata(staging: Path, job: _Job, index: int, manifest: dict, placem
     """The group's OME attributes, with every level's min/max/mean and the omero window from the samples."""
     from .stats import _percentiles
 
-    slabs = manifest["stats"][job.key]
-    order = sorted(slabs, key=int)
+    tasks = manifest["stats"][job.key]
+    order = sorted(tasks, key=int)
     levels = []
     for level in range(len(job.shapes)):
-        per = [slabs[s][level] for s in order]
+        per = [tasks[t][str(level)] for t in order if str(level) in tasks[t]]
         mins = [p[0] for p in per if p[0] is not None]
         maxs = [p[1] for p in per if p[1] is not None]
         count = sum(p[3] for p in per)
@@ -567,13 +730,14 @@ def _write_metadata(staging: Path, job: _Job, index: int, manifest: dict, placem
     for f in job.factors:
         scale = [_tidy(v * k) for v, k in zip(placement["voxel"], f)]
         # A block's value sits at the block's centre: (k-1)/2 level-0 voxels past voxel 0's centre.
-        shift = [0.0 if job.method == "stride" else (k - 1) * v / 2 for v, k in zip(placement["voxel"], f)]
+        shift = [0.0 if job.method in CENTRED else (k - 1) * v / 2 for v, k in zip(placement["voxel"], f)]
         trans = [_tidy(t + d) for t, d in zip(placement["translation"], shift)]
         scales.append(([1.0] if c > 1 else []) + scale)
         translations.append(([0.0] if c > 1 else []) + trans)
     omero = None
     if not job.label:
-        samples = np.concatenate([np.load(staging / WORK / f"sample-{index}-{s}.npy") for s in order], axis=1)
+        files = [staging / WORK / f"sample-{index}-{t}.npy" for t in order]
+        samples = np.concatenate([np.load(f) for f in files if f.exists()], axis=1)  # round-0 tasks have one
         names = job.source.channel_names or []
         channels = []
         for ch in range(c):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import fnmatch
 import html.parser
 import math
+import os
 import re
 import threading
 import urllib.parse
@@ -345,6 +346,62 @@ def _slice_header(loc: Location) -> tuple[tuple[int, ...], str]:
         return tuple(int(s) for s in page.shape), str(page.dtype)
 
 
+STACK_BAND_BYTES = 1 << 18  # a stack's chunk: a band of rows of one slice, about this size
+
+
+def _band_rows(shape: tuple[int, ...], itemsize: int) -> int:
+    """Rows per chunk of a stack: a power of two (so power-of-two tiles cover whole bands), ~256 KiB."""
+    rows = max(1, STACK_BAND_BYTES // max(1, shape[1] * itemsize))
+    return min(shape[0], 1 << (rows.bit_length() - 1))
+
+
+def _stamp(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_mtime_ns, st.st_size
+
+
+def _plain_start(page) -> int | None:
+    """Where the pixels of an uncompressed, contiguous, one-sample page start; None for others."""
+    plain = page.compression == 1 and page.bitspersample == 8 * page.dtype.itemsize and page.fillorder == 1
+    if plain and page.is_contiguous and not page.is_tiled and page.samplesperpixel == 1:
+        return int(page.dataoffsets[0])
+    return None
+
+
+def _plain_rows(read_at, start: int, byteorder: str, dtype, width: int, y0: int, y1: int):
+    import numpy as np
+
+    row = width * dtype.itemsize
+    raw = read_at(start + y0 * row, (y1 - y0) * row)
+    return np.frombuffer(raw, dtype.newbyteorder(byteorder)).reshape(y1 - y0, width).astype(dtype, copy=False)
+
+
+def _rows(page, fh, rows: slice, byteorder: str):
+    """Rows ``rows`` of a 2-D page, reading only them: a byte range of an uncompressed contiguous
+    page, or the strips that hold them; a tiled or otherwise packed page is read whole."""
+    import numpy as np
+
+    height, width = int(page.shape[0]), int(page.shape[1])
+    y0, y1 = rows.start or 0, height if rows.stop is None else rows.stop
+    start = _plain_start(page)
+    if start is not None:
+        return _plain_rows(fh.read_at, start, byteorder, page.dtype, width, y0, y1)
+    if page.is_tiled or page.samplesperpixel != 1 or len(page.dataoffsets) < 2:
+        return page.asarray(maxworkers=1)[y0:y1]
+    per = int(page.rowsperstrip)
+    parts = []
+    for strip in range(y0 // per, (y1 - 1) // per + 1):
+        first = strip * per
+        count = page.databytecounts[strip]
+        if count:
+            decoded, _, _ = page.decode(fh.read_at(page.dataoffsets[strip], count), strip, jpegtables=page.jpegtables)
+            block = np.asarray(decoded).reshape(-1, width)[:min(per, height - first)]
+        else:  # an empty strip holds the fill value
+            block = np.zeros((min(per, height - first), width), page.dtype)
+        parts.append(block[max(0, y0 - first):y1 - first])
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def read_tiff_stack(loc: Location, slices: list[Location] | None = None) -> Dataset:
     """The dataset of a stack of 2-D TIFF slices: a folder of them, or a glob."""
     from concurrent.futures import ThreadPoolExecutor
@@ -364,20 +421,42 @@ def read_tiff_stack(loc: Location, slices: list[Location] | None = None) -> Data
                 f"({'x'.join(map(str, shape))} {dtype}); every slice of a stack must match"
             )
 
+    chunks = [1, _band_rows(shape, np.dtype(dtype).itemsize), shape[1]]
+
     def opener():
+        # Local uncompressed slices: where their pixels start, so the other bands of a slice are one
+        # pread, not a TIFF parse each (valid while the file's mtime and size are unchanged).
+        plain: dict[int, tuple] = {}
+
         def read(index: tuple[slice, ...]):
-            tif, _ = _open_tiff(slices[index[0].start])
+            z, rows = index[0].start, index[1]
+            where = slices[z]
+            known = plain.get(z)
+            stamp = None if where.is_http else _stamp(where.root)  # before the parse: a later change shows
+            if known is not None:
+                if stamp == known[0]:
+                    fd = os.open(where.root, os.O_RDONLY)
+                    try:
+                        data = _plain_rows(lambda at, n: os.pread(fd, n, at), known[1], known[2], np.dtype(dtype),
+                                           shape[1], rows.start or 0, shape[0] if rows.stop is None else rows.stop)
+                    finally:
+                        os.close(fd)
+                    return data[:, index[2]]
+            tif, fh = _open_tiff(where)
             with tif:
                 page = tif.pages.first
-                data = page.asarray(maxworkers=1)
-            if data.shape != shape or str(data.dtype) != dtype:  # the file changed since it was opened
-                raise SourceError(f"{slices[index[0].start]}: slice is now {data.shape} {data.dtype}, was {shape} {dtype}")
-            return data[index[1:]]
+                if tuple(page.shape) != shape or str(page.dtype) != dtype:  # the file changed since it was opened
+                    raise SourceError(f"{where}: slice is now {page.shape} {page.dtype}, was {shape} {dtype}")
+                start = _plain_start(page)
+                if start is not None and stamp is not None:
+                    plain[z] = (stamp, start, tif.byteorder)
+                data = _rows(page, fh, rows, tif.byteorder)
+            return data[:, index[2]]
 
-        return virtual_store([len(slices), *shape], np.dtype(dtype), [1, *shape], read)
+        return virtual_store([len(slices), *shape], np.dtype(dtype), chunks, read)
 
     axes = [space_axis("z", None), space_axis("y", None), space_axis("x", None)]
-    ds = file_dataset(loc, "tiff", "a TIFF stack", axes, [len(slices), *shape], dtype, [1, *shape], opener)
+    ds = file_dataset(loc, "tiff", "a TIFF stack", axes, [len(slices), *shape], dtype, chunks, opener)
     ds.extras["slices"] = len(slices)
     ds.extras["first_slice"] = slices[0].name
     ds.extras["last_slice"] = slices[-1].name

@@ -51,11 +51,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--chunk", type=int_list, default=[128], help="chunk size, N or Z,Y,X (default: 128)")
     p.add_argument("--shard", type=int_list, help="shard size, N or Z,Y,X (ome-zarr-0.5); with precomputed: shard every scale")
     p.add_argument("--levels", type=int, help="resolution levels (default: until the coarsest fits one chunk)")
-    p.add_argument("--method", choices=["mean", "mode", "median", "min", "max", "stride"],
-                   help="downsampling (default: mean for images, mode for labels)")
+    p.add_argument("--method", choices=["mean", "mode", "median", "min", "max", "stride", "gaussian"],
+                   help="downsampling (default: mean for images, mode for labels; gaussian: sigma 2/3 then every 2nd)")
     p.add_argument("--voxel-size", type=float_list, help="level-0 voxel size, N or Z,Y,X, in --units (default: from the input)")
     p.add_argument("--units", help="OME unit name of the space axes, e.g. micrometer or nanometer")
+    p.add_argument("--axes", metavar="LETTERS",
+                   help="the inputs' dimensions in storage order, from tczyx (e.g. xyz, czyx), when the reader cannot tell")
     p.add_argument("--translation", type=float_list, help="centre of voxel 0, Z,Y,X in --units (default: from the input)")
+    p.add_argument("--encoding", default="raw", choices=["raw", "jpeg"],
+                   help="precomputed image chunks: raw, or jpeg for uint8 images (lossy, quality 90)")
     p.add_argument("--compression", default="blosc-zstd", choices=["blosc-zstd", "blosc-lz4", "gzip", "none"])
     p.add_argument("--dtype", help="output data type, e.g. uint8 (narrowing needs --rescale)")
     p.add_argument("--rescale", type=_window, metavar="LO:HI", help="with --dtype: map input LO..HI to the full output range")
@@ -67,7 +71,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-memory", type=memory_size, default=2 << 30, help="working-memory bound (default: 2GiB)")
     p.add_argument("--workers", type=int, help="threads for reading, compressing and writing (default: all cores)")
     p.add_argument("--dask", metavar="tcp://HOST:PORT|local",
-                   help="run the slabs as tasks on a dask.distributed scheduler, or on a LocalCluster of --workers processes")
+                   help="run the tasks on a dask.distributed scheduler, or on a LocalCluster of --workers processes")
+    p.add_argument("--add-levels", type=int, metavar="N",
+                   help="add N coarser levels to the existing OME-Zarr image given as the only path, in place")
+    p.add_argument("--from-level", type=int, metavar="K",
+                   help="with --add-levels: build from level K (replacing the levels after it), not the coarsest")
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
     p.set_defaults(run=run)
@@ -79,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
     from . import UsageError
 
+    if args.add_levels is not None:
+        return _add_levels(args)
     if len(args.paths) < 2:
         raise UsageError("give at least one INPUT and the OUTPUT folder")
     *inputs, output = args.paths
@@ -89,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
             levels=args.levels, method=args.method, voxel_size=args.voxel_size, units=args.units,
             translation=args.translation, overwrite=args.overwrite, compression=args.compression, dtype=args.dtype,
             rescale=args.rescale, channel_names=args.channel_names, ranges=args.ranges, max_memory=args.max_memory, resume=args.resume,
-            workers=args.workers, progress=bar, dask=args.dask,
+            workers=args.workers, progress=bar, dask=args.dask, axes=args.axes, encoding=args.encoding,
         )
     except (SourceError, ConvertError) as exc:
         raise UsageError(first_line(exc)) from None
@@ -103,8 +113,29 @@ def run(args: argparse.Namespace) -> int:
     voxels = math.prod(summary["shapes"][0])
     print(f"{summary['output']}: {summary['levels']} levels ({shapes}), {summary['bytes'] / 1e6:.1f} MB "
           f"in {seconds:.1f} s ({voxels / max(seconds, 1e-9) / 1e6:.1f} Mvoxel/s)"
-          + (f", {summary['tasks']} slab tasks on dask {summary['dask']}" if summary["dask"] else "")
-          + (f", resumed after {summary['resumed_slabs']} finished slabs" if summary["resumed_slabs"] else ""))
+          + (f", {summary['tasks']} tasks on dask {summary['dask']}" if summary["dask"] else "")
+          + (f", resumed after {summary['resumed_tasks']} finished tasks" if summary["resumed_tasks"] else ""))
+    return 0
+
+
+def _add_levels(args: argparse.Namespace) -> int:
+    from volumes import SourceError, convert, first_line
+    from volumes.convert_sources import ConvertError
+
+    from . import UsageError
+
+    if len(args.paths) != 1:
+        raise UsageError("--add-levels extends one OME-Zarr in place: give only its path")
+    try:
+        summary = convert(args.paths[0], add_levels=args.add_levels, from_level=args.from_level, method=args.method,
+                          max_memory=args.max_memory, workers=args.workers)
+    except (SourceError, ConvertError) as exc:
+        raise UsageError(first_line(exc)) from None
+    except ValueError as exc:
+        raise UsageError(f"{args.paths[0]}: {first_line(exc)}") from None
+    shapes = " ".join("x".join(str(d) for d in shape) for shape in summary["shapes"])
+    print(f"{summary['output']}: added levels {', '.join(summary['added'])} ({shapes}); {summary['levels']} levels "
+          f"in all, in {summary['seconds']:.1f} s")
     return 0
 
 
