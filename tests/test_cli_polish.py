@@ -127,8 +127,10 @@ def test_short_defaults_to_the_server_of_every_source(demo, tmp_path, start_serv
     short = r.stdout.strip()
     assert short.startswith(f"{srv.url}/-/viewer/v/ngserve/#!{srv.url}/-/api/states/"), short
     layers = ngstate.parse_url(short)["layers"]
+    # (the labels also get the server's on-demand meshes)
     assert [l["source"] for l in layers] == [f"zarr2://{srv.url}/{DEMO_NAME}/",
-                                             f"zarr2://{srv.url}/{DEMO_NAME}/labels/cells/"]
+                                             [f"zarr2://{srv.url}/{DEMO_NAME}/labels/cells/",
+                                              f"precomputed://{srv.url}/-/mesh/{DEMO_NAME}/labels/cells"]]
     # With a source elsewhere there is no one server to choose.
     line = one_line_error(ngserve("link", str(demo / DEMO_NAME), "--served-at", f"{demo}=http://127.0.0.1:9",
                                   "--short", env=env))
