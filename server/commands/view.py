@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if args.browser:
             webbrowser.open(url)
         return 0
-    show(args, args.sources, _folders(local), host=args.host, port=args.port, browser=args.browser)
+    show(args, args.sources, folders_of(local), host=args.host, port=args.port, browser=args.browser)
     return 0
 
 
@@ -70,7 +70,7 @@ def show(
 
     with tempfile.TemporaryDirectory(prefix="ngserve-view-") as empty:
         # Only URLs: the server is there for its viewer, so it serves an empty folder.
-        names = _mount_names(folders) if folders else [""]
+        names = mount_names(folders) if folders else [""]
         mounts = [MountConfig(n, str(f)) for n, f in zip(names, folders or [Path(empty)])]
         config = ServerConfig(host=host, port=port, mounts=mounts, open_browser=browser, access_log=access_log)
 
@@ -83,7 +83,7 @@ def show(
         serve(config, access_log=access_log, landing=landing)
 
 
-def _folders(paths: list[str]) -> list[Path]:
+def folders_of(paths: list[str]) -> list[Path]:
     """The folders to serve: each local source's parent, once (a folder inside another is covered by it)."""
     parents = sorted({Path(p).expanduser().resolve().parent for p in paths}, key=lambda f: len(f.parts))
     kept: list[Path] = []
@@ -93,7 +93,7 @@ def _folders(paths: list[str]) -> list[Path]:
     return kept
 
 
-def _mount_names(folders: list[Path]) -> list[str]:
+def mount_names(folders: list[Path]) -> list[str]:
     """One folder at the root; several as mounts named after them (unique, URL-safe)."""
     if len(folders) == 1:
         return [""]
