@@ -50,10 +50,10 @@ class BackgroundServer:
     def _run(self, app: web.Application, sock) -> None:
         loop = self._loop
         asyncio.set_event_loop(loop)
-        runner = web.AppRunner(app, access_log=None)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=DRAIN_SECONDS)
         try:
             loop.run_until_complete(runner.setup())
-            loop.run_until_complete(web.SockSite(runner, sock, shutdown_timeout=DRAIN_SECONDS).start())
+            loop.run_until_complete(web.SockSite(runner, sock).start())
         except BaseException as exc:  # noqa: BLE001 - handed to the starting thread, which raises it
             self._failed = exc
             self._ready.set()
@@ -90,4 +90,7 @@ def start(folders: list[Path], host: str = "127.0.0.1", port: int = 0) -> Backgr
 
     names = mount_names(folders) if folders else []
     mounts = [MountConfig(n, str(f)) for n, f in zip(names, folders)] + [MountConfig(ARRAYS_MOUNT, MEMORY_SOURCE)]
-    return BackgroundServer(ServerConfig(host=host, port=port, mounts=mounts, access_log=False))
+    # Any page may frame it: a notebook's origin (http://localhost:8888, a hub) is not this server's.
+    # It listens on 127.0.0.1 only, and serves public data as every public ngserve mount does.
+    return BackgroundServer(ServerConfig(host=host, port=port, mounts=mounts, access_log=False,
+                                         frame_ancestors=["*"]))

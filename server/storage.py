@@ -91,8 +91,7 @@ class MemoryStorage(Storage):
     """The arrays :mod:`volumes.memory` holds, one folder-like entry per key.
 
     They have no files: only the views show them (``/-/precomputed/<mount>/<key>/``), which open
-    ``memory://<key>`` instead of reading over loopback.  No validators: an array edited in
-    place has no version to key a cache by, so its chunks are computed on each request.
+    ``memory://<key>`` instead of reading over loopback.
     """
 
     async def stat(self, path: str) -> Entry | None:
@@ -112,6 +111,15 @@ class MemoryStorage(Storage):
 
     async def serve_file(self, request: web.Request, path: str) -> web.StreamResponse:
         raise web.HTTPNotFound(text="404 an array in memory has no files: read it through /-/precomputed/\n")
+
+    async def validators(self, paths: list[str]) -> list[str | None]:
+        """``"absent"`` once an array is released (views drop it at once), else one value for as long
+        as it is held: its translated chunks are cached, and an array edited in place shows its edits
+        only when shown again (a new key)."""
+        from volumes.memory import registered
+
+        held = set(registered())
+        return ["held" if p in held else "absent" for p in paths]
 
     def dataset_source(self, path: str) -> str | None:
         return "memory://" + path
