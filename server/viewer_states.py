@@ -69,4 +69,8 @@ class ViewerStates:
         entry = self._states.get(token)
         if entry is not None and entry.owned and entry.origin == PYTHON and seen != entry.generation:
             return None
+        if entry is not None and entry.state == state:
+            # Every page of a viewer posts the same normalised state after loading it: no new generation,
+            # or each would be pushed to the others and reset them (a pan made meanwhile would be lost).
+            return entry
         return self._update(token, state, client, size)

@@ -25,7 +25,6 @@ from server.commands.demo import DEMO_NAME, write_demo
 from server.config import MountConfig, ServerConfig
 from volumes import blobs, memory
 
-NOTEBOOK_PAGE = "http://notebook.test/lab"  # the page the outputs are shown in (fulfilled by the test)
 CELL_TIMEOUT = 180
 
 
@@ -35,6 +34,31 @@ def data_home(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv(notebook.BASE_URL_ENV, raising=False)
     monkeypatch.delenv("JUPYTERHUB_SERVICE_PREFIX", raising=False)
+
+
+@pytest.fixture
+def notebook_page(tmp_path):
+    """``publish(html)``: the URL of a page showing ``html``, as Jupyter shows cell outputs, served from
+    another loopback origin (Chromium lets only a local page frame a local server)."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a: None
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+
+    def publish(html_text: str, name: str = "notebook.html") -> str:
+        (folder / name).write_text(f"<!doctype html><html><body>{html_text}</body></html>")
+        return f"http://localhost:{httpd.server_address[1]}/{name}"
+
+    yield publish
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(10)
 
 
 @pytest.fixture
@@ -86,7 +110,7 @@ def output(cell, mime: str) -> str:
 
 
 def frame_of(page, token: str):
-    assert wait_until(lambda: any(token in f.url for f in page.frames), 60)
+    assert wait_until(lambda: page.wait_for_timeout(100) or any(token in f.url for f in page.frames), 60)
     return next(f for f in page.frames if token in f.url)
 
 
@@ -109,7 +133,7 @@ def close(a, b, tol=1e-3) -> bool:
     return len(a) == len(b) and all(abs(x - y) <= tol for x, y in zip(a, b))
 
 
-def test_notebook_shows_inline_viewers_with_live_state(tmp_path, data_home):
+def test_notebook_shows_inline_viewers_with_live_state(tmp_path, data_home, notebook_page):
     write_demo(tmp_path)
     with Kernel(tmp_path) as kernel:
         kernel.run("import ngstate, numpy as np\n"
@@ -133,9 +157,7 @@ def test_notebook_shows_inline_viewers_with_live_state(tmp_path, data_home):
         with browser_page(1000, 2000) as (page, errors):
             answers: list[tuple[str, int]] = []
             page.on("response", lambda r: answers.append((r.url, r.status)))
-            page.route(NOTEBOOK_PAGE, lambda route: route.fulfill(status=200, content_type="text/html",
-                                                                   body=f"<!doctype html><body>{page_html}</body>"))
-            page.goto(NOTEBOOK_PAGE)
+            page.goto(notebook_page(page_html))
             frames = {k: frame_of(page, t) for k, t in tokens.items()}
             for key, names in (("v", ["demo", "cells"]), ("w", ["blobs"]), ("c", ["demo", "cells"])):
                 assert wait_until(lambda: layer_names(frames[key]) == names, 90), (key, layer_names(frames[key]))
@@ -171,7 +193,7 @@ def test_notebook_shows_inline_viewers_with_live_state(tmp_path, data_home):
     assert not km.is_alive()  # the kernel and the servers in it are gone
 
 
-def test_set_state_reaches_a_page_opened_later_and_pages_share_pans(tmp_path, data_home, own_servers):
+def test_set_state_reaches_a_page_opened_later_and_pages_share_pans(tmp_path, data_home, own_servers, notebook_page):
     image, _ = blobs((16, 48, 40), seed=5)
     viewer = ngstate.show(image, voxel_size=(3, 1, 1), units="nanometer")
     state = viewer.state
@@ -179,9 +201,8 @@ def test_set_state_reaches_a_page_opened_later_and_pages_share_pans(tmp_path, da
     viewer.set_state(state)
     html_out = viewer._repr_html_() * 2  # the same viewer shown twice: two clients of one state
     with browser_page(1000, 1400) as (page, errors):
-        page.route(NOTEBOOK_PAGE, lambda route: route.fulfill(status=200, content_type="text/html", body=html_out))
-        page.goto(NOTEBOOK_PAGE)
-        assert wait_until(lambda: len([f for f in page.frames if viewer.token in f.url]) == 2, 60)
+        page.goto(notebook_page(html_out))
+        assert wait_until(lambda: page.wait_for_timeout(100) or len([f for f in page.frames if viewer.token in f.url]) == 2, 60)
         first, second = [f for f in page.frames if viewer.token in f.url]
         for frame in (first, second):
             assert wait_until(lambda: layer_names(frame) == ["array"] and close(position(frame), [4.5, 6.5, 2.5]), 90)
@@ -234,12 +255,13 @@ def test_viewer_behind_jupyter_server_proxy(tmp_path, data_home, own_servers, ju
     viewer = ngstate.show((image * 200).astype(np.uint8), base_url="/proxy/{port}", voxel_size=(2, 1, 1))
     port = viewer.server_url.rsplit(":", 1)[1]
     assert viewer.page == f"/proxy/{port}/-/viewer/v/{viewer.token}/"  # relative: the notebook's own origin
-    page_url = jupyter_proxy + "/lab/tree/view.ipynb"
+    # The page comes from the Jupyter server itself, as a notebook's outputs do.
+    (tmp_path / "view.html").write_text(f"<!doctype html><html><body>{viewer._repr_html_()}</body></html>")
+    page_url = jupyter_proxy + "/files/view.html"
     through = f"{jupyter_proxy}/proxy/{port}"
     with browser_page(1000, 800) as (page, errors):
         answers: list[tuple[str, int]] = []
         page.on("response", lambda r: answers.append((r.url, r.status)))
-        page.route(page_url, lambda route: route.fulfill(status=200, content_type="text/html", body=viewer._repr_html_()))
         page.goto(page_url)
         frame = frame_of(page, viewer.token)
         assert frame.url.startswith(through + "/-/viewer/v/")
