@@ -13,6 +13,7 @@ import time
 import urllib.request
 
 import numpy as np
+import psutil
 import pytest
 import tensorstore as ts
 from browser import browser_page, wait_until
@@ -85,7 +86,6 @@ class Kernel:
     def __enter__(self) -> "Kernel":
         self._setup = self.client.setup_kernel()
         self._setup.__enter__()
-        self.km = self.client.km
         return self
 
     def __exit__(self, *exc) -> None:
@@ -145,6 +145,7 @@ def test_notebook_shows_inline_viewers_with_live_state(tmp_path, data_home, note
         colleague = kernel.run("c = ngstate.show(v.url)\nc")
         tokens = {k: kernel.value(f"{k}.token") for k in "vwc"}
         server_url = kernel.value("w.server_url")
+        kernel_pid = kernel.value("__import__('os').getpid()")
 
         # Plain reprs say what the viewers hold.
         text = output(ome, "text/plain")
@@ -163,6 +164,7 @@ def test_notebook_shows_inline_viewers_with_live_state(tmp_path, data_home, note
                 assert wait_until(lambda: layer_names(frames[key]) == names, 90), (key, layer_names(frames[key]))
 
             def fetched(pattern: str) -> bool:
+                page.wait_for_timeout(100)  # Playwright delivers response events while it runs
                 return any(re.search(pattern, u) and s == 200 for u, s in answers)
 
             # The inline viewers read chunks: the OME-Zarr image and labels as stored, the array translated.
@@ -189,8 +191,10 @@ def test_notebook_shows_inline_viewers_with_live_state(tmp_path, data_home, note
             assert url.startswith(f"{server_url}/-/viewer/v/ngserve/#!")
             assert close(ngstate.parse_url(url)["position"], moved)
             assert errors.page_errors == []
-        km = kernel.km
-    assert not km.is_alive()  # the kernel and the servers in it are gone
+    # The kernel is gone, and the server in it.
+    assert wait_until(lambda: not psutil.pid_exists(kernel_pid) or psutil.Process(kernel_pid).status() == "zombie", 30)
+    with pytest.raises(OSError):
+        urllib.request.urlopen(server_url + "/-/health", timeout=5)
 
 
 def test_set_state_reaches_a_page_opened_later_and_pages_share_pans(tmp_path, data_home, own_servers, notebook_page):
@@ -268,7 +272,7 @@ def test_viewer_behind_jupyter_server_proxy(tmp_path, data_home, own_servers, ju
         assert wait_until(lambda: layer_names(frame) == ["array"], 90), layer_names(frame)
         # Every request of the page went through the proxy: assets, event stream, chunks.
         chunk = rf"^{through}/-/precomputed/{ARRAYS_MOUNT}/[^/]+/s0/\d+-\d+_\d+-\d+_\d+-\d+$"
-        assert wait_until(lambda: any(re.search(chunk, u) and s == 200 for u, s in answers), 90), answers
+        assert wait_until(lambda: page.wait_for_timeout(100) or any(re.search(chunk, u) and s == 200 for u, s in answers), 90), answers
         assert not [u for u, _ in answers if u.startswith(viewer.server_url)]
         moved = pan(frame, 4)
         assert wait_until(lambda: close(viewer.state["position"], moved), 60)
