@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 import numpy as np
@@ -230,11 +231,13 @@ def jupyter_proxy(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyter", "server", "--no-browser", f"--port={port}", "--ServerApp.ip=127.0.0.1",
          "--IdentityProvider.token=", "--ServerApp.password=", f"--ServerApp.root_dir={tmp_path}",
-         "--ServerApp.port_retries=0"],
+         "--ServerApp.port_retries=0", "--allow-root"],
         stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
 
     def up() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError((tmp_path / "jupyter.log").read_text())
         try:
             with urllib.request.urlopen(url + "/api/status", timeout=2) as r:
                 return r.status == 200
@@ -254,14 +257,14 @@ def jupyter_proxy(tmp_path):
         log.close()
 
 
-def test_viewer_behind_jupyter_server_proxy(tmp_path, data_home, own_servers, jupyter_proxy):
+def test_viewer_behind_jupyter_server_proxy(tmp_path, data_home, own_servers, jupyter_proxy, notebook_page):
     image, _ = blobs((16, 64, 48), seed=7)
     viewer = ngstate.show((image * 200).astype(np.uint8), base_url="/proxy/{port}", voxel_size=(2, 1, 1))
     port = viewer.server_url.rsplit(":", 1)[1]
     assert viewer.page == f"/proxy/{port}/-/viewer/v/{viewer.token}/"  # relative: the notebook's own origin
-    # The page comes from the Jupyter server itself, as a notebook's outputs do.
-    (tmp_path / "view.html").write_text(f"<!doctype html><html><body>{viewer._repr_html_()}</body></html>")
-    page_url = jupyter_proxy + "/files/view.html"
+    # The page comes through the Jupyter server too (its origin, as a notebook's outputs do).
+    local = urllib.parse.urlsplit(notebook_page(viewer._repr_html_()))
+    page_url = f"{jupyter_proxy}/proxy/{local.port}{local.path}"
     through = f"{jupyter_proxy}/proxy/{port}"
     with browser_page(1000, 800) as (page, errors):
         answers: list[tuple[str, int]] = []
