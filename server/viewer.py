@@ -9,6 +9,11 @@ the view itself comes from the ``#!`` state in the URL hash, which
 place of the client's own binding; that file says why.  With a ``#!`` state that
 script also gives the client a silent stand-in for the event stream, so such a
 page makes no never-ending request (headless screenshots can finish).
+
+The client POSTs its state as it changes (the hash is out of its sight, so it binds none);
+each token's latest is kept (:mod:`server.viewer_states`).  A notebook viewer
+(``ngstate.show``) is a page without a ``#!`` state whose token Python gave a state
+(``PUT /-/viewer/state/<token>``): its event stream carries that state, and every later one.
 """
 
 from __future__ import annotations
