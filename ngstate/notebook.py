@@ -1,11 +1,12 @@
 """``ngstate.show``: the built-in viewer inline in a notebook, its live state readable and settable from Python.
 
-The viewer page is served by an ngserve: a running one (found through :mod:`ngstate.registry`)
-when it serves every local source and no array is shown, else one this process starts in a
-thread (``server.background``: the sources' folders and the arrays held in memory, on
-127.0.0.1 and a free port).  Each viewer has its own token; its page takes its state from the
-server's event stream and POSTs every change back (``server.viewer_states``), so ``.state`` is what
-the user sees and ``.set_state`` moves every page showing it.
+The viewer page is served by a server this process starts in a thread (``server.background``:
+127.0.0.1, a free port), which also serves the arrays held in memory and the local sources'
+folders, unless a running ``ngserve serve`` (found through :mod:`ngstate.registry`) serves every
+local source: the state then names that server's URLs.  Each viewer has its own token; its page
+takes its state from the server's event stream and POSTs every change back
+(``server.viewer_states``), so ``.state`` is what the user sees and ``.set_state`` moves every
+page showing it.
 
 Behind jupyter-server-proxy or JupyterHub the browser cannot reach 127.0.0.1: ``base_url=`` (or
 ``$NGSERVE_BASE_URL``) says where it reaches the server, ``{port}`` standing for its port, e.g.
@@ -129,12 +130,13 @@ def show(*sources: Any, base_url: str | None = None, voxel_size: Sequence[float]
         if options or voxel_size or units or name or kind:
             raise ValueError("a Neuroglancer URL is shown as it is: give no options with it")
         state = parse_url(sources[0])
-        server = _hosting([], need_own=False)
+        server = _hosting([], data_elsewhere=True)
         return Viewer(server.url, _browser_base(base_url, server.url), state, height=height)
-    if name is not None:
-        options["names"] = [name] * len(sources) if len(sources) == 1 else _one_only("name")
-    if kind is not None:
-        options["kinds"] = [kind] * len(sources) if len(sources) == 1 else _one_only("kind")
+    for option, value in (("name", name), ("kind", kind)):
+        if value is not None:
+            if len(sources) != 1:
+                raise ValueError(f"{option}= is for one source; with several, give {option}s=[...] (one per source)")
+            options[option + "s"] = [value]
     arrays = [i for i, s in enumerate(sources) if _is_array(s)]
     if (voxel_size is not None or units is not None) and not arrays:
         raise ValueError("voxel_size= and units= place array sources; give them with a numpy or dask array")
@@ -142,7 +144,11 @@ def show(*sources: Any, base_url: str | None = None, voxel_size: Sequence[float]
     for path in local:
         if not path.exists():
             raise ValueError(f"{path} does not exist")
-    server = _hosting(local, need_own=bool(arrays))
+    browser_base = _browser_base(base_url, None)
+    # A running ngserve serves the local data when it can be reached as it is (no proxy base: the
+    # browser would not reach its port).  The page is always on a server of ours: it holds this
+    # viewer's state in one process (a server with workers would not), and any notebook may frame it.
+    server = _hosting(local, data_elsewhere=browser_base is None and _served_elsewhere(local))
     from volumes.memory import register
 
     keys: dict[int, str] = {}
@@ -159,10 +165,6 @@ def show(*sources: Any, base_url: str | None = None, voxel_size: Sequence[float]
         raise
     return Viewer(server.url, _browser_base(base_url, server.url), state, arrays=list(keys.values()),
                   height=height, data_base=server.url)
-
-
-def _one_only(option: str):
-    raise ValueError(f"{option}= names one source; with several, give {option}s=[...] (one per source)")
 
 
 def _build(server, sources: Sequence[Any], keys: dict[int, str], options: dict) -> dict:
@@ -185,42 +187,37 @@ def _build(server, sources: Sequence[Any], keys: dict[int, str], options: dict) 
     return state.to_json()
 
 
-class _Registered:
-    """A running ``ngserve serve`` found in the registry, as a host of viewers."""
-
-    def __init__(self, entry: dict) -> None:
-        self.url = entry["url"]
-
-
-def _hosting(local: list[Path], need_own: bool):
-    """The server hosting a new viewer: a running ngserve serving every local path (and no array to
-    hold), else one of this process's servers serving them, else a new one."""
-    if not need_own:
-        servers = registry.running()
-        urls = [registry.serving_url(p, servers) for p in local]
-        if servers and all(urls):
-            first = urls[0] if urls else servers[0]["url"]
-            return _Registered(next(s for s in servers if first.startswith(s["url"])))
+def _hosting(local: list[Path], data_elsewhere: bool):
+    """This process's server for a new viewer's page: one serving the ``local`` paths too, unless
+    ``data_elsewhere`` (a running ngserve serves them); started when none of ours fits."""
     from server import background
     from server.commands.view import folders_of
 
+    folders = [] if data_elsewhere else folders_of([str(p) for p in local])
     with _LOCK:
         _SERVERS[:] = [s for s in _SERVERS if s.running]
         for server in _SERVERS:
-            if all(server.serves(p.resolve()) for p in local):
+            if all(server.serves(f) for f in folders):
                 return server
-        server = background.start(folders_of([str(p) for p in local]))
+        server = background.start(folders)
         _SERVERS.append(server)
         return server
 
 
-def _browser_base(base_url: str | None, server_url: str) -> str:
-    """Where a browser reaches the server: ``base_url``, ``$NGSERVE_BASE_URL``, JupyterHub's proxy, or its own URL."""
+def _served_elsewhere(local: list[Path]) -> bool:
+    """Whether a running ``ngserve serve`` serves every local path (its URLs then go in the state)."""
+    servers = registry.running() if local else []
+    return bool(servers) and all(registry.serving_url(p, servers) for p in local)
+
+
+def _browser_base(base_url: str | None, server_url: str | None) -> str | None:
+    """Where a browser reaches the server: ``base_url``, ``$NGSERVE_BASE_URL``, JupyterHub's proxy, or its
+    own URL (None when ``server_url`` is None: no base is configured)."""
     base = base_url or os.environ.get(BASE_URL_ENV)
     if not base and os.environ.get("JUPYTERHUB_SERVICE_PREFIX"):
         base = os.environ["JUPYTERHUB_SERVICE_PREFIX"].rstrip("/") + "/proxy/{port}"
-    if not base:
-        return server_url
+    if not base or server_url is None:
+        return base or server_url
     port = server_url.rsplit(":", 1)[-1].split("/", 1)[0]
     return base.replace("{port}", port).rstrip("/")
 

@@ -86,10 +86,9 @@ class BackgroundServer:
 
 def start(folders: list[Path], host: str = "127.0.0.1", port: int = 0) -> BackgroundServer:
     """Serve ``folders`` (named as ``ngserve view`` names them) and the in-memory arrays from a thread."""
-    from .commands.view import mount_names
+    from .commands.view import folder_mounts
 
-    names = mount_names(folders) if folders else []
-    mounts = [MountConfig(n, str(f)) for n, f in zip(names, folders)] + [MountConfig(ARRAYS_MOUNT, MEMORY_SOURCE)]
+    mounts = folder_mounts(folders) + [MountConfig(ARRAYS_MOUNT, MEMORY_SOURCE)]
     # Any page may frame it: a notebook's origin (http://localhost:8888, a hub) is not this server's.
     # It listens on 127.0.0.1 only, and serves public data as every public ngserve mount does.
     return BackgroundServer(ServerConfig(host=host, port=port, mounts=mounts, access_log=False,

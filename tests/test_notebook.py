@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import urllib.request
 
@@ -401,3 +400,19 @@ def test_viewer_states_are_bounded():
     assert kept == list(range(90, 100))  # the latest ten, 1000 bytes each
     states.post("t99", {"n": "big"}, "c", "", 5000)  # a token's new state replaces its old size
     assert states._states.used == 5000 + 5 * 1000
+
+
+def test_show_reads_local_data_from_a_running_ngserve(tmp_path, data_home, own_servers, start_server):
+    """A running ``ngserve serve`` serving the folder is used for the data; the page (and its state)
+    stays on the kernel's own server.  Behind a proxy base the kernel serves the folder itself."""
+    import os
+
+    write_demo(tmp_path)
+    srv = start_server("serve", str(tmp_path), env=dict(os.environ))
+    assert wait_until(lambda: bool(ngstate.registry.running()), 30)
+    v = ngstate.show(tmp_path / DEMO_NAME)
+    sources = [layer["source"] for layer in v.state["layers"]]
+    assert sources == [f"zarr2://{srv.url}/{DEMO_NAME}/", f"zarr2://{srv.url}/{DEMO_NAME}/labels/cells/"]
+    assert v.server_url != srv.url and v.page.startswith(v.server_url + "/-/viewer/v/")
+    proxied = ngstate.show(tmp_path / DEMO_NAME, base_url="/proxy/{port}")
+    assert proxied.state["layers"][0]["source"] == f"zarr2://{proxied.server_url}/{DEMO_NAME}/"

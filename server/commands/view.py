@@ -64,14 +64,13 @@ def show(
     No access log by default: a terminal showing one view has no use for a line per chunk."""
     from ngstate import NGSERVE_VIEWER_PATH
 
-    from ..config import MountConfig, ServerConfig
+    from ..config import ServerConfig
     from ..runner import serve
     from .link import build
 
     with tempfile.TemporaryDirectory(prefix="ngserve-view-") as empty:
         # Only URLs: the server is there for its viewer, so it serves an empty folder.
-        names = mount_names(folders) if folders else [""]
-        mounts = [MountConfig(n, str(f)) for n, f in zip(names, folders or [Path(empty)])]
+        mounts = folder_mounts(folders or [Path(empty)])
         config = ServerConfig(host=host, port=port, mounts=mounts, open_browser=browser, access_log=access_log)
 
         def landing(base: str) -> str:  # the state names the port just bound
@@ -91,6 +90,13 @@ def folders_of(paths: list[str]) -> list[Path]:
         if not any(folder == k or k in folder.parents for k in kept):
             kept.append(folder)
     return kept
+
+
+def folder_mounts(folders: list[Path]) -> list:
+    """The public mounts serving ``folders`` (see :func:`mount_names`)."""
+    from ..config import MountConfig
+
+    return [MountConfig(n, str(f)) for n, f in zip(mount_names(folders), folders)]
 
 
 def mount_names(folders: list[Path]) -> list[str]:
