@@ -44,7 +44,7 @@ class Viewer:
                  height: int = HEIGHT, data_base: str | None = None) -> None:
         self.server_url = server_url.rstrip("/")  # where this process reaches the server
         self.base = base.rstrip("/")  # where a browser reaches it (may be a path: relative to the notebook)
-        self.token = secrets.token_hex(8)
+        self.token = secrets.token_urlsafe(16)  # the page URL is the only key to this viewer's state
         self.height = height
         self._arrays = list(arrays)  # volumes.memory keys this viewer holds
         self._data_base = data_base  # the base URL the state's own data URLs start with (pages rewrite it)

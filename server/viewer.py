@@ -11,7 +11,7 @@ script also gives the client a silent stand-in for the event stream, so such a
 page makes no never-ending request (headless screenshots can finish).
 
 The client POSTs its state as it changes (the hash is out of its sight, so it binds none);
-each token's latest is kept (:mod:`server.viewer_states`).  A notebook viewer
+a notebook viewer's latest is kept (:mod:`server.viewer_states`).  A notebook viewer
 (``ngstate.show``) is a page without a ``#!`` state whose token Python gave a state
 (``PUT /-/viewer/state/<token>``): its event stream carries that state, and every later one.
 """
@@ -30,6 +30,7 @@ from aiohttp import web
 from ngstate import NGSERVE_VIEWER_PATH as VIEWER_PATH
 from ngstate import encode_fragment
 
+from . import auth
 from .responses import accepts_gzip
 from .viewer_states import ViewerStates
 
@@ -46,6 +47,8 @@ KEEPALIVE_SECONDS = 15.0
 # server's graceful shutdown until its timeout.
 STOPPING = web.AppKey("viewer_stopping", asyncio.Event)
 STATES = web.AppKey("viewer_states", ViewerStates)
+# On a protected deployment notebook viewers' states are read and set as short links are stored.
+_SIGN_IN = "sign in or send a share token to read or set a viewer's state"
 
 
 @lru_cache(maxsize=None)
@@ -104,7 +107,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
     try:
         while not stopping.is_set():
             entry = states.get(token)
-            if entry is not None and entry.owned and entry.generation != seen:
+            if entry is not None and entry.generation != seen:
                 seen = entry.generation
                 if entry.origin != client:  # a client does not get its own state back
                     await resp.write(entry.message())
@@ -138,10 +141,11 @@ async def _state(request: web.Request) -> web.Response:
     msg = _state_body(data)
     if "g" not in msg:
         raise web.HTTPBadRequest(text="expected a JSON object with a generation 'g'\n")
-    if "s" not in msg:  # nothing to keep: acknowledged
+    states, token = request.app[STATES], request.match_info["token"]
+    if "s" not in msg or states.get(token) is None:  # not a notebook viewer's: acknowledged, not kept
         return web.json_response({"g": str(msg["g"])})
-    kept = request.app[STATES].post(request.match_info["token"], msg["s"], str(msg.get("c", "")),
-                                    str(msg.get("pg", "")), len(data))
+    await request.app[auth.AUTHORITY].require_identity(request, _SIGN_IN)
+    kept = states.post(token, msg["s"], str(msg.get("c", "")), str(msg.get("pg", "")), len(data))
     if kept is None:
         raise web.HTTPPreconditionFailed(text="412 the viewer has a newer state: it comes on the event stream\n")
     return web.json_response({"g": kept.generation})
@@ -149,6 +153,7 @@ async def _state(request: web.Request) -> web.Response:
 
 async def _get_state(request: web.Request) -> web.Response:
     """The viewer's latest state and its generation, for Python (``Viewer.state``)."""
+    await request.app[auth.AUTHORITY].require_identity(request, _SIGN_IN)
     entry = request.app[STATES].get(request.match_info["token"])
     if entry is None or entry.state is None:
         raise web.HTTPNotFound(text="404 no state is known for this viewer\n")
@@ -158,6 +163,7 @@ async def _get_state(request: web.Request) -> web.Response:
 async def _put_state(request: web.Request) -> web.Response:
     """Python sets the viewer's state (``{s, b}``; ``b``: the base URL its data URLs start with, which a
     page reached through another base rewrites to its own); its pages get it on their event streams."""
+    await request.app[auth.AUTHORITY].require_identity(request, _SIGN_IN)
     data = await request.read()
     msg = _state_body(data)
     if "s" not in msg or not isinstance(msg.get("b") or "", str):

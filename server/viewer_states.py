@@ -1,13 +1,14 @@
-"""The latest viewer state per viewer token, for Python to read and set (notebook viewers).
+"""The latest state of each notebook viewer, for Python to read and set.
 
 The bundled client POSTs its state to ``/-/viewer/state/<token>`` as the user pans (``{s, g, pg, c}``:
 state, client generation, the last server generation it saw, client id) and applies the states
-its event stream ``/-/viewer/events/<token>`` sends (``{k: "s", s, g}``).  Here each token keeps
-its latest state.  A token whose state Python set (``PUT``) is *owned*: its event streams push
-every new state to the other clients, and a client POST made before it saw Python's state is
-answered 412 (the client then waits for the stream, as neuroglancer's own server does).  States
-of other tokens (``#!`` pages) are only kept; their pages open no stream.  Memory is bounded by a
-byte budget over all tokens, least recently used first out.
+its event stream ``/-/viewer/events/<token>`` sends (``{k: "s", s, g}``).  A token Python gave a
+state (``PUT``, ``ngstate.show``: a random token only its pages know) is kept here: its event
+streams push every new state to the other clients, and a client POST made before it saw
+Python's state is answered 412 (the client then waits for the stream, as neuroglancer's own
+server does).  States posted for other tokens (``#!`` pages, which all share the token
+``ngserve``) are not kept: one user's view, share tokens in its URLs included, is no one else's
+to read.  Memory is bounded by a byte budget over all tokens, least recently used first out.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ class ViewerState:
     state: dict | None = None
     generation: str = ""
     origin: str = PYTHON  # the client id whose POST made this generation, PYTHON for PUT
-    owned: bool = False  # Python set a state: streams push states
     base: str | None = None  # the base URL Python's state names data by (pages rewrite it to their own)
     size: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -54,7 +54,7 @@ class ViewerStates:
         entry.state, entry.origin, entry.size = state, origin, size
         entry.generation = str(next(self._generations))
         if origin == PYTHON:
-            entry.owned, entry.base = True, base
+            entry.base = base
         waiting, entry.changed = entry.changed, asyncio.Event()
         self._states.put(token, entry)  # re-put: its size may have changed
         waiting.set()
@@ -65,11 +65,14 @@ class ViewerStates:
         return self._update(token, state, PYTHON, size, base)
 
     def post(self, token: str, state: dict, client: str, seen: str, size: int) -> ViewerState | None:
-        """A client's state; None when it is stale (Python set a newer one it has not seen: 412)."""
+        """A client's state for a kept token; None when it is stale (Python set a newer one it has
+        not seen: 412)."""
         entry = self._states.get(token)
-        if entry is not None and entry.owned and entry.origin == PYTHON and seen != entry.generation:
+        if entry is None:
+            raise KeyError(token)
+        if entry.origin == PYTHON and seen != entry.generation:
             return None
-        if entry is not None and entry.state == state:
+        if entry.state == state:
             # Every page of a viewer posts the same normalised state after loading it: no new generation,
             # or each would be pushed to the others and reset them (a pan made meanwhile would be lost).
             return entry

@@ -367,12 +367,11 @@ def test_state_repr_says_what_it_holds(tmp_path):
 async def test_viewer_state_endpoints(aiohttp_client, tmp_path):
     client = await aiohttp_client(create_app(ServerConfig(mounts=[MountConfig("", str(tmp_path))])))
     url = "/-/viewer/state/tok"
-    assert (await client.get(url)).status == 404
     s1 = {"position": [1, 2, 3]}
-    # A #! page's client: kept, last writer wins, nothing pushed.
+    # A #! page's client (not a notebook viewer): acknowledged, not kept for anyone to read.
     r = await client.post(url, json={"s": s1, "g": 5, "pg": "", "c": "a"})
-    assert r.status == 200
-    assert (await (await client.get(url)).json())["s"] == s1
+    assert r.status == 200 and await r.json() == {"g": "5"}
+    assert (await client.get(url)).status == 404
     # Python sets a state: a client that has not seen it is refused (it comes on the stream) ...
     g = (await (await client.put(url, json={"s": {"position": [9, 9, 9]}, "b": "http://x"})).json())["g"]
     assert (await client.post(url, json={"s": s1, "g": 6, "pg": "", "c": "a"})).status == 412
@@ -382,12 +381,23 @@ async def test_viewer_state_endpoints(aiohttp_client, tmp_path):
         while not line.startswith(b"data: "):
             line = await stream.content.readline()
         assert json.loads(line[6:]) == {"k": "s", "s": {"position": [9, 9, 9]}, "g": g, "b": "http://x"}
-    # A client that has seen it is kept.
+    # A client that has seen it is kept, under a new generation.
     r = await client.post(url, json={"s": s1, "g": 7, "pg": g, "c": "a"})
-    assert r.status == 200 and (await client.get(url)).status == 200
+    assert r.status == 200 and (await r.json())["g"] != g
+    assert (await (await client.get(url)).json())["s"] == s1
     for body in (b"[]", b"{", b'{"s": 3, "g": 1}', b"[" * 100000):
         assert (await client.post(url, data=body)).status == 400
     assert (await client.put(url, data=b'{"s": {}, "b": 3}')).status == 400
+
+
+async def test_viewer_states_are_read_and_set_with_an_identity_on_a_protected_deployment(aiohttp_client, tmp_path):
+    from server.config import AuthConfig
+
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path), access="token")], auth=AuthConfig(secret=b"s" * 32))
+    client = await aiohttp_client(create_app(config))
+    url = "/-/viewer/state/tok"
+    assert (await client.put(url, json={"s": {"layout": "xy"}})).status == 401
+    assert (await client.get(url)).status == 401
 
 
 def test_viewer_states_are_bounded():
@@ -395,10 +405,11 @@ def test_viewer_states_are_bounded():
 
     states = ViewerStates(budget=10_000)
     for i in range(100):
-        states.post(f"t{i}", {"n": i}, "c", "", 1000)
+        states.set(f"t{i}", {"n": i}, 1000, None)
     kept = [i for i in range(100) if states.get(f"t{i}") is not None]
     assert kept == list(range(90, 100))  # the latest ten, 1000 bytes each
-    states.post("t99", {"n": "big"}, "c", "", 5000)  # a token's new state replaces its old size
+    g = states.get("t99").generation
+    states.post("t99", {"n": "big"}, "c", g, 5000)  # a token's new state replaces its old size
     assert states._states.used == 5000 + 5 * 1000
 
 
