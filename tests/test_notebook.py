@@ -339,7 +339,20 @@ def test_array_and_option_errors_are_one_line(data_home, own_servers):
         ngstate.show("/no/such/folder.zarr")
     with pytest.raises(ValueError, match=r"^no Neuroglancer state in this URL"):
         ngstate.show("https://example.org/nothing#")
+    with pytest.raises(ValueError, match=r"^name= is for one source; with several, give names="):
+        ngstate.show(np.zeros((4, 4)), np.zeros((4, 4)), name="x")
     assert memory.registered() == []  # nothing held for a show that failed
+
+
+def test_a_channel_array_and_a_2d_array(data_home, own_servers):
+    rgb = (np.random.default_rng(1).random((3, 6, 30, 20)) * 255).astype(np.uint8)
+    v = ngstate.show(rgb, voxel_size=(4, 1, 1), units="nanometer")
+    url = v.state["layers"][0]["source"].removeprefix("precomputed://")
+    store = ts.open({"driver": "neuroglancer_precomputed", "kvstore": url + "/"}).result()
+    assert store.shape == (20, 30, 6, 3)  # x, y, z and the channels
+    assert np.array_equal(np.asarray(store.read().result()).transpose(3, 2, 1, 0), rgb)
+    flat = ngstate.show(np.arange(30, dtype=np.uint64).reshape(5, 6))
+    assert flat.state["layers"][0]["type"] == "segmentation"  # by dtype, as for files
 
 
 def test_show_loads_a_neuroglancer_url_as_it_is(tmp_path, data_home, own_servers):
@@ -351,6 +364,9 @@ def test_show_loads_a_neuroglancer_url_as_it_is(tmp_path, data_home, own_servers
     assert repr(v).startswith("<ngstate.Viewer 1 layer: 'em' (image: precomputed://https://example.org/em); "
                               "position x=1.0, y=2.0, z=3.0; layout xy; page http://127.0.0.1:")
     assert ngstate.parse_url(v.url) == state
+    state["layout"] = "3d"
+    v.set_state("https://neuroglancer-demo.appspot.com/" + ngstate.encode_fragment(state))  # a URL: its state
+    assert v.state["layout"] == "3d"
 
 
 def test_state_repr_says_what_it_holds(tmp_path):
