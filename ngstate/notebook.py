@@ -25,6 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Sequence
 
+from volumes import strip_scheme
+
 from . import registry
 from .state import State, describe
 from .urls import NGSERVE_VIEWER_PATH, encode_fragment, parse_url
@@ -103,7 +105,10 @@ class Viewer:
                 f'<div><a href="{page}" target="_blank" rel="noopener">open this viewer in a tab</a></div>')
 
     def __repr__(self) -> str:
-        return f"<ngstate.Viewer {describe(self.state)}; page {self.page}>"
+        try:
+            return f"<ngstate.Viewer {describe(self.state)}; page {self.page}>"
+        except RuntimeError:  # its server is gone (the kernel restarted it away): what was last known
+            return f"<ngstate.Viewer {describe(self._last)}; page {self.page} (its server does not answer)>"
 
     def close(self) -> None:
         """Release the arrays this viewer holds in memory (its pages then show no data for them)."""
@@ -137,10 +142,14 @@ def show(*sources: Any, base_url: str | None = None, voxel_size: Sequence[float]
             if len(sources) != 1:
                 raise ValueError(f"{option}= is for one source; with several, give {option}s=[...] (one per source)")
             options[option + "s"] = [value]
+    for source in sources:
+        if not (isinstance(source, (str, os.PathLike)) or _is_array(source)):
+            raise ValueError(f"cannot show a {type(source).__name__}: give a path, a URL, or a numpy or dask array")
     arrays = [i for i, s in enumerate(sources) if _is_array(s)]
     if (voxel_size is not None or units is not None) and not arrays:
         raise ValueError("voxel_size= and units= place array sources; give them with a numpy or dask array")
-    local = [Path(s).expanduser() for s in sources if isinstance(s, (str, os.PathLike)) and not _is_url(s)]
+    local = [Path(strip_scheme(os.fspath(s))).expanduser() for s in sources
+             if isinstance(s, (str, os.PathLike)) and not _is_url(strip_scheme(os.fspath(s)))]
     for path in local:
         if not path.exists():
             raise ValueError(f"{path} does not exist")

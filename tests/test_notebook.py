@@ -339,6 +339,8 @@ def test_array_and_option_errors_are_one_line(data_home, own_servers):
         ngstate.show("/no/such/folder.zarr")
     with pytest.raises(ValueError, match=r"^no Neuroglancer state in this URL"):
         ngstate.show("https://example.org/nothing#")
+    with pytest.raises(ValueError, match=r"^cannot show a list: give a path, a URL, or a numpy or dask array$"):
+        ngstate.show([[1, 2], [3, 4]])
     with pytest.raises(ValueError, match=r"^name= is for one source; with several, give names="):
         ngstate.show(np.zeros((4, 4)), np.zeros((4, 4)), name="x")
     assert memory.registered() == []  # nothing held for a show that failed
@@ -443,3 +445,12 @@ def test_show_reads_local_data_from_a_running_ngserve(tmp_path, data_home, own_s
     assert v.server_url != srv.url and v.page.startswith(v.server_url + "/-/viewer/v/")
     proxied = ngstate.show(tmp_path / DEMO_NAME, base_url="/proxy/{port}")
     assert proxied.state["layers"][0]["source"] == f"zarr2://{proxied.server_url}/{DEMO_NAME}/"
+
+
+def test_viewer_repr_after_its_server_stopped(data_home, own_servers):
+    v = ngstate.show(np.zeros((4, 6), np.uint8), name="flat")
+    notebook.shutdown()
+    assert repr(v).startswith("<ngstate.Viewer 1 layer: 'flat' (image: precomputed://")
+    assert repr(v).endswith("(its server does not answer)>")
+    with pytest.raises(RuntimeError, match="does not answer"):
+        v.set_state({"layout": "xy"})
