@@ -109,7 +109,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
             entry = states.get(token)
             if entry is not None and entry.generation != seen:
                 seen = entry.generation
-                if entry.origin != client:  # a client does not get its own state back
+                if client not in entry.holders:  # a client does not get back a state it has
                     await resp.write(entry.message())
             waits = [asyncio.ensure_future(stopping.wait())]
             if entry is not None:

@@ -4,8 +4,8 @@ The bundled client POSTs its state to ``/-/viewer/state/<token>`` as the user pa
 state, client generation, the last server generation it saw, client id) and applies the states
 its event stream ``/-/viewer/events/<token>`` sends (``{k: "s", s, g}``).  A token Python gave a
 state (``PUT``, ``ngstate.show``: a random token only its pages know) is kept here: its event
-streams push every new state to the other clients, and a client POST made before it saw
-Python's state is answered 412 (the client then waits for the stream, as neuroglancer's own
+streams push every new state to the other clients, and a client POST made before it saw the
+latest state is answered 412 (the client then waits for the stream, as neuroglancer's own
 server does).  States posted for other tokens (``#!`` pages, which all share the token
 ``ngserve``) are not kept: one user's view, share tokens in its URLs included, is no one else's
 to read.  Memory is bounded by a byte budget over all tokens, least recently used first out.
@@ -29,6 +29,7 @@ class ViewerState:
     state: dict | None = None
     generation: str = ""
     origin: str = PYTHON  # the client id whose POST made this generation, PYTHON for PUT
+    holders: set[str] = field(default_factory=set)  # clients known to have this generation: not sent it
     base: str | None = None  # the base URL Python's state names data by (pages rewrite it to their own)
     size: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -51,7 +52,7 @@ class ViewerStates:
     def _update(self, token: str, state: dict, origin: str, size: int, base: str | None = None) -> ViewerState:
         entry = self._states.get(token) or ViewerState()
         self._states.pop(token)  # before its size changes: the budget subtracts what it held
-        entry.state, entry.origin, entry.size = state, origin, size
+        entry.state, entry.origin, entry.size, entry.holders = state, origin, size, {origin}
         entry.generation = str(next(self._generations))
         if origin == PYTHON:
             entry.base = base
@@ -65,15 +66,17 @@ class ViewerStates:
         return self._update(token, state, PYTHON, size, base)
 
     def post(self, token: str, state: dict, client: str, seen: str, size: int) -> ViewerState | None:
-        """A client's state for a kept token; None when it is stale (Python set a newer one it has
-        not seen: 412)."""
+        """A client's state for a kept token; None when the client has not seen the latest state
+        (412: it gets that one on its event stream, and its change gives way, as in neuroglancer's
+        own server; else a page still loading could overwrite another page's newer pan)."""
         entry = self._states.get(token)
         if entry is None:
             raise KeyError(token)
-        if entry.origin == PYTHON and seen != entry.generation:
-            return None
         if entry.state == state:
-            # Every page of a viewer posts the same normalised state after loading it: no new generation,
-            # or each would be pushed to the others and reset them (a pan made meanwhile would be lost).
+            # Every page of a viewer posts the same normalised state after loading it: no new
+            # generation, and none pushed to this page (a reset would undo a pan it made meanwhile).
+            entry.holders.add(client)
             return entry
+        if seen != entry.generation:
+            return None
         return self._update(token, state, client, size)

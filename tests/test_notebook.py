@@ -210,6 +210,9 @@ def test_set_state_reaches_a_page_opened_later_and_pages_share_pans(tmp_path, da
         first, second = [f for f in page.frames if viewer.token in f.url]
         for frame in (first, second):
             assert wait_until(lambda: layer_names(frame) == ["array"] and close(position(frame), [4.5, 6.5, 2.5]), 90)
+        # Let both pages settle (each posts the state it restored).  A pan made while a page is still
+        # behind the latest state gives way to it, as in neuroglancer's protocol (see viewer_states).
+        page.wait_for_timeout(1500)
         moved = pan(first, 5)
         assert wait_until(lambda: close(viewer.state["position"], moved), 60)
         assert wait_until(lambda: close(position(second), moved), 60)  # the other page follows
@@ -454,3 +457,15 @@ def test_viewer_repr_after_its_server_stopped(data_home, own_servers):
     assert repr(v).endswith("(its server does not answer)>")
     with pytest.raises(RuntimeError, match="does not answer"):
         v.set_state({"layout": "xy"})
+
+
+def test_a_page_that_missed_a_newer_state_gives_way():
+    """Two pages of one viewer: the one still on an older generation cannot overwrite the other's pan."""
+    from server.viewer_states import ViewerStates
+
+    states = ViewerStates()
+    g1 = states.set("t", {"position": [0]}, 10, None).generation
+    g2 = states.post("t", {"position": [5]}, "a", g1, 10).generation  # page a pans
+    assert states.post("t", {"position": [0], "layout": "xy"}, "b", g1, 10) is None  # page b, behind: 412
+    assert states.post("t", {"position": [5]}, "b", g1, 10).generation == g2  # b repeating a's state: no news
+    assert states.get("t").state == {"position": [5]}
