@@ -135,8 +135,8 @@ def _state_body(data: bytes) -> dict:
 
 
 async def _state(request: web.Request) -> web.Response:
-    """A client's state update (``{s, g, pg, c}``), kept as the viewer's latest; 412 when Python set a
-    newer state the client has not seen yet (the client then waits for it on its event stream)."""
+    """A client's state update (``{s, g, pg, c}``), kept as a notebook viewer's latest; 412 when a newer
+    state (Python's, another page's) is there that the client has not seen (it comes on its event stream)."""
     data = await request.read()
     msg = _state_body(data)
     if "g" not in msg:
