@@ -469,3 +469,30 @@ def test_a_page_that_missed_a_newer_state_gives_way():
     assert states.post("t", {"position": [0], "layout": "xy"}, "b", g1, 10) is None  # page b, behind: 412
     assert states.post("t", {"position": [5]}, "b", g1, 10).generation == g2  # b repeating a's state: no news
     assert states.get("t").state == {"position": [5]}
+
+
+def test_a_server_stopped_mid_chunk_ends_without_a_traceback(caplog):
+    """The kernel's server stops (shutdown()) while a pool job still runs: its end finds the loop closed."""
+    import asyncio
+
+    from server.builds import BuildPool
+
+    pool = BuildPool(1, 1, 30.0)
+    started, finish = threading.Event(), threading.Event()
+
+    def job() -> int:
+        started.set()
+        finish.wait(10)
+        return 1
+
+    async def main() -> None:
+        task = asyncio.ensure_future(pool.run(job))
+        await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+        task.cancel()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main())
+    loop.close()
+    finish.set()
+    pool._pool.shutdown(wait=True)
+    assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")], caplog.text
