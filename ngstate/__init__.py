@@ -14,7 +14,8 @@ from volumes import Dataset, Location, naming, open_dataset, open_datasets
 
 from .kinds import infer_kind
 from .layers import LayerPlan, build_layer
-from .state import LAYOUTS, State
+from .notebook import Viewer, show
+from .state import LAYOUTS, State, describe
 from .urls import DEMO_VIEWER, NGSERVE_VIEWER_PATH, encode_fragment, is_ngserve, origin_of, parse_url, shorten, view_url
 from .viewable import choose_view, viewer_problem
 
@@ -118,6 +119,6 @@ def link(*sources: str | os.PathLike, viewer: str | None = None, **options) -> s
 
 __all__ = [
     "DEMO_VIEWER", "LAYOUTS", "LayerPlan", "NGSERVE_VIEWER_PATH", "State", "build_layer", "build_state",
-    "choose_view", "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of", "parse_url", "shorten",
-    "view_url", "viewer_problem",
+    "Viewer", "choose_view", "describe", "encode_fragment", "infer_kind", "is_ngserve", "link", "origin_of",
+    "parse_url", "shorten", "show", "view_url", "viewer_problem",
 ]

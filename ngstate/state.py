@@ -345,10 +345,35 @@ class State:
         """The viewer URL with the state in its ``#!`` fragment."""
         return state_url(self.to_json(), viewer or self.default_viewer())
 
+    def __repr__(self) -> str:
+        try:
+            return f"<ngstate.State {describe(self.to_json())}>"
+        except ValueError as exc:  # no layer yet, or layers that cannot be put together: say so
+            return f"<ngstate.State with {len(self.plans)} layers (not a valid state: {exc})>"
+
     def _repr_html_(self) -> str:
         url = self.to_url()
         names = ", ".join(p.name for p in self.plans)
         return f'<a href="{html.escape(url)}" target="_blank">Neuroglancer: {html.escape(names)}</a>'
+
+
+def describe(state: dict) -> str:
+    """What a state holds, in one line: each layer's name, type and source, the position, the layout."""
+    layers = []
+    for layer in state.get("layers") or []:
+        try:
+            url = source_url(layer["source"])
+        except (KeyError, TypeError, IndexError):  # a hand-written state: a layer without a readable source
+            url = "no source"
+        layers.append(f"{layer.get('name', '?')!r} ({layer.get('type', '?')}: {url})")
+    dims = list(state.get("dimensions") or {})
+    position = state.get("position")
+    try:
+        where = ", ".join(f"{d}={_tidy(v)}" for d, v in zip(dims, position)) if position else "default"
+    except (TypeError, ValueError):
+        where = str(position)
+    shown = "; ".join(layers) or "none"
+    return f"{len(layers)} layer{'s' * (len(layers) != 1)}: {shown}; position {where}; layout {state.get('layout', 'default')}"
 
 
 def _matching_segmentation(rel: str, segs: list[LayerPlan]) -> str | None:

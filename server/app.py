@@ -19,7 +19,7 @@ from .dataset_search import MAX_DEPTH, first_dataset, is_n5_container
 from .listing import render_listing
 from .paths import Target, token_path
 from .routing import TARGET, decode, serves
-from .storage import Entry, LocalStorage, Storage
+from .storage import MEMORY_SOURCE, Entry, LocalStorage, MemoryStorage, Storage
 from .tokens import mint
 
 log = logging.getLogger("ngserve")
@@ -45,11 +45,13 @@ def make_storage(mount: MountConfig, accel_redirect: str | None = None) -> Stora
 
     ``accel_redirect`` (``[server] accel_redirect``): local files are sent by nginx from
     ``<prefix><mount>/<path>`` after ngserve's checks."""
-    if is_remote(mount.source):
+    if mount.source == MEMORY_SOURCE:
+        storage: Storage = MemoryStorage()
+    elif is_remote(mount.source):
         from .remote import RemoteStorage
 
         label = f"mount {mount.name!r}"
-        storage: Storage = RemoteStorage(mount.source, mount.upstream, label=label, mount=mount.name)
+        storage = RemoteStorage(mount.source, mount.upstream, label=label, mount=mount.name)
     else:
         accel = accel_redirect + (quote(mount.name) + "/" if mount.name else "") if accel_redirect else None
         storage = LocalStorage(mount.source, accel=accel)

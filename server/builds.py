@@ -48,7 +48,7 @@ class BuildPool:
         loop = asyncio.get_running_loop()
         self.pending += 1
         job = self._pool.submit(fn, *args)
-        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._release))
+        job.add_done_callback(lambda _: self._release_on(loop))
         try:
             return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(job)), self._timeout)
         except asyncio.TimeoutError:
@@ -57,6 +57,14 @@ class BuildPool:
 
     def _release(self) -> None:
         self.pending -= 1
+
+    def _release_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """From the job's thread: free its slot on the loop, unless the loop has closed meanwhile (a
+        server stopped while the job ran, e.g. a notebook's: nothing is left to free it for)."""
+        try:
+            loop.call_soon_threadsafe(self._release)
+        except RuntimeError:
+            pass
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

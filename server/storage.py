@@ -76,8 +76,53 @@ class Storage(ABC):
         they can revalidate this way."""
         return [None] * len(paths)
 
+    def dataset_source(self, path: str) -> str | None:
+        """What views open for the dataset at ``path`` when it is not read over loopback HTTP; None: over HTTP."""
+        return None
+
     async def close(self) -> None:
         """Release pooled resources (connections, files)."""
+
+
+MEMORY_SOURCE = "memory:"  # a mount source: the arrays this process holds (volumes.memory), e.g. a notebook's
+
+
+class MemoryStorage(Storage):
+    """The arrays :mod:`volumes.memory` holds, one folder-like entry per key.
+
+    They have no files: only the views show them (``/-/precomputed/<mount>/<key>/``), which open
+    ``memory://<key>`` instead of reading over loopback.
+    """
+
+    async def stat(self, path: str) -> Entry | None:
+        from volumes.memory import registered
+
+        if not path:
+            return Entry("", True)
+        return Entry(path, True) if path in registered() else None
+
+    async def list_dir(self, path: str) -> list[Entry] | None:
+        from volumes.memory import registered
+
+        return [Entry(k, True) for k in registered()] if not path else None
+
+    async def read_small(self, path: str, limit: int = 1 << 20) -> bytes | None:
+        return None
+
+    async def serve_file(self, request: web.Request, path: str) -> web.StreamResponse:
+        raise web.HTTPNotFound(text="404 an array in memory has no files: read it through /-/precomputed/\n")
+
+    async def validators(self, paths: list[str]) -> list[str | None]:
+        """``"absent"`` once an array is released (views drop it at once), else one value for as long
+        as it is held: its translated chunks are cached, and an array edited in place shows its edits
+        only when shown again (a new key)."""
+        from volumes.memory import registered
+
+        held = set(registered())
+        return ["held" if p in held else "absent" for p in paths]
+
+    def dataset_source(self, path: str) -> str | None:
+        return "memory://" + path
 
 
 class LocalStorage(Storage):

@@ -18,8 +18,31 @@
     const text = decodeURIComponent(hash.slice(hash.startsWith("#!+") ? 3 : 2));
     return text.startsWith("{") ? JSON.parse(text) : null;
   };
+  // A page without a #! state gets its state from the server's event stream (a notebook viewer,
+  // ngstate.show).  That state names data by the base URL Python used (message field "b", e.g. the
+  // kernel's http://127.0.0.1:<port>); a page reached through a proxy (jupyter-server-proxy's
+  // /proxy/<port>/) reads the same server at its own base, the part of its URL before /-/viewer/.
+  const rebase = () => {
+    const NativeEventSource = window.EventSource;
+    const at = location.pathname.indexOf("/-/viewer/");
+    const own = location.origin + (at > 0 ? location.pathname.slice(0, at) : "");
+    const rewrite = (ev) => {
+      try {
+        const base = JSON.parse(ev.data).b;
+        if (!base || base === own) return ev;
+        return new MessageEvent("message", { data: ev.data.split(base + "/").join(own + "/") });
+      } catch (e) {
+        return ev;
+      }
+    };
+    window.EventSource = class extends NativeEventSource {
+      set onmessage(handler) {
+        super.onmessage = handler && ((ev) => handler(rewrite(ev)));
+      }
+    };
+  };
   try {
-    if (!held.startsWith("#!") || (!/^#!https?:\/\//.test(held) && parse(held) === null)) return;
+    if (!held.startsWith("#!") || (!/^#!https?:\/\//.test(held) && parse(held) === null)) return rebase();
   } catch (e) {
     return; // not JSON (e.g. the legacy URL-safe form): leave it to the client
   }

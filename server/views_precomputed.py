@@ -163,8 +163,8 @@ async def _read_dataset(request: web.Request, views: PrecomputedViews, segments:
     from volumes import SourceError, first_line
 
     loopback = loopback_base(request, segments, rel)
-    source = loopback + "/" + quote("/".join(segments))
     storage = resolve(request, segments)[0]
+    source = storage.dataset_source(rel) or loopback + "/" + quote("/".join(segments))
     before = (await storage.validators([rel]))[0]  # taken before reading: a later rewrite reopens
     try:
         presentation = await views.pool.run(_present, source)

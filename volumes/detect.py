@@ -20,6 +20,10 @@ def open_dataset(source: str | os.PathLike | Location) -> Dataset:
     Raises :class:`SourceError` with one line naming what was found when the
     source is unreadable or holds no format we know.
     """
+    if isinstance(source, str) and source.startswith("memory://"):
+        from .memory import open_memory
+
+        return open_memory(source)
     loc = source if isinstance(source, Location) else Location(source)
     # An explicit precomputed:// says the format: a view of a file is not that file (x.tif/info).
     explicit = isinstance(source, str) and source.startswith("precomputed://")

@@ -51,7 +51,9 @@ class Location:
         text = strip_scheme(os.fspath(source))
         self.is_http = text.startswith(("http://", "https://"))
         self.query = ""  # http only: appended to every file URL, without the "?"
-        if self.is_http:
+        if text.startswith("memory://"):  # an array this process holds (volumes.memory): nothing to resolve
+            self.root = text.rstrip("/")
+        elif self.is_http:
             text, _, self.query = text.split("#", 1)[0].partition("?")
             self.root = text.rstrip("/")
         else:

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         if args.browser:
             webbrowser.open(url)
         return 0
-    show(args, args.sources, _folders(local), host=args.host, port=args.port, browser=args.browser)
+    show(args, args.sources, folders_of(local), host=args.host, port=args.port, browser=args.browser)
     return 0
 
 
@@ -64,14 +64,13 @@ def show(
     No access log by default: a terminal showing one view has no use for a line per chunk."""
     from ngstate import NGSERVE_VIEWER_PATH
 
-    from ..config import MountConfig, ServerConfig
+    from ..config import ServerConfig
     from ..runner import serve
     from .link import build
 
     with tempfile.TemporaryDirectory(prefix="ngserve-view-") as empty:
         # Only URLs: the server is there for its viewer, so it serves an empty folder.
-        names = _mount_names(folders) if folders else [""]
-        mounts = [MountConfig(n, str(f)) for n, f in zip(names, folders or [Path(empty)])]
+        mounts = folder_mounts(folders or [Path(empty)])
         config = ServerConfig(host=host, port=port, mounts=mounts, open_browser=browser, access_log=access_log)
 
         def landing(base: str) -> str:  # the state names the port just bound
@@ -86,7 +85,7 @@ def show(
         serve(config, access_log=access_log, landing=landing)
 
 
-def _folders(paths: list[str]) -> list[Path]:
+def folders_of(paths: list[str]) -> list[Path]:
     """The folders to serve: each local source's parent, once (a folder inside another is covered by it)."""
     parents = sorted({Path(p).expanduser().resolve().parent for p in paths}, key=lambda f: len(f.parts))
     kept: list[Path] = []
@@ -96,7 +95,14 @@ def _folders(paths: list[str]) -> list[Path]:
     return kept
 
 
-def _mount_names(folders: list[Path]) -> list[str]:
+def folder_mounts(folders: list[Path]) -> list:
+    """The public mounts serving ``folders`` (see :func:`mount_names`)."""
+    from ..config import MountConfig
+
+    return [MountConfig(n, str(f)) for n, f in zip(mount_names(folders), folders)]
+
+
+def mount_names(folders: list[Path]) -> list[str]:
     """One folder at the root; several as mounts named after them (unique, URL-safe)."""
     if len(folders) == 1:
         return [""]
