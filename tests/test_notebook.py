@@ -443,7 +443,7 @@ def test_show_reads_local_data_from_a_running_ngserve(tmp_path, data_home, own_s
     srv = start_server("serve", str(tmp_path), env=dict(os.environ))
     assert wait_until(lambda: bool(ngstate.registry.running()), 30)
     v = ngstate.show(tmp_path / DEMO_NAME)
-    sources = [layer["source"] for layer in v.state["layers"]]
+    sources = [ngstate.layers.source_url(layer["source"]) for layer in v.state["layers"]]
     assert sources == [f"zarr2://{srv.url}/{DEMO_NAME}/", f"zarr2://{srv.url}/{DEMO_NAME}/labels/cells/"]
     assert v.server_url != srv.url and v.page.startswith(v.server_url + "/-/viewer/v/")
     proxied = ngstate.show(tmp_path / DEMO_NAME, base_url="/proxy/{port}")
