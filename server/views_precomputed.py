@@ -292,7 +292,12 @@ class _Chunks:
         if key is None:
             data = await self._compute(scale, name, fed)
             return data, time.time(), _etag(data)
-        data, mtime = await self.views.chunks.get(key, lambda: self._compute(scale, name, fed))
+        # A real scale's chunk fetched only to build a coarser one goes in with low priority: a cold
+        # zoomed-out view streams the whole source through here, and it must not push out the coarse
+        # chunks the view shows.  Fed virtual chunks (at most 1/7 of the source together) are kept
+        # normally: they are what the next zoom-in step shows.
+        low = fed and not self.presentation.scale(scale).virtual
+        data, mtime = await self.views.chunks.get(key, lambda: self._compute(scale, name, fed), low=low)
         return data, mtime, f'"{key[:40]}"'
 
     async def _compute(self, scale: str, name: str, fed: bool) -> bytes:

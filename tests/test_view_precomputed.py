@@ -425,6 +425,42 @@ async def test_editing_a_source_chunk_recomputes_only_the_chunks_above_it(aiohtt
     np.testing.assert_array_equal(got, want[:64, :64, :, 0])
 
 
+async def test_a_zoomed_out_view_larger_than_the_memory_cache_stays_cached(aiohttp_client, tmp_path):
+    """Building coarse chunks streams every source chunk through the cache: those inputs go in with
+    low priority, so a source four times the memory budget does not push out the coarse chunks the
+    view showed, and the same view again computes nothing (it once recomputed the whole pyramid)."""
+    from server.views_precomputed import VIEWS
+
+    data = _blobs((32, 256, 256), np.uint8, 16)
+    _write(tmp_path / "big.zarr", "zarr", data, [32, 32, 32])  # 64 source chunks of 32 KiB: 2 MiB
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    views = app[VIEWS]
+    budget = 1 << 19  # 512 KiB: the 4 + 1 coarse chunks (640 KiB) fit only just, the source 4x over
+    views.chunks.memory = type(views.chunks.memory)(budget + (1 << 17) + 1024, lambda item: len(item[0]) + 64)
+    info = json.loads(await (await client.get("/-/precomputed/big.zarr/info")).read())
+    paths = [f"/-/precomputed/big.zarr/s1/{n}" for n in _names(info, 1)] + ["/-/precomputed/big.zarr/s2/0-64_0-64_0-32"]
+
+    async def view() -> list[bytes]:
+        out = []
+        for p in paths:
+            resp = await client.get(p)
+            assert resp.status == 200, await resp.text()
+            out.append(await resp.read())
+        return out
+
+    first = await view()
+    assert views.computed == 64 + 4 + 1
+    assert await view() == first and views.computed == 69  # the coarse chunks were all kept
+    # A source chunk asked for by a client afterwards is computed and kept like any other.
+    s0 = f"/-/precomputed/big.zarr/s0/{_names(info, 0)[0]}"
+    for _ in range(2):
+        assert (await client.get(s0)).status == 200
+    assert views.computed == 70
+
+
 async def test_concurrent_requests_across_scales_share_work_on_a_one_thread_pool(aiohttp_client, tmp_path):
     """Coarse and fine chunks asked for at once, on a pool of one thread: a coarse chunk waits for
     its inputs on the event loop, never on a pool thread, so nothing wedges; every chunk is computed
