@@ -13,6 +13,7 @@ file below it, and a zoomed-out view reads each source chunk at most once.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import logging
@@ -33,7 +34,7 @@ from .chunk_cache import ChunkCache, DiskCache
 from .listing import render_listing
 from .lru import ByteBudgetLRU
 from .paths import Target
-from .responses import FileMeta, file_response
+from .responses import FileMeta, accepts_gzip, file_response
 from .routing import TARGET, serves
 from .storage import Entry, Storage
 
@@ -56,6 +57,7 @@ MAX_TRACKED_CHUNKS = 1 << 16
 FAN_OUT = 2
 PLANNED = 1 << 17  # chunks named in the build plans kept per process (a plan is the same until a reopen)
 FEED = THREADS * 4  # pool jobs queued at once for finer chunks (the rest wait their turn, not a 503)
+GZIP_LEVEL = 6  # zlib's default level
 _CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
 
 
@@ -198,8 +200,18 @@ async def _chunk(request: web.Request, segments: list[str], scale: str, name: st
         raise cls(text=f"{cls.status_code} {exc}\n") from None
     storage, inner = resolve(request, segments)
     chunks = _Chunks(request.app[VIEWS], opened, storage, "/".join(inner), "/" + "/".join(segments))
+    # gzip when the client takes it (browsers, tensorstore and cloud-volume inflate it themselves).
+    # A Range request gets the chunk's own bytes: ranges then always count the precomputed
+    # format's bytes, whatever the client's Accept-Encoding (nginx's gzip filter likewise never
+    # makes a 206 of a compressed answer).
+    if "Range" not in request.headers and accepts_gzip(request):
+        packed, mtime, etag = await chunks.gzipped(scale, name)
+        if packed:
+            return await file_response(request, FileMeta(name, len(packed), mtime, etag, "gzip"), data=packed)
     data, mtime, etag = await chunks.get(scale, name)
-    return await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
+    answer = await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
+    answer.headers["Vary"] = "Accept-Encoding"  # others get the gzip: caches must keep both
+    return answer
 
 
 @dataclass
@@ -283,8 +295,9 @@ class _Chunks:
         order.sort(key=lambda n: rank[n[0]])  # finest first: inputs are keyed before what they build
         return _Plan(order, inputs, files, paths)
 
-    async def get(self, scale: str, name: str, fed: bool = False) -> tuple[bytes, float, str]:
-        """The chunk's bytes, when they were computed, and its ETag; ``fed``: an input of a coarser chunk."""
+    async def get(self, scale: str, name: str, fed: bool = False, low: bool = False) -> tuple[bytes, float, str]:
+        """The chunk's bytes, when they were computed, and its ETag; ``fed``: an input of a coarser
+        chunk; ``low``: keep it with low priority (its gzip is what clients are sent)."""
         node = (scale, name)
         if node not in self.keys:  # below a chunk too large to key: key this part on its own
             await self.resolve_keys(scale, name)
@@ -296,9 +309,49 @@ class _Chunks:
         # zoomed-out view streams the whole source through here, and it must not push out the coarse
         # chunks the view shows.  Fed virtual chunks (at most 1/7 of the source together) are kept
         # normally: they are what the next zoom-in step shows.
-        low = fed and not self.presentation.scale(scale).virtual
-        data, mtime = await self.views.chunks.get(key, lambda: self._compute(scale, name, fed), low=low)
+        low = low or (fed and not self.presentation.scale(scale).virtual)
+        if fed and self.views.chunks.memory.get(key, touch=False) is None:
+            # Sent to clients gzipped, and its plain copy aged out: inflate it for this one use
+            # (caching it again would take the room of what clients ask for).
+            packed = self.views.chunks.memory.get(key + ".gz", touch=False)
+            if packed is not None and packed[0]:
+                data = await asyncio.get_running_loop().run_in_executor(None, gzip.decompress, packed[0])
+                return data, packed[1], f'"{key[:40]}"'
+        data, mtime = await self.views.chunks.get(key, lambda: self._inflate_or_compute(key, scale, name, fed), low=low)
         return data, mtime, f'"{key[:40]}"'
+
+    async def gzipped(self, scale: str, name: str) -> tuple[bytes, float, str]:
+        """The chunk gzipped and its ETag: compressed once, off the loop, and cached in place of the
+        plain bytes (kept only with low priority); b"" when gzip would not make it smaller."""
+        packed_etag = ""
+
+        async def pack() -> bytes:
+            nonlocal packed_etag
+            data, _, etag = await self.get(scale, name, low=True)
+            packed_etag = etag[:-1] + '-gz"'
+            packed = await asyncio.get_running_loop().run_in_executor(None, gzip.compress, data, GZIP_LEVEL)
+            if len(packed) < len(data):
+                return packed
+            if key is not None:
+                self.views.chunks.memory.get(key)  # the plain bytes are what is sent: keep them normally
+            return b""
+
+        if (scale, name) not in self.keys:
+            await self.resolve_keys(scale, name)
+        key = self.keys[(scale, name)]
+        if key is None:  # not cached: neither is its gzip
+            packed = await pack()
+            return packed, time.time(), packed_etag
+        packed, mtime = await self.views.chunks.get(key + ".gz", pack)
+        return packed, mtime, f'"{key[:40]}-gz"'
+
+    async def _inflate_or_compute(self, key: str, scale: str, name: str, fed: bool) -> bytes:
+        """The plain bytes of a chunk, from its cached gzip when there is one (clients were sent
+        that and its plain copy aged out first), else computed."""
+        packed = self.views.chunks.memory.get(key + ".gz", touch=False)
+        if packed is not None and packed[0]:
+            return await asyncio.get_running_loop().run_in_executor(None, gzip.decompress, packed[0])
+        return await self._compute(scale, name, fed)
 
     async def _compute(self, scale: str, name: str, fed: bool) -> bytes:
         inputs = self.presentation.inputs(scale, name)
