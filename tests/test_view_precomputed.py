@@ -503,6 +503,44 @@ async def test_a_zoomed_out_view_larger_than_the_memory_cache_stays_cached(aioht
     assert once <= 70 and (await client.get(s0)).status == 200 and views.computed == once
 
 
+async def test_tiff_stack_chunks_are_cached_and_a_rewritten_slice_invalidates_its_chunks(aiohttp_client, tmp_path):
+    """A TIFF slice folder's chunks are keyed by the validators of the slices they read: a second
+    request computes nothing (they were computed on every request), and rewriting one slice
+    recomputes only the chunk that reads it."""
+    import tifffile
+
+    from server.views_precomputed import VIEWS
+
+    data = _blobs((70, 50, 40), np.uint16, 17)
+    (tmp_path / "slices").mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / "slices" / f"s{z}.tif", plane)
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    views = app[VIEWS]
+    low, high = "/-/precomputed/slices/s0/0-40_0-50_0-64", "/-/precomputed/slices/s0/0-40_0-50_64-70"
+
+    async def fetch(path: str) -> np.ndarray:
+        resp = await client.get(path)
+        assert resp.status == 200, await resp.text()
+        return np.frombuffer(await resp.read(), "<u2").reshape(40, 50, -1, order="F")
+
+    np.testing.assert_array_equal(await fetch(low), data[:64].transpose(2, 1, 0))
+    np.testing.assert_array_equal(await fetch(high), data[64:].transpose(2, 1, 0))
+    assert views.computed == 2
+    await fetch(low), await fetch(high)
+    assert views.computed == 2  # both from the cache
+    tifffile.imwrite(tmp_path / "slices" / ".s65.tmp.tif", data[65] + 7)
+    os.replace(tmp_path / "slices" / ".s65.tmp.tif", tmp_path / "slices" / "s65.tif")
+    edited = data.copy()
+    edited[65] += 7
+    np.testing.assert_array_equal(await fetch(high), edited[64:].transpose(2, 1, 0))
+    np.testing.assert_array_equal(await fetch(low), data[:64].transpose(2, 1, 0))
+    assert views.computed == 3  # the chunk reading slice 65 only
+
+
 async def test_concurrent_requests_across_scales_share_work_on_a_one_thread_pool(aiohttp_client, tmp_path):
     """Coarse and fine chunks asked for at once, on a pool of one thread: a coarse chunk waits for
     its inputs on the event loop, never on a pool thread, so nothing wedges; every chunk is computed

@@ -232,9 +232,12 @@ class Presentation:
         if scale.virtual:
             raise ValueError(f"scale {key!r} is virtual: its chunks are computed from finer chunks (inputs)")
         level = self.dataset.levels[scale.level]
-        if level.opener is not None:  # a file reader: one file ("" is the dataset itself), or a stack
-            return [""] if self.single_file else None
         real = self.scales[scale.level]
+        if level.opener is not None:  # a file reader: one file ("" is the dataset itself), or a stack
+            if self.single_file:
+                return [""]
+            return self._slice_files(real, box)
+
         src, spec = self._opened(scale.level)
         lo_dom, hi_dom = list(src.domain.inclusive_min), list(src.domain.exclusive_max)
         ranges = [(lo_dom[d], lo_dom[d] + 1) for d in range(src.rank)]  # dropped: the one index
@@ -251,6 +254,15 @@ class Presentation:
             return None
         prefix = level.path.strip("/")
         return [f"{prefix}/{k}" if prefix else k for k in keys]
+
+    def _slice_files(self, real: Scale, box: list[tuple[int, int]]) -> list[str] | None:
+        """The files of a TIFF stack's slices (its z, source dimension 0) that ``box`` reads."""
+        files = self.dataset.extras.get("_slice_files")
+        if files is None or 0 not in self.xyz:
+            return None
+        axis = self.xyz.index(0)
+        lo, hi = box[axis]
+        return files[lo - real.voxel_offset[axis]:hi - real.voxel_offset[axis]]
 
     def open_sources(self) -> None:
         """Open every level now (blocking), so that :meth:`source_files` never waits on a read."""
