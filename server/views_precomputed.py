@@ -56,6 +56,11 @@ MAX_TRACKED_CHUNKS = 1 << 16
 # because each waits in turn on its own finer chunks.
 FAN_OUT = 2
 PLANNED = 1 << 17  # chunks named in the build plans kept per process (a plan is the same until a reopen)
+# A chunk standing on more source files than this (a coarse chunk of a virtual scale) rechecks
+# their validators at most every RECHECK_SECONDS: a zoomed-out view answered from the cache is
+# then not a storm of thousands of stats (or upstream HEADs) per request.  Edits below it show
+# within that time; a chunk over fewer files is rechecked on every request.
+RECHECK_FILES, RECHECK_SECONDS = 64, 2.0
 FEED = THREADS * 4  # pool jobs queued at once for finer chunks (the rest wait their turn, not a 503)
 GZIP_LEVEL = 6  # zlib's default level
 _CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
@@ -88,6 +93,8 @@ class PrecomputedViews:
         self.computed = 0  # chunks computed rather than answered from a cache (tests count these)
         self.feed = asyncio.Semaphore(FEED)
         self.plans: ByteBudgetLRU[_Plan] = ByteBudgetLRU(PLANNED, lambda plan: 1 + len(plan.order or ()))
+        # plan key -> (recheck after, the keys of its chunks), for plans over many files
+        self.checked: ByteBudgetLRU[tuple[float, dict]] = ByteBudgetLRU(PLANNED, lambda found: 1 + len(found[1]))
 
 
 VIEWS = web.AppKey("precomputed_views", PrecomputedViews)
@@ -254,6 +261,12 @@ class _Chunks:
         if plan.order is None:  # too many below it: its inputs are keyed when they are fetched
             self.keys[(scale, name)] = None
             return
+        many = len(plan.paths) > RECHECK_FILES
+        if many:
+            found = self.views.checked.get(plan_key)
+            if found is not None and found[0] > time.monotonic():
+                self.keys.update(found[1])
+                return
         known = dict(zip(plan.paths, await self.storage.validators(plan.paths)))
         signature = self.opened.signature
         for node in plan.order:
@@ -266,6 +279,8 @@ class _Chunks:
                 self.keys[node] = None
             else:
                 self.keys[node] = hashlib.sha256("\0".join([signature, *node, *parts]).encode()).hexdigest()
+        if many:
+            self.views.checked.put(plan_key, (time.monotonic() + RECHECK_SECONDS, {n: self.keys[n] for n in plan.order}))
 
     def _plan(self, scale: str, name: str) -> _Plan:
         """Blocking: the chunks ``scale/name`` is built from, down to the real scales, and their files."""

@@ -503,6 +503,40 @@ async def test_a_zoomed_out_view_larger_than_the_memory_cache_stays_cached(aioht
     assert once <= 70 and (await client.get(s0)).status == 200 and views.computed == once
 
 
+async def test_a_cached_coarse_chunk_does_not_stat_every_source_file_per_request(aiohttp_client, tmp_path, monkeypatch):
+    """A coarse chunk over 128 source files, answered from the cache, rechecks their validators at
+    most every RECHECK_SECONDS (it statted all of them on every request); an edit shows after that."""
+    import server.views_precomputed as vp
+    from server.storage import LocalStorage
+
+    checked: list[int] = []
+    original = LocalStorage.validators
+
+    async def counting(self, paths):
+        checked.append(len(paths))
+        return await original(self, paths)
+
+    monkeypatch.setattr(LocalStorage, "validators", counting)
+    monkeypatch.setattr(vp, "RECHECK_SECONDS", 0.5)
+    data = _blobs((64, 256, 256), np.uint8, 18)
+    path = tmp_path / "wide.zarr"
+    _write(path, "zarr", data, [32, 32, 32])  # 2 x 8 x 8 source chunks
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    client = await aiohttp_client(create_app(config))
+    url = "/-/precomputed/wide.zarr/s2/0-64_0-64_0-64"
+    first = await (await client.get(url)).read()
+    assert max(checked) == 128
+    checked.clear()
+    for _ in range(5):
+        assert await (await client.get(url)).read() == first
+    assert checked == [], checked  # no validator batch: not even the 128 stats once
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(path) + "/"}}).result()
+    store[:32, :32, :32].write(np.full((32, 32, 32), 255, np.uint8)).result()
+    await asyncio.sleep(0.6)
+    assert await (await client.get(url)).read() != first and 128 in checked
+
+
 async def test_tiff_stack_chunks_are_cached_and_a_rewritten_slice_invalidates_its_chunks(aiohttp_client, tmp_path):
     """A TIFF slice folder's chunks are keyed by the validators of the slices they read: a second
     request computes nothing (they were computed on every request), and rewriting one slice
