@@ -163,6 +163,7 @@ class State:
                 view = "precomputed"
         if view == "precomputed":
             vds = open_dataset("precomputed://" + view_url(read, view))
+            _carry_remainder(ds, vds)
         options = dict(options)
         if options.get("kind") is None:
             options["kind"] = infer_kind(ds)[0]
@@ -295,3 +296,14 @@ def _tidy(v: float) -> float:
 
 def _url_of(source: str | dict | list) -> str:
     return strip_scheme(source_url(source))
+
+
+def _carry_remainder(ds: Dataset, vds: Dataset) -> None:
+    """Give the translated view's dataset the sub-voxel part of the source's offset, which its
+    ``voxel_offset`` rounds away: the layer's source transform then places the data exactly."""
+    from volumes.present_precomputed import offset_remainder
+
+    names = [a.name for a in vds.axes]
+    for axis, part in zip("xyz", offset_remainder(ds)):
+        if part and axis in names:
+            vds.offset[names.index(axis)] += part

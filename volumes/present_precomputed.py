@@ -10,7 +10,8 @@ are called x/y/z, else in reverse order (zarr and OME list the fastest axis
 last); a channel axis becomes ``num_channels``; other axes must have size 1.
 Each real level is one scale, its ``voxel_offset`` the dataset's offset in
 that level's voxels, rounded to whole voxels (precomputed has no sub-voxel
-offset; OME's half-voxel centre convention is the usual remainder).
+offset; OME's half-voxel centre convention is the usual remainder, which
+:func:`offset_remainder` gives for a viewer state's source transform).
 
 Virtual pyramid.  While the coarsest level is still larger than one chunk
 along some axis, a coarser scale is added: tensorstore's downsample driver
@@ -492,7 +493,7 @@ def _real_scales(ds: Dataset, xyz: list[int | None]) -> list[Scale]:
         size = tuple(level.shape[d] if d is not None else 1 for d in xyz)
         factors = [level.factors[d] if d is not None else 1.0 for d in xyz]
         res = tuple(_clean(_nm(ds, d) * f) for d, f in zip(xyz, factors))
-        offset = tuple(math.floor(ds.offset[d] / f + 0.5) if d is not None else 0 for d, f in zip(xyz, factors))
+        offset = tuple(_whole(ds.offset[d] / f) if d is not None else 0 for d, f in zip(xyz, factors))
         src = [level.chunks[d] if d is not None and d < len(level.chunks) else 1 for d in xyz]
         usable = all(MIN_SOURCE_CHUNK <= c <= MAX_SOURCE_CHUNK or c >= n for c, n in zip(src, size)) and math.prod(
             min(c, n) for c, n in zip(src, size)
@@ -506,6 +507,17 @@ def _real_scales(ds: Dataset, xyz: list[int | None]) -> list[Scale]:
                 f"read {files} of them; rewrite it with larger chunks (ngserve convert)")
         scales.append(Scale(f"s{i}", size, offset, res, chunk, i, files_per_chunk=files))
     return scales
+
+
+def _whole(voxels: float) -> int:
+    """An offset as precomputed can say it: the nearest whole voxel (halves round up)."""
+    return math.floor(voxels + 0.5)
+
+
+def offset_remainder(ds: Dataset) -> list[float]:
+    """What ``voxel_offset`` leaves out of the dataset's offset, in level-0 voxels along x, y, z
+    (a state carries it in the layer's source transform); TranslationError as :func:`present`."""
+    return [ds.offset[d] - _whole(ds.offset[d]) if d is not None else 0.0 for d in present(ds).xyz]
 
 
 def _virtual_scales(base: Scale, level: int, first_index: int) -> list[Scale]:
