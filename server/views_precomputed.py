@@ -72,6 +72,7 @@ class _Opened:
     presentation: object | None  # volumes.present_precomputed.Presentation
     error: str | None  # why it cannot be presented (one line, for the 422)
     loopback: str  # the loopback prefix its stores read through (dropped from messages)
+    where: list[str]  # the path of its file or folder (an HDF5 file's, without the path inside it)
     signature: str = ""  # what every chunk of it depends on besides its source files
     info: bytes = b""
     opened: float = 0.0
@@ -133,10 +134,26 @@ async def handle_precomputed(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound(text="404 not found: a precomputed view has info and <scale>/<chunk> files\n")
 
 
+async def _locate(request: web.Request, segments: list[str]) -> tuple[list[str], str]:
+    """The segments of the dataset's own file or folder, and the path inside an HDF5 file that the
+    segments after it name (``f.h5/g/d`` is ``f.h5:/g/d``; "" when there is none)."""
+    from volumes.hdf5 import split_hdf5
+
+    for i, name in enumerate(segments[:-1]):
+        if split_hdf5(name) is not None and "/" not in name:
+            storage, inner = resolve(request, segments[: i + 1])
+            entry = await storage.stat("/".join(inner))
+            if entry is not None and not entry.is_dir:
+                return segments[: i + 1], "/" + "/".join(segments[i + 1:])
+    return segments, ""
+
+
 async def _open(request: web.Request, segments: list[str]) -> _Opened:
     """The dataset at ``segments`` as presented (cached, reopened after DATASET_TTL); 404/422 otherwise."""
     if not segments:
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/precomputed/data/image.zarr/info\n")
+    named = segments
+    segments, h5_path = await _locate(request, segments)
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     mount = auth.mount_of(request.app[MOUNTS], segments)[0]
@@ -144,46 +161,47 @@ async def _open(request: web.Request, segments: list[str]) -> _Opened:
     # dataset (every level, for virtual scales), so the dataset itself must be readable.
     await request.app[auth.AUTHORITY].require(request, mount, rel)
     views = request.app[VIEWS]
-    key = f"{mount}\0{rel}"
+    key = f"{mount}\0{rel}\0{h5_path}"
     opened = views.datasets.get(key)
     if opened is not None and opened.file_validator is not None:
         if (await storage.validators([rel]))[0] != opened.file_validator:
             opened = None
     if opened is None or opened.expires < time.monotonic():
         if await storage.stat(rel) is None:
-            raise web.HTTPNotFound(text=f"404 no dataset at /{'/'.join(segments)}\n")
+            raise web.HTTPNotFound(text=f"404 no dataset at /{'/'.join(named)}\n")
 
         async def open_it() -> bytes:
-            result = await _read_dataset(request, views, segments, rel)
+            result = await _read_dataset(request, views, segments, rel, h5_path)
             views.datasets.put(key, result)
             return b""
 
         await views.opening.get(key, open_it)
         opened = views.datasets.get(key)
         if opened is None:  # evicted at once by a flood of others: open it for this request alone
-            opened = await _read_dataset(request, views, segments, rel)
+            opened = await _read_dataset(request, views, segments, rel, h5_path)
     if opened.error is not None:
-        raise web.HTTPUnprocessableEntity(text=f"cannot present /{'/'.join(segments)} as precomputed: {opened.error}\n")
+        raise web.HTTPUnprocessableEntity(text=f"cannot present /{'/'.join(named)} as precomputed: {opened.error}\n")
     return opened
 
 
-async def _read_dataset(request: web.Request, views: PrecomputedViews, segments: list[str], rel: str) -> _Opened:
+async def _read_dataset(request: web.Request, views: PrecomputedViews, segments: list[str], rel: str,
+                        h5_path: str = "") -> _Opened:
     from volumes import SourceError, first_line
 
     loopback = loopback_base(request, segments, rel)
-    source = loopback + "/" + quote("/".join(segments))
+    source = loopback + "/" + quote("/".join(segments)) + (":" + quote(h5_path) if h5_path else "")
     storage = resolve(request, segments)[0]
     before = (await storage.validators([rel]))[0]  # taken before reading: a later rewrite reopens
     try:
         presentation = await views.pool.run(_present, source)
     except (SourceError, ValueError) as exc:
         line = redact(first_line(exc).replace(loopback, ""))
-        return _Opened(time.monotonic() + DATASET_TTL, None, line, loopback)
+        return _Opened(time.monotonic() + DATASET_TTL, None, line, loopback, segments)
     info = json.dumps(presentation.info(), separators=(",", ":")).encode()
     levels = [(lv.path, lv.dtype, lv.shape) for lv in presentation.dataset.levels]
-    signature = hashlib.sha256(info + json.dumps([rel, levels]).encode()).hexdigest()
-    return _Opened(time.monotonic() + DATASET_TTL, presentation, None, loopback, signature, info, time.time(),
-                   before if presentation.single_file else None)
+    signature = hashlib.sha256(info + json.dumps([rel, h5_path, levels]).encode()).hexdigest()
+    return _Opened(time.monotonic() + DATASET_TTL, presentation, None, loopback, segments, signature, info,
+                   time.time(), before if presentation.single_file else None)
 
 
 def _present(source: str):
@@ -205,7 +223,7 @@ async def _chunk(request: web.Request, segments: list[str], scale: str, name: st
     except ChunkNameError as exc:
         cls = web.HTTPBadRequest if exc.malformed else web.HTTPNotFound
         raise cls(text=f"{cls.status_code} {exc}\n") from None
-    storage, inner = resolve(request, segments)
+    storage, inner = resolve(request, opened.where)  # an HDF5 dataset's chunks read its file
     chunks = _Chunks(request.app[VIEWS], opened, storage, "/".join(inner), "/" + "/".join(segments))
     # gzip when the client takes it (browsers, tensorstore and cloud-volume inflate it themselves).
     # A Range request gets the chunk's own bytes: ranges then always count the precomputed

@@ -344,6 +344,31 @@ def test_file_sources_translate_and_a_rewritten_file_invalidates(served):
     np.testing.assert_array_equal(got[..., 0], (data + 1).transpose(2, 1, 0))
 
 
+def test_datasets_inside_an_hdf5_file_are_addressed_by_path(served):
+    """``/-/precomputed/<file.h5>/<group>/<dataset>/`` is that dataset (the path after the file is
+    the path inside it): each of a file's datasets reads back exactly with tensorstore, a missing one
+    answers one line, and rewriting the file shows the new data."""
+    import h5py
+
+    srv, root, _ = served
+    raw = _blobs((20, 40, 30), np.uint8, 19)
+    seg = (_blobs((10, 24, 18), np.uint16, 20) // 9000).astype(np.uint32)
+    with h5py.File(root / "multi.h5", "w") as f:
+        f.create_dataset("em/raw", data=raw, chunks=(10, 20, 15))
+        f.create_dataset("labels/seg", data=seg)
+    for inner, data in (("em/raw", raw), ("labels/seg", seg)):
+        got = read_scale(f"{srv.url}/-/precomputed/multi.h5/{inner}/", 0)[0]
+        np.testing.assert_array_equal(got[..., 0], data.transpose(2, 1, 0), err_msg=inner)
+    status, _, body = get(f"{srv.url}/-/precomputed/multi.h5/em/nothing/info")
+    assert status in (404, 422) and body.decode().count("\n") == 1 and "Traceback" not in body.decode(), body
+    with h5py.File(root / "multi.h5.tmp", "w") as f:
+        f.create_dataset("em/raw", data=raw // 2, chunks=(10, 20, 15))
+        f.create_dataset("labels/seg", data=seg)
+    os.replace(root / "multi.h5.tmp", root / "multi.h5")
+    got = read_scale(f"{srv.url}/-/precomputed/multi.h5/em/raw/", 0)[0]
+    np.testing.assert_array_equal(got[..., 0], (raw // 2).transpose(2, 1, 0))
+
+
 # -- protected and remote mounts -----------------------------------------------------------
 def test_share_token_and_webdav_mounts(tmp_path):
     root = tmp_path / "data"
