@@ -209,12 +209,25 @@ def public_base(request: web.Request) -> str:
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
 
 
+async def locate_dataset(request: web.Request, segments: list[str]) -> tuple[list[str], str]:
+    """The segments of a dataset's own file or folder, and the path inside an HDF5 file that the
+    segments after it name (``f.h5/g/d`` is ``f.h5:/g/d``; "" when there is none)."""
+    for i, name in enumerate(segments[:-1]):
+        if volume_file_kind(name) == "hdf5":
+            storage, inner = resolve(request, segments[: i + 1])
+            entry = await storage.stat("/".join(inner))
+            if entry is not None and not entry.is_dir:
+                return segments[: i + 1], "/" + "/".join(segments[i + 1:])
+    return segments, ""
+
+
 @serves("open")
 async def handle_open(request: web.Request) -> web.Response:
     """Redirect to the built-in viewer showing the dataset at the given path, as ngstate builds it."""
-    segments = request[TARGET].segments
-    if not segments:
+    named = request[TARGET].segments
+    if not named:
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/open/data/image.ome.zarr\n")
+    segments, h5_path = await locate_dataset(request, named)
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     if await storage.dataset_format(rel) is None:
@@ -223,7 +236,7 @@ async def handle_open(request: web.Request) -> web.Response:
         # folder the listing offers no link for (TIFF slices, or the builder's error says what it holds).
         if entry is None or not (entry.is_dir or volume_file_kind(segments[-1])):
             raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
-    path = quote("/".join(segments))
+    path = quote("/".join(segments)) + (":" + quote(h5_path) if h5_path else "")
     # The viewer must read the data as this user does.  A session or token cookie
     # goes along by itself (same origin); a token that came in the query must stay
     # in the source URL, as the /-/t/<token>/ prefix every file below it keeps.
@@ -240,7 +253,7 @@ async def handle_open(request: web.Request) -> web.Response:
         # Messages name the URLs read: say /NAME/... as the caller does, not our loopback address
         # and token; redact() still hides any token the message quotes in another form.
         line = redact(first_line(exc).replace(loopback, ""))
-        shown = "/" + "/".join(segments)
+        shown = "/" + "/".join(named)
         line = line[len(shown) + 2 :] if line.startswith(shown + ": ") else line  # named once, not twice
         raise web.HTTPUnprocessableEntity(text=f"cannot show {shown}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))

@@ -28,7 +28,7 @@ from aiohttp import web
 
 from . import auth
 from .access_log import redact
-from .app import CONFIG, MOUNTS, loopback_base, resolve
+from .app import CONFIG, MOUNTS, locate_dataset, loopback_base, resolve
 from .builds import BuildPool
 from .chunk_cache import ChunkCache, DiskCache
 from .listing import render_listing
@@ -134,26 +134,12 @@ async def handle_precomputed(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound(text="404 not found: a precomputed view has info and <scale>/<chunk> files\n")
 
 
-async def _locate(request: web.Request, segments: list[str]) -> tuple[list[str], str]:
-    """The segments of the dataset's own file or folder, and the path inside an HDF5 file that the
-    segments after it name (``f.h5/g/d`` is ``f.h5:/g/d``; "" when there is none)."""
-    from volumes.hdf5 import split_hdf5
-
-    for i, name in enumerate(segments[:-1]):
-        if split_hdf5(name) is not None and "/" not in name:
-            storage, inner = resolve(request, segments[: i + 1])
-            entry = await storage.stat("/".join(inner))
-            if entry is not None and not entry.is_dir:
-                return segments[: i + 1], "/" + "/".join(segments[i + 1:])
-    return segments, ""
-
-
 async def _open(request: web.Request, segments: list[str]) -> _Opened:
     """The dataset at ``segments`` as presented (cached, reopened after DATASET_TTL); 404/422 otherwise."""
     if not segments:
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/precomputed/data/image.zarr/info\n")
     named = segments
-    segments, h5_path = await _locate(request, segments)
+    segments, h5_path = await locate_dataset(request, segments)
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     mount = auth.mount_of(request.app[MOUNTS], segments)[0]

@@ -346,8 +346,11 @@ def test_file_sources_translate_and_a_rewritten_file_invalidates(served):
 
 def test_datasets_inside_an_hdf5_file_are_addressed_by_path(served):
     """``/-/precomputed/<file.h5>/<group>/<dataset>/`` is that dataset (the path after the file is
-    the path inside it): each of a file's datasets reads back exactly with tensorstore, a missing one
-    answers one line, and rewriting the file shows the new data."""
+    the path inside it): each of a file's datasets reads back exactly with tensorstore, and
+    ``/-/open/<file.h5>/<group>/<dataset>`` shows it; a missing one answers one line, and rewriting
+    the file shows the new data."""
+    import urllib.error
+
     import h5py
 
     srv, root, _ = served
@@ -359,6 +362,22 @@ def test_datasets_inside_an_hdf5_file_are_addressed_by_path(served):
     for inner, data in (("em/raw", raw), ("labels/seg", seg)):
         got = read_scale(f"{srv.url}/-/precomputed/multi.h5/{inner}/", 0)[0]
         np.testing.assert_array_equal(got[..., 0], data.transpose(2, 1, 0), err_msg=inner)
+    # /-/open (and so ngserve link) names each dataset of the file the same way.
+    import urllib.parse
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    for inner in ("em/raw", "labels/seg"):
+        try:
+            urllib.request.build_opener(NoRedirect).open(f"{srv.url}/-/open/multi.h5/{inner}", timeout=60)
+            raise AssertionError("no redirect")
+        except urllib.error.HTTPError as e:
+            assert e.code == 302, e.read()
+            location = urllib.parse.unquote(e.headers["Location"])
+        assert f"precomputed://{srv.url}/-/precomputed/multi.h5/{inner}" in location, location
     status, _, body = get(f"{srv.url}/-/precomputed/multi.h5/em/nothing/info")
     assert status in (404, 422) and body.decode().count("\n") == 1 and "Traceback" not in body.decode(), body
     with h5py.File(root / "multi.h5.tmp", "w") as f:
