@@ -246,6 +246,10 @@ async def handle_open(request: web.Request) -> web.Response:
     source = loopback + "/" + path
     from volumes import SourceError, first_line
 
+    if not h5_path and volume_file_kind(segments[-1]) == "hdf5":
+        page = await _hdf5_choice(request, segments, source, token)
+        if page is not None:
+            return page
     try:
         # The builder blocks, and its reads come back to this loop: its own bounded pool.
         state = await request.app[BUILDS].run(_open_state, source, url, public_base(request))
@@ -257,6 +261,29 @@ async def handle_open(request: web.Request) -> web.Response:
         line = line[len(shown) + 2 :] if line.startswith(shown + ": ") else line  # named once, not twice
         raise web.HTTPUnprocessableEntity(text=f"cannot show {shown}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))
+
+
+async def _hdf5_choice(request: web.Request, segments: list[str], source: str, token: str | None) -> web.Response | None:
+    """For an HDF5 file with several datasets, a page with an "open in viewer" link for each
+    (``/-/open/<file>/<path inside>``); None when it holds one (or cannot be read: the build says why)."""
+    import html
+
+    from volumes import SourceError, hdf5_datasets
+
+    try:
+        names = await request.app[BUILDS].run(hdf5_datasets, source)
+    except SourceError:
+        return None
+    if len(names) < 2:
+        return None
+    query = "?token=" + quote(token, safe="") if token else ""
+    title = html.escape("/" + "/".join(segments))
+    rows = "".join(
+        f'<li><a class="open" href="/-/open{quote("/" + "/".join(segments) + name)}{html.escape(query)}">'
+        f"{html.escape(name)}</a></li>" for name in names)
+    return web.Response(text=f'<!doctype html><html><head><meta charset="utf-8"><title>ngserve {title}</title></head>'
+                             f"<body><h1>{title}</h1><p>This HDF5 file holds {len(names)} datasets; open one in the "
+                             f"viewer:</p><ul>{rows}</ul></body></html>", content_type="text/html")
 
 
 def loopback_base(request: web.Request, segments: list[str], rel: str) -> str:

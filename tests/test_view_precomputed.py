@@ -378,6 +378,10 @@ def test_datasets_inside_an_hdf5_file_are_addressed_by_path(served):
             assert e.code == 302, e.read()
             location = urllib.parse.unquote(e.headers["Location"])
         assert f"precomputed://{srv.url}/-/precomputed/multi.h5/{inner}" in location, location
+    # The file itself (the listing's "open in viewer") offers a link to each of its datasets.
+    status, headers, page = get(f"{srv.url}/-/open/multi.h5")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert 'href="/-/open/multi.h5/em/raw"' in page.decode() and 'href="/-/open/multi.h5/labels/seg"' in page.decode()
     status, _, body = get(f"{srv.url}/-/precomputed/multi.h5/em/nothing/info")
     assert status in (404, 422) and body.decode().count("\n") == 1 and "Traceback" not in body.decode(), body
     with h5py.File(root / "multi.h5.tmp", "w") as f:
