@@ -63,6 +63,7 @@ PLANNED = 1 << 17  # chunks named in the build plans kept per process (a plan is
 RECHECK_FILES, RECHECK_SECONDS = 64, 2.0
 FEED = THREADS * 4  # pool jobs queued at once for finer chunks (the rest wait their turn, not a 503)
 GZIP_LEVEL = 6  # zlib's default level
+JPEG = "@jpeg"  # <dataset>/@jpeg/: the dataset's jpeg form (uint8 images), asked for by URL
 _CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
 
 
@@ -79,6 +80,7 @@ class _Opened:
     # A single-file source (TIFF, MRC, HDF5, NIfTI): the file's validator when it was opened.
     # Its reader keeps the file's structure and blocks in memory, so a rewritten file means reopening.
     file_validator: str | None = None
+    jpeg_info: bytes = b""  # the info of its jpeg form, made on first request
 
 
 class PrecomputedViews:
@@ -122,16 +124,37 @@ async def handle_precomputed(request: web.Request) -> web.StreamResponse:
     if target.raw.endswith("/"):
         return await _listing(request, segments)
     if segments and segments[-1] == "info":
-        opened = await _open(request, segments[:-1])
-        meta = FileMeta("info", len(opened.info), opened.opened, _etag(opened.info))
-        return await file_response(request, meta, data=opened.info)
+        dataset, jpeg = _variant(segments[:-1])
+        opened = await _open(request, dataset)
+        info = _jpeg_info(opened, dataset) if jpeg else opened.info
+        meta = FileMeta("info", len(info), opened.opened, _etag(info))
+        return await file_response(request, meta, data=info)
     if len(segments) >= 3 and _CHUNK_NAME.match(segments[-1]):
-        return await _chunk(request, segments[:-2], segments[-2], segments[-1])
+        dataset, jpeg = _variant(segments[:-2])
+        return await _chunk(request, dataset, segments[-2], segments[-1], jpeg)
     storage, inner = resolve(request, segments)
     entry = await storage.stat("/".join(inner))
     if entry is not None and entry.is_dir:  # a dataset (or scale) folder: its listing
         raise web.HTTPMovedPermanently(target.prefix + target.raw + "/")
     raise web.HTTPNotFound(text="404 not found: a precomputed view has info and <scale>/<chunk> files\n")
+
+
+def _variant(segments: list[str]) -> tuple[list[str], bool]:
+    """The dataset's segments, and whether its jpeg form is asked for (``<dataset>/@jpeg/...``)."""
+    if segments and segments[-1] == JPEG:
+        return segments[:-1], True
+    return segments, False
+
+
+def _jpeg_info(opened: _Opened, segments: list[str]) -> bytes:
+    """The jpeg form's info; 422 with the reason when the volume has none."""
+    problem = opened.presentation.jpeg_problem()
+    if problem is not None:
+        raise web.HTTPUnprocessableEntity(
+            text=f"no jpeg form of /{'/'.join(segments)}: {problem} (its raw form: drop {JPEG}/)\n")
+    if not opened.jpeg_info:
+        opened.jpeg_info = json.dumps(opened.presentation.jpeg_info(), separators=(",", ":")).encode()
+    return opened.jpeg_info
 
 
 async def _open(request: web.Request, segments: list[str]) -> _Opened:
@@ -200,10 +223,12 @@ def _present(source: str):
     return presentation
 
 
-async def _chunk(request: web.Request, segments: list[str], scale: str, name: str) -> web.StreamResponse:
+async def _chunk(request: web.Request, segments: list[str], scale: str, name: str, jpeg: bool) -> web.StreamResponse:
     from volumes.present_precomputed import ChunkNameError
 
     opened = await _open(request, segments)
+    if jpeg:
+        _jpeg_info(opened, segments)  # 422 when there is no jpeg form
     try:
         opened.presentation.parse_chunk(scale, name)
     except ChunkNameError as exc:
@@ -211,6 +236,9 @@ async def _chunk(request: web.Request, segments: list[str], scale: str, name: st
         raise cls(text=f"{cls.status_code} {exc}\n") from None
     storage, inner = resolve(request, opened.where)  # an HDF5 dataset's chunks read its file
     chunks = _Chunks(request.app[VIEWS], opened, storage, "/".join(inner), "/" + "/".join(segments))
+    if jpeg:
+        data, mtime, etag = await chunks.jpeg(scale, name)
+        return await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
     # gzip when the client takes it (browsers, tensorstore and cloud-volume inflate it themselves).
     # A Range request gets the chunk's own bytes: ranges then always count the precomputed
     # format's bytes, whatever the client's Accept-Encoding (nginx's gzip filter likewise never
@@ -342,12 +370,8 @@ class _Chunks:
     async def gzipped(self, scale: str, name: str) -> tuple[bytes, float, str]:
         """The chunk gzipped and its ETag: compressed once, off the loop, and cached in place of the
         plain bytes (kept only with low priority); b"" when gzip would not make it smaller."""
-        packed_etag = ""
 
-        async def pack() -> bytes:
-            nonlocal packed_etag
-            data, _, etag = await self.get(scale, name, low=True)
-            packed_etag = etag[:-1] + '-gz"'
+        async def pack(data: bytes, key: str | None) -> bytes:
             packed = await asyncio.get_running_loop().run_in_executor(None, gzip.compress, data, GZIP_LEVEL)
             if len(packed) < len(data):
                 return packed
@@ -355,14 +379,32 @@ class _Chunks:
                 self.views.chunks.memory.get(key)  # the plain bytes are what is sent: keep them normally
             return b""
 
+        return await self._derived(scale, name, "gz", pack)
+
+    async def jpeg(self, scale: str, name: str) -> tuple[bytes, float, str]:
+        """The chunk as jpeg (the ``@jpeg`` form), made once on the pool from its raw bytes and cached."""
+
+        async def make(data: bytes, key: str | None) -> bytes:
+            return await self._run(False, scale, name, self.presentation.jpeg, scale, name, data)
+
+        return await self._derived(scale, name, "jpeg", make)
+
+    async def _derived(self, scale: str, name: str, kind: str, make) -> tuple[bytes, float, str]:
+        """Another form of the chunk (``make(plain bytes, key)``), cached beside it under ``key.kind``
+        with an ETag of its own; its plain bytes are kept with low priority (the form is what is sent)."""
         if (scale, name) not in self.keys:
             await self.resolve_keys(scale, name)
         key = self.keys[(scale, name)]
-        if key is None:  # not cached: neither is its gzip
-            packed = await pack()
-            return packed, time.time(), packed_etag
-        packed, mtime = await self.views.chunks.get(key + ".gz", pack)
-        return packed, mtime, f'"{key[:40]}-gz"'
+
+        async def build() -> bytes:
+            data, _, _ = await self.get(scale, name, low=True)
+            return await make(data, key)
+
+        if key is None:  # not cached: neither is this form
+            out = await build()
+            return out, time.time(), _etag(out)[:-1] + f'-{kind}"'
+        out, mtime = await self.views.chunks.get(f"{key}.{kind}", build)
+        return out, mtime, f'"{key[:40]}-{kind}"'
 
     async def _inflate_or_compute(self, key: str, scale: str, name: str, fed: bool) -> bytes:
         """The plain bytes of a chunk, from its cached gzip when there is one (clients were sent

@@ -213,6 +213,27 @@ class Presentation:
         out = ts.downsample(view, [*scale.step, 1], method=self._method).read().result()
         return encode(out, self.data_type, self.encoding, box)
 
+    # -- jpeg, on request -----------------------------------------------------------------
+    def jpeg_problem(self) -> str | None:
+        """Why this volume has no jpeg form (None when it has: uint8 images of 1 or 3 channels)."""
+        if self.data_type == "uint8" and self.type == "image" and self.num_channels in (1, 3):
+            return None
+        return (f"jpeg is for uint8 images of 1 or 3 channels; this is a {self.data_type} {self.type} "
+                f"of {self.num_channels} channel(s)")
+
+    def jpeg_info(self) -> dict:
+        """:meth:`info` with every scale jpeg-encoded (lossy; the same chunk names)."""
+        info = self.info()
+        for scale in info["scales"]:
+            scale["encoding"] = "jpeg"
+        return info
+
+    def jpeg(self, key: str, name: str, data: bytes) -> bytes:
+        """A chunk as jpeg from its own (raw) bytes (blocking: CPU only).  Coarser scales are
+        built from the raw chunks, so jpeg's loss never compounds down the pyramid."""
+        _, box = self.parse_chunk(key, name)
+        return encode(decode(data, self.data_type, self.encoding, box, self.num_channels), "uint8", "jpeg", box)
+
     @property
     def _method(self) -> str:
         return "mode" if self.type == "segmentation" else "mean"
