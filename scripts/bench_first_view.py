@@ -117,7 +117,7 @@ class Server:
         counts: dict[str, int] = {}
         for line in self.log[mark:]:
             m = LOG_LINE.search(line)
-            if m and m["method"] == "GET" and m["path"].startswith("/-/precomputed/") and m["path"].count("/") >= 5:
+            if m and m["method"] == "GET" and m["path"].startswith("/-/precomputed/") and m["path"].count("_") == 2:
                 scale = m["path"].split("/")[-2]
                 counts[scale] = counts.get(scale, 0) + 1
         return " ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: int(kv[0][1:])))
