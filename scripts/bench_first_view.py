@@ -166,7 +166,7 @@ def main() -> None:
                         help="screen pixels the volume spans in a panel (default 300: the whole volume shows)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for one view")
     parser.add_argument("--jpeg", action="store_true",
-                        help="also the view's jpeg form (<dataset>/@jpeg), after the others (its raw chunks are then cached: compare its bytes, not its time)")
+                        help="also the view's jpeg form (<dataset>/-jpeg), after the others (its raw chunks are then cached: compare its bytes, not its time)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ngserve-bench-first-view-"))
     server = None
@@ -188,7 +188,7 @@ def main() -> None:
             ("view, cached", view, view_dims, "/-/precomputed/"),
         ]
         if args.jpeg:
-            runs.append(("view, jpeg", view + "/@jpeg", view_dims, "/-/precomputed/"))
+            runs.append(("view, jpeg", view + "/-jpeg", view_dims, "/-/precomputed/"))
         results = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

@@ -63,7 +63,9 @@ PLANNED = 1 << 17  # chunks named in the build plans kept per process (a plan is
 RECHECK_FILES, RECHECK_SECONDS = 64, 2.0
 FEED = THREADS * 4  # pool jobs queued at once for finer chunks (the rest wait their turn, not a 503)
 GZIP_LEVEL = 6  # zlib's default level
-JPEG = "@jpeg"  # <dataset>/@jpeg/: the dataset's jpeg form (uint8 images), asked for by URL
+# <dataset>/-jpeg/: its jpeg form (uint8 images), asked for by URL (not "@jpeg": the bundled
+# client never fetched a source URL ending in /@jpeg).
+JPEG = "-jpeg"
 _CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
 
 
@@ -140,7 +142,7 @@ async def handle_precomputed(request: web.Request) -> web.StreamResponse:
 
 
 def _variant(segments: list[str]) -> tuple[list[str], bool]:
-    """The dataset's segments, and whether its jpeg form is asked for (``<dataset>/@jpeg/...``)."""
+    """The dataset's segments, and whether its jpeg form is asked for (``<dataset>/-jpeg/...``)."""
     if segments and segments[-1] == JPEG:
         return segments[:-1], True
     return segments, False
@@ -382,7 +384,7 @@ class _Chunks:
         return await self._derived(scale, name, "gz", pack)
 
     async def jpeg(self, scale: str, name: str) -> tuple[bytes, float, str]:
-        """The chunk as jpeg (the ``@jpeg`` form), made once on the pool from its raw bytes and cached."""
+        """The chunk as jpeg (the ``-jpeg`` form), made once on the pool from its raw bytes and cached."""
 
         async def make(data: bytes, key: str | None) -> bytes:
             return await self._run(False, scale, name, self.presentation.jpeg, scale, name, data)

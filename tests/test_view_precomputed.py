@@ -233,13 +233,13 @@ def test_chunks_are_gzipped_for_clients_that_take_it(served):
 
 
 def test_jpeg_form_of_uint8_images_on_request(served):
-    """``<dataset>/@jpeg/`` is the same volume jpeg-encoded: its info says jpeg, tensorstore reads
+    """``<dataset>/-jpeg/`` is the same volume jpeg-encoded: its info says jpeg, tensorstore reads
     every scale close to the raw form (coarser scales built from raw chunks, not from jpeg), in far
     fewer bytes; other types answer one line."""
     srv, root, _ = served
     smooth = np.add.outer(np.arange(40), np.add.outer(np.arange(160), np.arange(150))).astype(np.uint8)
     _write(root / "jpg.zarr", "zarr", smooth, [40, 80, 75])
-    raw_base, jpeg_base = f"{srv.url}/-/precomputed/jpg.zarr/", f"{srv.url}/-/precomputed/jpg.zarr/@jpeg/"
+    raw_base, jpeg_base = f"{srv.url}/-/precomputed/jpg.zarr/", f"{srv.url}/-/precomputed/jpg.zarr/-jpeg/"
     info = json.loads(get(jpeg_base + "info")[2])
     assert {s["encoding"] for s in info["scales"]} == {"jpeg"} and len(info["scales"]) > 1
     for index in range(len(info["scales"])):
@@ -250,7 +250,7 @@ def test_jpeg_form_of_uint8_images_on_request(served):
     status, headers, body = get(jpeg_base + "s0/" + name)
     assert status == 200 and body[:2] == b"\xff\xd8" and len(body) < 80 * 75 * 40 // 10
     assert headers["ETag"] != get(raw_base + "s0/" + name)[1]["ETag"]
-    status, _, body = get(f"{srv.url}/-/precomputed/aniso.ome.zarr/@jpeg/info")  # uint16
+    status, _, body = get(f"{srv.url}/-/precomputed/aniso.ome.zarr/-jpeg/info")  # uint16
     assert status == 422 and body.decode().count("\n") == 1 and "uint16" in body.decode(), body
 
 
