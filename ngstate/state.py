@@ -203,8 +203,11 @@ class State:
                     raise SourceError("the repaired metadata is still not viewable")
             except SourceError:  # the repair does not suffice (or cannot be made): translate instead
                 view = "precomputed"
+        if view == "precomputed" and ds.extras.get("hdf5_dataset"):  # the view names it by path
+            read, shown = (_inside_hdf5(u, ds.extras["hdf5_dataset"]) for u in (read, shown))
         if view == "precomputed":
             vds = open_dataset("precomputed://" + view_url(read, view))
+            _carry_remainder(ds, vds)
         options = dict(options)
         if options.get("kind") is None:
             options["kind"] = infer_kind(ds)[0]
@@ -389,3 +392,26 @@ def _tidy(v: float) -> float:
 
 def _url_of(source: str | dict | list) -> str:
     return strip_scheme(source_url(source))
+
+
+def _carry_remainder(ds: Dataset, vds: Dataset) -> None:
+    """Give the translated view's dataset the sub-voxel part of the source's offset, which its
+    ``voxel_offset`` rounds away: the layer's source transform then places the data exactly."""
+    from volumes.present_precomputed import offset_remainder
+
+    names = [a.name for a in vds.axes]
+    for axis, part in zip("xyz", offset_remainder(ds)):
+        if part and axis in names:
+            vds.offset[names.index(axis)] += part
+
+
+def _inside_hdf5(url: str, inner: str) -> str:
+    """``http://h/f.h5`` (or ``…/f.h5:/g/d``) and ``/g/d`` -> ``http://h/f.h5/g/d``: how ngserve's
+    views name a dataset inside an HDF5 file (the query string, e.g. a token, stays last)."""
+    from volumes.hdf5 import split_hdf5
+
+    path, _, query = url.partition("?")
+    found = split_hdf5(path)
+    path = (found[0] if found else path).rstrip("/")
+    path += "".join("/" + quote(part) for part in inner.strip("/").split("/"))
+    return path + ("?" + query if query else "")

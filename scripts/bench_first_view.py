@@ -117,7 +117,7 @@ class Server:
         counts: dict[str, int] = {}
         for line in self.log[mark:]:
             m = LOG_LINE.search(line)
-            if m and m["method"] == "GET" and m["path"].startswith("/-/precomputed/") and m["path"].count("/") >= 5:
+            if m and m["method"] == "GET" and m["path"].startswith("/-/precomputed/") and m["path"].count("_") == 2:
                 scale = m["path"].split("/")[-2]
                 counts[scale] = counts.get(scale, 0) + 1
         return " ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: int(kv[0][1:])))
@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--span", type=int, default=300,
                         help="screen pixels the volume spans in a panel (default 300: the whole volume shows)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for one view")
+    parser.add_argument("--jpeg", action="store_true",
+                        help="also the view's jpeg form (<dataset>/-jpeg), after the others (its raw chunks are then cached: compare its bytes, not its time)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ngserve-bench-first-view-"))
     server = None
@@ -185,6 +187,8 @@ def main() -> None:
             ("view", view, view_dims, "/-/precomputed/"),
             ("view, cached", view, view_dims, "/-/precomputed/"),
         ]
+        if args.jpeg:
+            runs.append(("view, jpeg", view + "/-jpeg", view_dims, "/-/precomputed/"))
         results = []
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)

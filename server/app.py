@@ -212,12 +212,25 @@ def public_base(request: web.Request) -> str:
     return configured.rstrip("/") if configured else f"{request.scheme}://{request.host}"
 
 
+async def locate_dataset(request: web.Request, segments: list[str]) -> tuple[list[str], str]:
+    """The segments of a dataset's own file or folder, and the path inside an HDF5 file that the
+    segments after it name (``f.h5/g/d`` is ``f.h5:/g/d``; "" when there is none)."""
+    for i, name in enumerate(segments[:-1]):
+        if volume_file_kind(name) == "hdf5":
+            storage, inner = resolve(request, segments[: i + 1])
+            entry = await storage.stat("/".join(inner))
+            if entry is not None and not entry.is_dir:
+                return segments[: i + 1], "/" + "/".join(segments[i + 1:])
+    return segments, ""
+
+
 @serves("open")
 async def handle_open(request: web.Request) -> web.Response:
     """Redirect to the built-in viewer showing the dataset at the given path, as ngstate builds it."""
-    segments = request[TARGET].segments
-    if not segments:
+    named = request[TARGET].segments
+    if not named:
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/open/data/image.ome.zarr\n")
+    segments, h5_path = await locate_dataset(request, named)
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     fmt = await storage.dataset_format(rel)
@@ -236,7 +249,7 @@ async def handle_open(request: web.Request) -> web.Response:
         # folder the listing offers no link for (TIFF slices, or the builder's error says what it holds).
         if entry is None or not (entry.is_dir or volume_file_kind(segments[-1])):
             raise web.HTTPNotFound(text=f"no dataset found at /{'/'.join(segments)}\n")
-    path = quote("/".join(segments))
+    path = quote("/".join(segments)) + (":" + quote(h5_path) if h5_path else "")
     # The viewer must read the data as this user does.  A session or token cookie
     # goes along by itself (same origin); a token that came in the query must stay
     # in the source URL, as the /-/t/<token>/ prefix every file below it keeps.
@@ -246,6 +259,10 @@ async def handle_open(request: web.Request) -> web.Response:
     source = loopback + "/" + path
     from volumes import SourceError, first_line
 
+    if not h5_path and volume_file_kind(segments[-1]) == "hdf5":
+        page = await _hdf5_choice(request, segments, source, token)
+        if page is not None:
+            return page
     try:
         # The builder blocks, and its reads come back to this loop: its own bounded pool.
         state = await request.app[BUILDS].run(_open_state, source, url, public_base(request))
@@ -253,10 +270,33 @@ async def handle_open(request: web.Request) -> web.Response:
         # Messages name the URLs read: say /NAME/... as the caller does, not our loopback address
         # and token; redact() still hides any token the message quotes in another form.
         line = redact(first_line(exc).replace(loopback, ""))
-        shown = "/" + "/".join(segments)
+        shown = "/" + "/".join(named)
         line = line[len(shown) + 2 :] if line.startswith(shown + ": ") else line  # named once, not twice
         raise web.HTTPUnprocessableEntity(text=f"cannot show {shown}: {line}\n") from None
     raise web.HTTPFound(viewer.viewer_url(state))
+
+
+async def _hdf5_choice(request: web.Request, segments: list[str], source: str, token: str | None) -> web.Response | None:
+    """For an HDF5 file with several datasets, a page with an "open in viewer" link for each
+    (``/-/open/<file>/<path inside>``); None when it holds one (or cannot be read: the build says why)."""
+    import html
+
+    from volumes import SourceError, hdf5_datasets
+
+    try:
+        names = await request.app[BUILDS].run(hdf5_datasets, source)
+    except SourceError:
+        return None
+    if len(names) < 2:
+        return None
+    query = "?token=" + quote(token, safe="") if token else ""
+    title = html.escape("/" + "/".join(segments))
+    rows = "".join(
+        f'<li><a class="open" href="/-/open{quote("/" + "/".join(segments) + name)}{html.escape(query)}">'
+        f"{html.escape(name)}</a></li>" for name in names)
+    return web.Response(text=f'<!doctype html><html><head><meta charset="utf-8"><title>ngserve {title}</title></head>'
+                             f"<body><h1>{title}</h1><p>This HDF5 file holds {len(names)} datasets; open one in the "
+                             f"viewer:</p><ul>{rows}</ul></body></html>", content_type="text/html")
 
 
 def loopback_base(request: web.Request, segments: list[str], rel: str) -> str:

@@ -108,6 +108,7 @@ class ChunkCache:
         self.memory: ByteBudgetLRU[Item] = ByteBudgetLRU(memory_bytes, lambda item: len(item[0]) + 64)
         self.disk = disk
         self._inflight: dict[str, asyncio.Task] = {}
+        self._wanted: set[str] = set()  # keys being filled that some caller wants with normal priority
         self._hit = self._miss = _nothing
         if name:  # counted in the metrics as cache ``name``
             from . import metrics
@@ -115,12 +116,17 @@ class ChunkCache:
             self._hit, self._miss = metrics.CACHE_HITS.labels(name).inc, metrics.CACHE_MISSES.labels(name).inc
             metrics.watch_cache(name, self.memory)
 
-    async def get(self, key: str, compute: Callable[[], Awaitable[bytes]]) -> Item:
-        hit = self.memory.get(key)
+    async def get(self, key: str, compute: Callable[[], Awaitable[bytes]], low: bool = False) -> Item:
+        """The item under ``key``, computed once if absent.  ``low``: wanted only in passing (an
+        input of another entry): kept with low priority and not refreshed by a hit, so a stream of
+        such entries never pushes out the ones clients ask for (unless one of those asks too)."""
+        hit = self.memory.get(key, touch=not low)
         if hit is not None:
             self._hit()
             return hit
         self._miss()
+        if not low:
+            self._wanted.add(key)
         task = self._inflight.get(key)
         if task is None:
             # A task of its own: a client that goes away does not cancel the work others wait for.
@@ -131,6 +137,7 @@ class ChunkCache:
 
     def _done(self, key: str, task: asyncio.Task) -> None:
         self._inflight.pop(key, None)
+        self._wanted.discard(key)
         if not task.cancelled():
             task.exception()  # retrieved: when every waiter left, no "never retrieved" noise
 
@@ -141,5 +148,5 @@ class ChunkCache:
             item = (await compute(), time.time())
             if self.disk:
                 await loop.run_in_executor(None, self.disk.put, key, item[0])
-        self.memory.put(key, item)
+        self.memory.put(key, item, low=key not in self._wanted)
         return item

@@ -21,13 +21,16 @@ class ByteBudgetLRU(Generic[V]):
         self._cost = cost
         self._items: OrderedDict[str, V] = OrderedDict()
 
-    def get(self, key: str) -> V | None:
+    def get(self, key: str, touch: bool = True) -> V | None:
+        """The value, made the most recently used unless ``touch`` is false."""
         value = self._items.get(key)
-        if value is not None:
+        if value is not None and touch:
             self._items.move_to_end(key)
         return value
 
-    def put(self, key: str, value: V) -> None:
+    def put(self, key: str, value: V, low: bool = False) -> None:
+        """Keep ``value``; ``low``: as the least recently used, so it is the first to go and never
+        pushes out a value put normally (a full cache does not keep it at all)."""
         old = self._items.pop(key, None)
         if old is not None:
             self.used -= self._cost(old)
@@ -35,6 +38,8 @@ class ByteBudgetLRU(Generic[V]):
         if cost > self.budget:
             return
         self._items[key] = value
+        if low:
+            self._items.move_to_end(key, last=False)
         self.used += cost
         while self.used > self.budget:
             _, dropped = self._items.popitem(last=False)

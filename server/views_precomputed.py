@@ -13,6 +13,7 @@ file below it, and a zoomed-out view reads each source chunk at most once.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import logging
@@ -27,13 +28,13 @@ from aiohttp import web
 
 from . import auth
 from .access_log import redact
-from .app import CONFIG, MOUNTS, loopback_base, resolve
+from .app import CONFIG, MOUNTS, locate_dataset, loopback_base, resolve
 from .builds import BuildPool
 from .chunk_cache import ChunkCache, DiskCache
 from .listing import render_listing
 from .lru import ByteBudgetLRU
 from .paths import Target
-from .responses import FileMeta, file_response
+from .responses import FileMeta, accepts_gzip, file_response
 from .routing import TARGET, serves
 from .storage import Entry, Storage
 
@@ -55,7 +56,16 @@ MAX_TRACKED_CHUNKS = 1 << 16
 # because each waits in turn on its own finer chunks.
 FAN_OUT = 2
 PLANNED = 1 << 17  # chunks named in the build plans kept per process (a plan is the same until a reopen)
+# A chunk standing on more source files than this (a coarse chunk of a virtual scale) rechecks
+# their validators at most every RECHECK_SECONDS: a zoomed-out view answered from the cache is
+# then not a storm of thousands of stats (or upstream HEADs) per request.  Edits below it show
+# within that time; a chunk over fewer files is rechecked on every request.
+RECHECK_FILES, RECHECK_SECONDS = 64, 2.0
 FEED = THREADS * 4  # pool jobs queued at once for finer chunks (the rest wait their turn, not a 503)
+GZIP_LEVEL = 6  # zlib's default level
+# <dataset>/-jpeg/: its jpeg form (uint8 images), asked for by URL (not "@jpeg": the bundled
+# client never fetched a source URL ending in /@jpeg).
+JPEG = "-jpeg"
 _CHUNK_NAME = re.compile(r"^-?\d+--?\d+_-?\d+--?\d+_-?\d+--?\d+$")
 
 
@@ -65,6 +75,7 @@ class _Opened:
     presentation: object | None  # volumes.present_precomputed.Presentation
     error: str | None  # why it cannot be presented (one line, for the 422)
     loopback: str  # the loopback prefix its stores read through (dropped from messages)
+    where: list[str]  # the path of its file or folder (an HDF5 file's, without the path inside it)
     signature: str = ""  # what every chunk of it depends on besides its source files
     info: bytes = b""
     opened: float = 0.0
@@ -72,6 +83,7 @@ class _Opened:
     # Its reader keeps the file's structure and blocks in memory, so a rewritten file means reopening.
     file_validator: str | None = None
     meshing: object | None = None  # /-/mesh/: its label pyramid and mesh layout, made on first use
+    jpeg_info: bytes = b""  # the info of its jpeg form, made on first request
 
 
 class PrecomputedViews:
@@ -87,6 +99,8 @@ class PrecomputedViews:
         self.computed = 0  # chunks computed rather than answered from a cache (tests count these)
         self.feed = asyncio.Semaphore(FEED)
         self.plans: ByteBudgetLRU[_Plan] = ByteBudgetLRU(PLANNED, lambda plan: 1 + len(plan.order or ()))
+        # plan key -> (recheck after, the keys of its chunks), for plans over many files
+        self.checked: ByteBudgetLRU[tuple[float, dict]] = ByteBudgetLRU(PLANNED, lambda found: 1 + len(found[1]))
 
 
 VIEWS = web.AppKey("precomputed_views", PrecomputedViews)
@@ -113,11 +127,14 @@ async def handle_precomputed(request: web.Request) -> web.StreamResponse:
     if target.raw.endswith("/"):
         return await _listing(request, segments)
     if segments and segments[-1] == "info":
-        opened = await _open(request, segments[:-1])
-        meta = FileMeta("info", len(opened.info), opened.opened, _etag(opened.info))
-        return await file_response(request, meta, data=opened.info)
+        dataset, jpeg = _variant(segments[:-1])
+        opened = await _open(request, dataset)
+        info = _jpeg_info(opened, dataset) if jpeg else opened.info
+        meta = FileMeta("info", len(info), opened.opened, _etag(info))
+        return await file_response(request, meta, data=info)
     if len(segments) >= 3 and _CHUNK_NAME.match(segments[-1]):
-        return await _chunk(request, segments[:-2], segments[-2], segments[-1])
+        dataset, jpeg = _variant(segments[:-2])
+        return await _chunk(request, dataset, segments[-2], segments[-1], jpeg)
     storage, inner = resolve(request, segments)
     entry = await storage.stat("/".join(inner))
     if entry is not None and entry.is_dir:  # a dataset (or scale) folder: its listing
@@ -125,10 +142,30 @@ async def handle_precomputed(request: web.Request) -> web.StreamResponse:
     raise web.HTTPNotFound(text="404 not found: a precomputed view has info and <scale>/<chunk> files\n")
 
 
+def _variant(segments: list[str]) -> tuple[list[str], bool]:
+    """The dataset's segments, and whether its jpeg form is asked for (``<dataset>/-jpeg/...``)."""
+    if segments and segments[-1] == JPEG:
+        return segments[:-1], True
+    return segments, False
+
+
+def _jpeg_info(opened: _Opened, segments: list[str]) -> bytes:
+    """The jpeg form's info; 422 with the reason when the volume has none."""
+    problem = opened.presentation.jpeg_problem()
+    if problem is not None:
+        raise web.HTTPUnprocessableEntity(
+            text=f"no jpeg form of /{'/'.join(segments)}: {problem} (its raw form: drop {JPEG}/)\n")
+    if not opened.jpeg_info:
+        opened.jpeg_info = json.dumps(opened.presentation.jpeg_info(), separators=(",", ":")).encode()
+    return opened.jpeg_info
+
+
 async def _open(request: web.Request, segments: list[str]) -> _Opened:
     """The dataset at ``segments`` as presented (cached, reopened after DATASET_TTL); 404/422 otherwise."""
     if not segments:
         raise web.HTTPNotFound(text="give a dataset path, e.g. /-/precomputed/data/image.zarr/info\n")
+    named = segments
+    segments, h5_path = await locate_dataset(request, segments)
     storage, inner = resolve(request, segments)
     rel = "/".join(inner)
     mount = auth.mount_of(request.app[MOUNTS], segments)[0]
@@ -136,46 +173,50 @@ async def _open(request: web.Request, segments: list[str]) -> _Opened:
     # dataset (every level, for virtual scales), so the dataset itself must be readable.
     await request.app[auth.AUTHORITY].require(request, mount, rel)
     views = request.app[VIEWS]
-    key = f"{mount}\0{rel}"
+    key = f"{mount}\0{rel}\0{h5_path}"
     opened = views.datasets.get(key)
     if opened is not None and opened.file_validator is not None:
         if (await storage.validators([rel]))[0] != opened.file_validator:
             opened = None
     if opened is None or opened.expires < time.monotonic():
         if await storage.stat(rel) is None:
-            raise web.HTTPNotFound(text=f"404 no dataset at /{'/'.join(segments)}\n")
+            raise web.HTTPNotFound(text=f"404 no dataset at /{'/'.join(named)}\n")
 
         async def open_it() -> bytes:
-            result = await _read_dataset(request, views, segments, rel)
+            result = await _read_dataset(request, views, segments, rel, h5_path)
             views.datasets.put(key, result)
             return b""
 
         await views.opening.get(key, open_it)
         opened = views.datasets.get(key)
         if opened is None:  # evicted at once by a flood of others: open it for this request alone
-            opened = await _read_dataset(request, views, segments, rel)
+            opened = await _read_dataset(request, views, segments, rel, h5_path)
     if opened.error is not None:
-        raise web.HTTPUnprocessableEntity(text=f"cannot present /{'/'.join(segments)} as precomputed: {opened.error}\n")
+        raise web.HTTPUnprocessableEntity(text=f"cannot present /{'/'.join(named)} as precomputed: {opened.error}\n")
     return opened
 
 
-async def _read_dataset(request: web.Request, views: PrecomputedViews, segments: list[str], rel: str) -> _Opened:
+async def _read_dataset(request: web.Request, views: PrecomputedViews, segments: list[str], rel: str,
+                        h5_path: str = "") -> _Opened:
     from volumes import SourceError, first_line
 
     loopback = loopback_base(request, segments, rel)
     storage = resolve(request, segments)[0]
-    source = storage.dataset_source(rel) or loopback + "/" + quote("/".join(segments))
+    source = storage.dataset_source(rel) or (
+        loopback + "/" + quote("/".join(segments)) + (":" + quote(h5_path) if h5_path else ""))
     before = (await storage.validators([rel]))[0]  # taken before reading: a later rewrite reopens
     try:
         presentation = await views.pool.run(_present, source)
     except (SourceError, ValueError) as exc:
         line = redact(first_line(exc).replace(loopback, ""))
-        return _Opened(time.monotonic() + DATASET_TTL, None, line, loopback)
-    info = json.dumps(_info(presentation, segments), separators=(",", ":")).encode()
+        return _Opened(time.monotonic() + DATASET_TTL, None, line, loopback, segments)
+    # The URL path of the volume: an HDF5 file's dataset is named by the path inside it too.
+    url_segments = [*segments, *(p for p in h5_path.split("/") if p)]
+    info = json.dumps(_info(presentation, url_segments), separators=(",", ":")).encode()
     levels = [(lv.path, lv.dtype, lv.shape) for lv in presentation.dataset.levels]
-    signature = hashlib.sha256(info + json.dumps([rel, levels]).encode()).hexdigest()
-    return _Opened(time.monotonic() + DATASET_TTL, presentation, None, loopback, signature, info, time.time(),
-                   before if presentation.single_file else None)
+    signature = hashlib.sha256(info + json.dumps([rel, h5_path, levels]).encode()).hexdigest()
+    return _Opened(time.monotonic() + DATASET_TTL, presentation, None, loopback, segments, signature, info,
+                   time.time(), before if presentation.single_file else None)
 
 
 def _info(presentation, segments: list[str]) -> dict:
@@ -212,19 +253,34 @@ def _present(source: str):
     return presentation
 
 
-async def _chunk(request: web.Request, segments: list[str], scale: str, name: str) -> web.StreamResponse:
+async def _chunk(request: web.Request, segments: list[str], scale: str, name: str, jpeg: bool) -> web.StreamResponse:
     from volumes.present_precomputed import ChunkNameError
 
     opened = await _open(request, segments)
+    if jpeg:
+        _jpeg_info(opened, segments)  # 422 when there is no jpeg form
     try:
         opened.presentation.parse_chunk(scale, name)
     except ChunkNameError as exc:
         cls = web.HTTPBadRequest if exc.malformed else web.HTTPNotFound
         raise cls(text=f"{cls.status_code} {exc}\n") from None
-    storage, inner = resolve(request, segments)
+    storage, inner = resolve(request, opened.where)  # an HDF5 dataset's chunks read its file
     chunks = _Chunks(request.app[VIEWS], opened, storage, "/".join(inner), "/" + "/".join(segments))
+    if jpeg:
+        data, mtime, etag = await chunks.jpeg(scale, name)
+        return await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
+    # gzip when the client takes it (browsers, tensorstore and cloud-volume inflate it themselves).
+    # A Range request gets the chunk's own bytes: ranges then always count the precomputed
+    # format's bytes, whatever the client's Accept-Encoding (nginx's gzip filter likewise never
+    # makes a 206 of a compressed answer).
+    if "Range" not in request.headers and accepts_gzip(request):
+        packed, mtime, etag = await chunks.gzipped(scale, name)
+        if packed:
+            return await file_response(request, FileMeta(name, len(packed), mtime, etag, "gzip"), data=packed)
     data, mtime, etag = await chunks.get(scale, name)
-    return await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
+    answer = await file_response(request, FileMeta(name, len(data), mtime, etag), data=data)
+    answer.headers["Vary"] = "Accept-Encoding"  # others get the gzip: caches must keep both
+    return answer
 
 
 @dataclass
@@ -267,6 +323,12 @@ class _Chunks:
         if plan.order is None:  # too many below it: its inputs are keyed when they are fetched
             self.keys[(scale, name)] = None
             return
+        many = len(plan.paths) > RECHECK_FILES
+        if many:
+            found = self.views.checked.get(plan_key)
+            if found is not None and found[0] > time.monotonic():
+                self.keys.update(found[1])
+                return
         known = dict(zip(plan.paths, await self.storage.validators(plan.paths)))
         signature = self.opened.signature
         for node in plan.order:
@@ -279,6 +341,8 @@ class _Chunks:
                 self.keys[node] = None
             else:
                 self.keys[node] = hashlib.sha256("\0".join([signature, *node, *parts]).encode()).hexdigest()
+        if many:
+            self.views.checked.put(plan_key, (time.monotonic() + RECHECK_SECONDS, {n: self.keys[n] for n in plan.order}))
 
     def _plan(self, scale: str, name: str) -> _Plan:
         """Blocking: the chunks ``scale/name`` is built from, down to the real scales, and their files."""
@@ -308,8 +372,9 @@ class _Chunks:
         order.sort(key=lambda n: rank[n[0]])  # finest first: inputs are keyed before what they build
         return _Plan(order, inputs, files, paths)
 
-    async def get(self, scale: str, name: str, fed: bool = False) -> tuple[bytes, float, str]:
-        """The chunk's bytes, when they were computed, and its ETag; ``fed``: an input of a coarser chunk."""
+    async def get(self, scale: str, name: str, fed: bool = False, low: bool = False) -> tuple[bytes, float, str]:
+        """The chunk's bytes, when they were computed, and its ETag; ``fed``: an input of a coarser
+        chunk; ``low``: keep it with low priority (its gzip is what clients are sent)."""
         node = (scale, name)
         if node not in self.keys:  # below a chunk too large to key: key this part on its own
             await self.resolve_keys(scale, name)
@@ -317,8 +382,67 @@ class _Chunks:
         if key is None:
             data = await self._compute(scale, name, fed)
             return data, time.time(), _etag(data)
-        data, mtime = await self.views.chunks.get(key, lambda: self._compute(scale, name, fed))
+        # A real scale's chunk fetched only to build a coarser one goes in with low priority: a cold
+        # zoomed-out view streams the whole source through here, and it must not push out the coarse
+        # chunks the view shows.  Fed virtual chunks (at most 1/7 of the source together) are kept
+        # normally: they are what the next zoom-in step shows.
+        low = low or (fed and not self.presentation.scale(scale).virtual)
+        if fed and self.views.chunks.memory.get(key, touch=False) is None:
+            # Sent to clients gzipped, and its plain copy aged out: inflate it for this one use
+            # (caching it again would take the room of what clients ask for).
+            packed = self.views.chunks.memory.get(key + ".gz", touch=False)
+            if packed is not None and packed[0]:
+                data = await asyncio.get_running_loop().run_in_executor(None, gzip.decompress, packed[0])
+                return data, packed[1], f'"{key[:40]}"'
+        data, mtime = await self.views.chunks.get(key, lambda: self._inflate_or_compute(key, scale, name, fed), low=low)
         return data, mtime, f'"{key[:40]}"'
+
+    async def gzipped(self, scale: str, name: str) -> tuple[bytes, float, str]:
+        """The chunk gzipped and its ETag: compressed once, off the loop, and cached in place of the
+        plain bytes (kept only with low priority); b"" when gzip would not make it smaller."""
+
+        async def pack(data: bytes, key: str | None) -> bytes:
+            packed = await asyncio.get_running_loop().run_in_executor(None, gzip.compress, data, GZIP_LEVEL)
+            if len(packed) < len(data):
+                return packed
+            if key is not None:
+                self.views.chunks.memory.get(key)  # the plain bytes are what is sent: keep them normally
+            return b""
+
+        return await self._derived(scale, name, "gz", pack)
+
+    async def jpeg(self, scale: str, name: str) -> tuple[bytes, float, str]:
+        """The chunk as jpeg (the ``-jpeg`` form), made once on the pool from its raw bytes and cached."""
+
+        async def make(data: bytes, key: str | None) -> bytes:
+            return await self._run(False, scale, name, self.presentation.jpeg, scale, name, data)
+
+        return await self._derived(scale, name, "jpeg", make)
+
+    async def _derived(self, scale: str, name: str, kind: str, make) -> tuple[bytes, float, str]:
+        """Another form of the chunk (``make(plain bytes, key)``), cached beside it under ``key.kind``
+        with an ETag of its own; its plain bytes are kept with low priority (the form is what is sent)."""
+        if (scale, name) not in self.keys:
+            await self.resolve_keys(scale, name)
+        key = self.keys[(scale, name)]
+
+        async def build() -> bytes:
+            data, _, _ = await self.get(scale, name, low=True)
+            return await make(data, key)
+
+        if key is None:  # not cached: neither is this form
+            out = await build()
+            return out, time.time(), _etag(out)[:-1] + f'-{kind}"'
+        out, mtime = await self.views.chunks.get(f"{key}.{kind}", build)
+        return out, mtime, f'"{key[:40]}-{kind}"'
+
+    async def _inflate_or_compute(self, key: str, scale: str, name: str, fed: bool) -> bytes:
+        """The plain bytes of a chunk, from its cached gzip when there is one (clients were sent
+        that and its plain copy aged out first), else computed."""
+        packed = self.views.chunks.memory.get(key + ".gz", touch=False)
+        if packed is not None and packed[0]:
+            return await asyncio.get_running_loop().run_in_executor(None, gzip.decompress, packed[0])
+        return await self._compute(scale, name, fed)
 
     async def _compute(self, scale: str, name: str, fed: bool) -> bytes:
         inputs = self.presentation.inputs(scale, name)

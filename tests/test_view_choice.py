@@ -272,3 +272,23 @@ def test_share_tokens_are_carried_into_view_urls(protected):
     url = source_url(state["layers"][0])
     assert url == f"precomputed://{srv.url}/-/t/{token}/-/precomputed/vault/stack.tif"
     assert get(strip_scheme(url) + "/info")[0] == 200
+
+
+def test_translated_view_carries_the_sub_voxel_offset(site):
+    """precomputed's voxel_offset is whole voxels: the layer's source transform carries the rest,
+    so the translated float64 sits where the source says (it was rounded to whole voxels)."""
+    from volumes import write_ome_zarr
+
+    srv, root = site
+    data = np.arange(6 * 8 * 10, dtype=np.float64).reshape(6, 8, 10) / 7
+    # Voxel corners at z 7.3, y 1.25, x -2.6 voxels (OME translations name voxel centres).
+    write_ome_zarr(root / "frac.ome.zarr", data, voxel_size=(2, 3, 4), unit="nanometer", levels=1,
+                   translation=((7.3 + 0.5) * 2, (1.25 + 0.5) * 3, (-2.6 + 0.5) * 4))
+    plan = ngstate.build_state([f"{srv.url}/frac.ome.zarr"]).plans[0]
+    assert plan.view == "precomputed"
+    info = json.loads(get(f"{srv.url}/-/precomputed/frac.ome.zarr/info")[2])
+    assert info["scales"][0]["voxel_offset"] == [-3, 1, 7]
+    src = plan.layer["source"]
+    assert [row[-1] for row in src["transform"]["matrix"][:3]] == pytest.approx([0.4, 0.25, 0.3])
+    assert plan.bounds["z"][0] == pytest.approx(7.3 * 2e-9)
+    assert plan.bounds["x"][0] == pytest.approx(-2.6 * 4e-9)

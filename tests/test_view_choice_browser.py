@@ -13,6 +13,9 @@ from test_view_repair import COSEM_SHAPES, COSEM_T0, write_cosem, write_old_ome
 from test_view_choice import write_rotated_ome06
 from test_view_repair_browser import space_of
 
+from server.viewer import viewer_url
+from volumes import write_ome_zarr
+
 RNG = np.random.default_rng(11)
 
 
@@ -23,6 +26,11 @@ def site(tmp_path_factory):
     write_old_ome(root / "v03.zarr", "0.3", [[10, 40, 48], [5, 20, 24]], ["z", "y", "x"])
     write_rotated_ome06(root / "rot.zarr")
     tifffile.imwrite(root / "stack.tif", RNG.integers(0, 60000, size=(12, 40, 50), dtype=np.uint16))
+    # float64 (so translated), its voxel corners at z 7.3, y 1.25, x -2.6 voxels: not whole voxels.
+    write_ome_zarr(root / "frac.ome.zarr", RNG.random((6, 8, 10)), voxel_size=(2, 3, 4), unit="nanometer",
+                   levels=1, translation=((7.3 + 0.5) * 2, (1.25 + 0.5) * 3, (-2.6 + 0.5) * 4))
+    write_ome_zarr(root / "em.ome.zarr", RNG.integers(0, 255, size=(12, 90, 100), dtype=np.uint8),
+                   voxel_size=(1, 1, 1), unit="nanometer", levels=1)
     srv = ServerProcess(["serve", str(root), "--port", "0"])
     yield srv
     srv.stop()
@@ -70,6 +78,28 @@ def test_views_chosen_by_open_show_in_the_bundled_viewer(site):
         chunk = r'"GET /-/precomputed/stack.tif/s\d+/\d+-\d+_\d+-\d+_\d+-\d+ HTTP[^"]*" 200'
         assert wait_until(lambda: srv.requested(chunk))
         # Inside the xy panel's data (an empty panel is one grey and the crosshairs): noise, many greys.
+        assert wait_until(lambda: distinct_colours(page.screenshot(), (100, 90, 400, 330)) > 50, timeout=30)
+        srv.settle()
+        assert_only_metadata_probes_failed(srv, errors)
+
+
+def test_translated_views_place_sub_voxel_offsets_and_show_jpeg(site):
+    """The translated view rounds offsets to whole voxels; the layer's source transform carries the
+    rest, so the client places the data exactly (checked in its own coordinate space).  The
+    -jpeg form shows in the client: jpeg chunks fetched, and something to see."""
+    srv = site
+    with browser_page() as (page, errors):
+        space = open_in(page, srv, "frac.ome.zarr")
+        assert space["names"] == ["x", "y", "z"]
+        assert space["lower"] == pytest.approx([-2.6, 1.25, 7.3])
+        assert space["upper"] == pytest.approx([7.4, 9.25, 13.3])
+        source = f"precomputed://{srv.url}/-/precomputed/em.ome.zarr/-jpeg"
+        state = {"dimensions": {a: [1e-9, "m"] for a in "xyz"}, "position": [50, 45, 6], "crossSectionScale": 0.3,
+                 "layers": [{"type": "image", "source": source, "name": "em"}], "layout": "xy"}
+        page.goto("about:blank")
+        page.goto(viewer_url(state, base=srv.url))
+        chunk = r'"GET /-/precomputed/em.ome.zarr/-jpeg/s\d+/\d+-\d+_\d+-\d+_\d+-\d+ HTTP[^"]*" 200'
+        assert wait_until(lambda: srv.requested(chunk))
         assert wait_until(lambda: distinct_colours(page.screenshot(), (100, 90, 400, 330)) > 50, timeout=30)
         srv.settle()
         assert_only_metadata_probes_failed(srv, errors)

@@ -190,6 +190,70 @@ def test_answers_behave_like_files(served):
     assert status == 200 and empty == b"" and int(h["Content-Length"]) == len(body) and h["ETag"] == etag
 
 
+def test_chunks_are_gzipped_for_clients_that_take_it(served):
+    """A client that accepts gzip gets the chunk gzipped (its own ETag, Vary), HEAD and 304 agree
+    with it; a Range request and a client without gzip get the plain bytes.  tensorstore and
+    cloud-volume ask for gzip, are sent it (the log shows fewer bytes than the chunks hold), and
+    read every voxel right."""
+    import gzip
+
+    srv, root, _ = served
+    smooth = np.add.outer(np.arange(40), np.add.outer(np.arange(96), np.arange(80))).astype(np.uint8) // 4
+    _write(root / "smooth.zarr", "zarr", smooth, [40, 48, 40])
+    url = f"{srv.url}/-/precomputed/smooth.zarr/s0/0-40_0-48_0-40"
+    plain = smooth[:, :48, :40].transpose(2, 1, 0).tobytes(order="F")
+    status, h, body = get(url)
+    assert status == 200 and body == plain and "Content-Encoding" not in h and h["Vary"] == "Accept-Encoding"
+    status, hz, packed = get(url, {"Accept-Encoding": "gzip"})
+    assert status == 200 and hz["Content-Encoding"] == "gzip" and hz["Vary"] == "Accept-Encoding"
+    assert gzip.decompress(packed) == plain and len(packed) < len(plain) // 4
+    assert hz["ETag"] != h["ETag"] and int(hz["Content-Length"]) == len(packed)
+    assert get(url, {"Accept-Encoding": "gzip", "If-None-Match": hz["ETag"]})[0] == 304
+    assert get(url, {"If-None-Match": hz["ETag"]})[0] == 200  # the plain answer is another representation
+    status, hh, empty = get(url, {"Accept-Encoding": "gzip"}, method="HEAD")
+    assert status == 200 and empty == b"" and hh["Content-Length"] == hz["Content-Length"] and hh["ETag"] == hz["ETag"]
+    status, hr, part = get(url, {"Accept-Encoding": "gzip", "Range": "bytes=100-199"})
+    assert status == 206 and part == plain[100:200] and "Content-Encoding" not in hr
+    assert get(url, {"Accept-Encoding": "gzip;q=0"})[2] == plain
+    # Real clients: gzip on the wire, right voxels.
+    pattern = r'"GET /-/precomputed/smooth\.zarr/s[01]/'
+    before = len(srv.requested(pattern))
+    got, _ = read_scale(f"{srv.url}/-/precomputed/smooth.zarr/", 0)
+    np.testing.assert_array_equal(got[..., 0], smooth.transpose(2, 1, 0))
+    from cloudvolume import CloudVolume
+
+    cv = CloudVolume(f"precomputed://{srv.url}/-/precomputed/smooth.zarr", mip=1, progress=False, cache=False,
+                     fill_missing=False)
+    np.testing.assert_array_equal(np.asarray(cv[:, :, :])[..., 0], read_scale(f"{srv.url}/-/precomputed/smooth.zarr/", 1)[0][..., 0])
+    lines = srv.requested(pattern)[before:]
+    assert len(lines) >= 5, lines  # every s0 chunk, and s1 for each client
+    for line in lines:
+        size = int(line.split('"')[2].split()[1])
+        assert 0 < size < len(plain) // 4, line
+
+
+def test_jpeg_form_of_uint8_images_on_request(served):
+    """``<dataset>/-jpeg/`` is the same volume jpeg-encoded: its info says jpeg, tensorstore reads
+    every scale close to the raw form (coarser scales built from raw chunks, not from jpeg), in far
+    fewer bytes; other types answer one line."""
+    srv, root, _ = served
+    smooth = np.add.outer(np.arange(40), np.add.outer(np.arange(160), np.arange(150))).astype(np.uint8)
+    _write(root / "jpg.zarr", "zarr", smooth, [40, 80, 75])
+    raw_base, jpeg_base = f"{srv.url}/-/precomputed/jpg.zarr/", f"{srv.url}/-/precomputed/jpg.zarr/-jpeg/"
+    info = json.loads(get(jpeg_base + "info")[2])
+    assert {s["encoding"] for s in info["scales"]} == {"jpeg"} and len(info["scales"]) > 1
+    for index in range(len(info["scales"])):
+        want = read_scale(raw_base, index)[0].astype(int)
+        got = read_scale(jpeg_base, index)[0].astype(int)
+        assert got.shape == want.shape and np.abs(got - want).mean() < 2, index
+    name = _names(info, 0)[0]
+    status, headers, body = get(jpeg_base + "s0/" + name)
+    assert status == 200 and body[:2] == b"\xff\xd8" and len(body) < 80 * 75 * 40 // 10
+    assert headers["ETag"] != get(raw_base + "s0/" + name)[1]["ETag"]
+    status, _, body = get(f"{srv.url}/-/precomputed/aniso.ome.zarr/-jpeg/info")  # uint16
+    assert status == 422 and body.decode().count("\n") == 1 and "uint16" in body.decode(), body
+
+
 def test_bad_names_and_sources_answer_one_line(served):
     srv, root, _ = served
     base = f"{srv.url}/-/precomputed/aniso.ome.zarr"
@@ -300,6 +364,54 @@ def test_file_sources_translate_and_a_rewritten_file_invalidates(served):
     os.replace(root / "stack.tif.tmp", root / "stack.tif")
     got = read_scale(f"{srv.url}/-/precomputed/stack.tif/", 0)[0]
     np.testing.assert_array_equal(got[..., 0], (data + 1).transpose(2, 1, 0))
+
+
+def test_datasets_inside_an_hdf5_file_are_addressed_by_path(served):
+    """``/-/precomputed/<file.h5>/<group>/<dataset>/`` is that dataset (the path after the file is
+    the path inside it): each of a file's datasets reads back exactly with tensorstore, and
+    ``/-/open/<file.h5>/<group>/<dataset>`` shows it; a missing one answers one line, and rewriting
+    the file shows the new data."""
+    import urllib.error
+
+    import h5py
+
+    srv, root, _ = served
+    raw = _blobs((20, 40, 30), np.uint8, 19)
+    seg = (_blobs((10, 24, 18), np.uint16, 20) // 9000).astype(np.uint32)
+    with h5py.File(root / "multi.h5", "w") as f:
+        f.create_dataset("em/raw", data=raw, chunks=(10, 20, 15))
+        f.create_dataset("labels/seg", data=seg)
+    for inner, data in (("em/raw", raw), ("labels/seg", seg)):
+        got = read_scale(f"{srv.url}/-/precomputed/multi.h5/{inner}/", 0)[0]
+        np.testing.assert_array_equal(got[..., 0], data.transpose(2, 1, 0), err_msg=inner)
+    # /-/open (and so ngserve link) names each dataset of the file the same way.
+    import urllib.parse
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    for inner in ("em/raw", "labels/seg"):
+        try:
+            urllib.request.build_opener(NoRedirect).open(f"{srv.url}/-/open/multi.h5/{inner}", timeout=60)
+            raise AssertionError("no redirect")
+        except urllib.error.HTTPError as e:
+            assert e.code == 302, e.read()
+            location = urllib.parse.unquote(e.headers["Location"])
+        assert f"precomputed://{srv.url}/-/precomputed/multi.h5/{inner}" in location, location
+    # The file itself (the listing's "open in viewer") offers a link to each of its datasets.
+    status, headers, page = get(f"{srv.url}/-/open/multi.h5")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert 'href="/-/open/multi.h5/em/raw"' in page.decode() and 'href="/-/open/multi.h5/labels/seg"' in page.decode()
+    status, _, body = get(f"{srv.url}/-/precomputed/multi.h5/em/nothing/info")
+    assert status in (404, 422) and body.decode().count("\n") == 1 and "Traceback" not in body.decode(), body
+    with h5py.File(root / "multi.h5.tmp", "w") as f:
+        f.create_dataset("em/raw", data=raw // 2, chunks=(10, 20, 15))
+        f.create_dataset("labels/seg", data=seg)
+    os.replace(root / "multi.h5.tmp", root / "multi.h5")
+    got = read_scale(f"{srv.url}/-/precomputed/multi.h5/em/raw/", 0)[0]
+    np.testing.assert_array_equal(got[..., 0], (raw // 2).transpose(2, 1, 0))
 
 
 # -- protected and remote mounts -----------------------------------------------------------
@@ -423,6 +535,114 @@ async def test_editing_a_source_chunk_recomputes_only_the_chunks_above_it(aiohtt
                          method="mean").read().result()
     got = np.frombuffer(again[paths[0]][1], np.uint8).reshape(64, 64, 32, order="F")
     np.testing.assert_array_equal(got, want[:64, :64, :, 0])
+
+
+async def test_a_zoomed_out_view_larger_than_the_memory_cache_stays_cached(aiohttp_client, tmp_path):
+    """Building coarse chunks streams every source chunk through the cache: those inputs go in with
+    low priority, so a source four times the memory budget does not push out the coarse chunks the
+    view showed, and the same view again computes nothing (it once recomputed the whole pyramid)."""
+    from server.views_precomputed import VIEWS
+
+    data = _blobs((32, 256, 256), np.uint8, 16)
+    _write(tmp_path / "big.zarr", "zarr", data, [32, 32, 32])  # 64 source chunks of 32 KiB: 2 MiB
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    views = app[VIEWS]
+    budget = 1 << 19  # 512 KiB: the 4 + 1 coarse chunks (640 KiB) fit only just, the source 4x over
+    views.chunks.memory = type(views.chunks.memory)(budget + (1 << 17) + 1024, lambda item: len(item[0]) + 64)
+    info = json.loads(await (await client.get("/-/precomputed/big.zarr/info")).read())
+    paths = [f"/-/precomputed/big.zarr/s1/{n}" for n in _names(info, 1)] + ["/-/precomputed/big.zarr/s2/0-64_0-64_0-32"]
+
+    async def view() -> list[bytes]:
+        out = []
+        for p in paths:
+            resp = await client.get(p)
+            assert resp.status == 200, await resp.text()
+            out.append(await resp.read())
+        return out
+
+    first = await view()
+    assert views.computed == 64 + 4 + 1
+    assert await view() == first and views.computed == 69  # the coarse chunks were all kept
+    # A source chunk asked for by a client afterwards is kept like any other (computed at most once).
+    s0 = f"/-/precomputed/big.zarr/s0/{_names(info, 0)[0]}"
+    assert (await client.get(s0)).status == 200
+    once = views.computed
+    assert once <= 70 and (await client.get(s0)).status == 200 and views.computed == once
+
+
+async def test_a_cached_coarse_chunk_does_not_stat_every_source_file_per_request(aiohttp_client, tmp_path, monkeypatch):
+    """A coarse chunk over 128 source files, answered from the cache, rechecks their validators at
+    most every RECHECK_SECONDS (it statted all of them on every request); an edit shows after that."""
+    import server.views_precomputed as vp
+    from server.storage import LocalStorage
+
+    checked: list[int] = []
+    original = LocalStorage.validators
+
+    async def counting(self, paths):
+        checked.append(len(paths))
+        return await original(self, paths)
+
+    monkeypatch.setattr(LocalStorage, "validators", counting)
+    monkeypatch.setattr(vp, "RECHECK_SECONDS", 0.5)
+    data = _blobs((64, 256, 256), np.uint8, 18)
+    path = tmp_path / "wide.zarr"
+    _write(path, "zarr", data, [32, 32, 32])  # 2 x 8 x 8 source chunks
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    client = await aiohttp_client(create_app(config))
+    url = "/-/precomputed/wide.zarr/s2/0-64_0-64_0-64"
+    first = await (await client.get(url)).read()
+    assert max(checked) == 128
+    checked.clear()
+    for _ in range(5):
+        assert await (await client.get(url)).read() == first
+    assert checked == [], checked  # no validator batch: not even the 128 stats once
+    store = ts.open({"driver": "zarr", "kvstore": {"driver": "file", "path": str(path) + "/"}}).result()
+    store[:32, :32, :32].write(np.full((32, 32, 32), 255, np.uint8)).result()
+    await asyncio.sleep(0.6)
+    assert await (await client.get(url)).read() != first and 128 in checked
+
+
+async def test_tiff_stack_chunks_are_cached_and_a_rewritten_slice_invalidates_its_chunks(aiohttp_client, tmp_path):
+    """A TIFF slice folder's chunks are keyed by the validators of the slices they read: a second
+    request computes nothing (they were computed on every request), and rewriting one slice
+    recomputes only the chunk that reads it."""
+    import tifffile
+
+    from server.views_precomputed import VIEWS
+
+    data = _blobs((70, 50, 40), np.uint16, 17)
+    (tmp_path / "slices").mkdir()
+    for z, plane in enumerate(data):
+        tifffile.imwrite(tmp_path / "slices" / f"s{z}.tif", plane)
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    views = app[VIEWS]
+    low, high = "/-/precomputed/slices/s0/0-40_0-50_0-64", "/-/precomputed/slices/s0/0-40_0-50_64-70"
+
+    async def fetch(path: str) -> np.ndarray:
+        resp = await client.get(path)
+        assert resp.status == 200, await resp.text()
+        return np.frombuffer(await resp.read(), "<u2").reshape(40, 50, -1, order="F")
+
+    np.testing.assert_array_equal(await fetch(low), data[:64].transpose(2, 1, 0))
+    np.testing.assert_array_equal(await fetch(high), data[64:].transpose(2, 1, 0))
+    assert views.computed == 2
+    await fetch(low), await fetch(high)
+    assert views.computed == 2  # both from the cache
+    tifffile.imwrite(tmp_path / "slices" / ".s65.tmp.tif", data[65] + 7)
+    os.replace(tmp_path / "slices" / ".s65.tmp.tif", tmp_path / "slices" / "s65.tif")
+    edited = data.copy()
+    edited[65] += 7
+    np.testing.assert_array_equal(await fetch(high), edited[64:].transpose(2, 1, 0))
+    np.testing.assert_array_equal(await fetch(low), data[:64].transpose(2, 1, 0))
+    assert views.computed == 3  # the chunk reading slice 65 only
 
 
 async def test_concurrent_requests_across_scales_share_work_on_a_one_thread_pool(aiohttp_client, tmp_path):

@@ -22,6 +22,7 @@ _LAZY = {
     "blobs": "synthetic",
     "add_labels_group": "write",
     "write_ome_zarr": "write",
+    "hdf5_datasets": "hdf5",
 }
 
 

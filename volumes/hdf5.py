@@ -55,6 +55,16 @@ def _datasets(f) -> list[str]:
     return found
 
 
+def hdf5_datasets(source: str) -> list[str]:
+    """The paths of the datasets in the HDF5 file at ``source`` (a local path or http(s) URL)."""
+    f, fh = _open_h5(Location(source))
+    try:
+        return _datasets(f)
+    finally:
+        f.close()
+        fh.close()
+
+
 def _pick(loc: Location, f, inner: str):
     """The h5py dataset at ``inner`` (or the file's only one), else one SourceError listing what is there."""
     import h5py

@@ -10,7 +10,8 @@ are called x/y/z, else in reverse order (zarr and OME list the fastest axis
 last); a channel axis becomes ``num_channels``; other axes must have size 1.
 Each real level is one scale, its ``voxel_offset`` the dataset's offset in
 that level's voxels, rounded to whole voxels (precomputed has no sub-voxel
-offset; OME's half-voxel centre convention is the usual remainder).
+offset; OME's half-voxel centre convention is the usual remainder, which
+:func:`offset_remainder` gives for a viewer state's source transform).
 
 Virtual pyramid.  While the coarsest level is still larger than one chunk
 along some axis, a coarser scale is added: tensorstore's downsample driver
@@ -216,6 +217,27 @@ class Presentation:
         """Scale ``key`` as a lazy tensorstore with dimensions x, y, z, c in that scale's voxel coordinates."""
         return self._view(self.scale(key))
 
+    # -- jpeg, on request -----------------------------------------------------------------
+    def jpeg_problem(self) -> str | None:
+        """Why this volume has no jpeg form (None when it has: uint8 images of 1 or 3 channels)."""
+        if self.data_type == "uint8" and self.type == "image" and self.num_channels in (1, 3):
+            return None
+        return (f"jpeg is for uint8 images of 1 or 3 channels; this is a {self.data_type} {self.type} "
+                f"of {self.num_channels} channel(s)")
+
+    def jpeg_info(self) -> dict:
+        """:meth:`info` with every scale jpeg-encoded (lossy; the same chunk names)."""
+        info = self.info()
+        for scale in info["scales"]:
+            scale["encoding"] = "jpeg"
+        return info
+
+    def jpeg(self, key: str, name: str, data: bytes) -> bytes:
+        """A chunk as jpeg from its own (raw) bytes (blocking: CPU only).  Coarser scales are
+        built from the raw chunks, so jpeg's loss never compounds down the pyramid."""
+        _, box = self.parse_chunk(key, name)
+        return encode(decode(data, self.data_type, self.encoding, box, self.num_channels), "uint8", "jpeg", box)
+
     @property
     def _method(self) -> str:
         return "mode" if self.type == "segmentation" else "mean"
@@ -236,9 +258,12 @@ class Presentation:
         if scale.virtual:
             raise ValueError(f"scale {key!r} is virtual: its chunks are computed from finer chunks (inputs)")
         level = self.dataset.levels[scale.level]
-        if level.opener is not None:  # a file reader: one file ("" is the dataset itself), or a stack
-            return [""] if self.single_file else None
         real = self.scales[scale.level]
+        if level.opener is not None:  # a file reader: one file ("" is the dataset itself), or a stack
+            if self.single_file:
+                return [""]
+            return self._slice_files(real, box)
+
         src, spec = self._opened(scale.level)
         lo_dom, hi_dom = list(src.domain.inclusive_min), list(src.domain.exclusive_max)
         ranges = [(lo_dom[d], lo_dom[d] + 1) for d in range(src.rank)]  # dropped: the one index
@@ -255,6 +280,15 @@ class Presentation:
             return None
         prefix = level.path.strip("/")
         return [f"{prefix}/{k}" if prefix else k for k in keys]
+
+    def _slice_files(self, real: Scale, box: list[tuple[int, int]]) -> list[str] | None:
+        """The files of a TIFF stack's slices (its z, source dimension 0) that ``box`` reads."""
+        files = self.dataset.extras.get("_slice_files")
+        if files is None or 0 not in self.xyz:
+            return None
+        axis = self.xyz.index(0)
+        lo, hi = box[axis]
+        return files[lo - real.voxel_offset[axis]:hi - real.voxel_offset[axis]]
 
     def open_sources(self) -> None:
         """Open every level now (blocking), so that :meth:`source_files` never waits on a read."""
@@ -489,7 +523,7 @@ def _real_scales(ds: Dataset, xyz: list[int | None]) -> list[Scale]:
         size = tuple(level.shape[d] if d is not None else 1 for d in xyz)
         factors = [level.factors[d] if d is not None else 1.0 for d in xyz]
         res = tuple(_clean(_nm(ds, d) * f) for d, f in zip(xyz, factors))
-        offset = tuple(math.floor(ds.offset[d] / f + 0.5) if d is not None else 0 for d, f in zip(xyz, factors))
+        offset = tuple(_whole(ds.offset[d] / f) if d is not None else 0 for d, f in zip(xyz, factors))
         src = [level.chunks[d] if d is not None and d < len(level.chunks) else 1 for d in xyz]
         usable = all(MIN_SOURCE_CHUNK <= c <= MAX_SOURCE_CHUNK or c >= n for c, n in zip(src, size)) and math.prod(
             min(c, n) for c, n in zip(src, size)
@@ -503,6 +537,17 @@ def _real_scales(ds: Dataset, xyz: list[int | None]) -> list[Scale]:
                 f"read {files} of them; rewrite it with larger chunks (ngserve convert)")
         scales.append(Scale(f"s{i}", size, offset, res, chunk, i, files_per_chunk=files))
     return scales
+
+
+def _whole(voxels: float) -> int:
+    """An offset as precomputed can say it: the nearest whole voxel (halves round up)."""
+    return math.floor(voxels + 0.5)
+
+
+def offset_remainder(ds: Dataset) -> list[float]:
+    """What ``voxel_offset`` leaves out of the dataset's offset, in level-0 voxels along x, y, z
+    (a state carries it in the layer's source transform); TranslationError as :func:`present`."""
+    return [ds.offset[d] - _whole(ds.offset[d]) if d is not None else 0.0 for d in present(ds).xyz]
 
 
 def _virtual_scales(base: Scale, level: int, first_index: int) -> list[Scale]:

@@ -460,4 +460,6 @@ def read_tiff_stack(loc: Location, slices: list[Location] | None = None) -> Data
     ds.extras["slices"] = len(slices)
     ds.extras["first_slice"] = slices[0].name
     ds.extras["last_slice"] = slices[-1].name
+    if not is_glob(loc.root):  # each slice's file below the folder, in z order (a server keys its cache by them)
+        ds.extras["_slice_files"] = [urllib.parse.unquote(s.name) if s.is_http else s.name for s in slices]
     return ds
