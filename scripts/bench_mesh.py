@@ -127,8 +127,9 @@ def igneous_venv(path: Path) -> Path:
 
 def first_mesh_latency(labels: Path, segment: int) -> float:
     """Seconds from asking a fresh ``ngserve serve`` for one segment's mesh to having it."""
-    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", str(labels.parent), "--port", "0"], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # --quiet: nothing reads its output after the first line, and a full pipe would stall its log.
+    proc = subprocess.Popen([sys.executable, "-m", "server", "serve", str(labels.parent), "--port", "0", "--quiet"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         url = None
         deadline = time.monotonic() + 60
