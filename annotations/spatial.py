@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from .geometry import Shapes, intersected_cells
-from .hashing import compressed_morton_code, morton_bits
+from volumes.sharding import compressed_morton_code, morton_bits
 from .ragged import run_offsets
 
 # Morton keys are uint64 and the Python reader interleaves at most 32 bits per dimension; past

@@ -10,7 +10,7 @@ from neuroglancer.read_precomputed_annotations import AnnotationReader
 from test_annotations_support import check_annotations, expected_annotations, synthetic_table
 
 from annotations import ANNOTATION_TYPES, write_annotations
-from annotations.hashing import compressed_morton_code
+from volumes.sharding import compressed_morton_code
 from volumes.sharding import murmurhash3_x86_128_low64
 
 SIZES = {"point": 3000, "line": 500, "axis_aligned_bounding_box": 400, "ellipsoid": 300, "polyline": 300}

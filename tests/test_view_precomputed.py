@@ -493,6 +493,54 @@ async def test_concurrent_misses_compute_once(aiohttp_client, tmp_path):
     assert any(os.scandir(tmp_path / "cache"))
 
 
+async def test_sharded_precomputed_chunks_are_cached_by_their_shard_files(aiohttp_client, tmp_path):
+    """A sharded precomputed source's chunks are keyed by the shard file each is in: a second read
+    is a hit, and rewriting one shard recomputes the chunks in it and no other."""
+    from server.views_precomputed import VIEWS
+
+    path = tmp_path / "sh.precomputed"
+    sharding = {"@type": "neuroglancer_uint64_sharded_v1", "hash": "identity", "preshift_bits": 0,
+                "minishard_bits": 1, "shard_bits": 1, "minishard_index_encoding": "raw", "data_encoding": "raw"}
+    spec = {"driver": "neuroglancer_precomputed", "kvstore": {"driver": "file", "path": str(path)},
+            "multiscale_metadata": {"type": "image", "data_type": "uint16", "num_channels": 1},
+            "scale_metadata": {"size": [64, 32, 16], "chunk_size": [16, 16, 16], "resolution": [4, 4, 40],
+                               "encoding": "raw", "voxel_offset": [8, 0, 0], "sharding": sharding}}
+    store = ts.open(spec, create=True, delete_existing=True).result()
+    data = np.arange(64 * 32 * 16, dtype=np.uint16).reshape(64, 32, 16, 1)
+    store.write(data).result()
+    config = ServerConfig(mounts=[MountConfig("", str(tmp_path))], data_dir=tmp_path / "state")
+    config.validate()
+    app = create_app(config)
+    client = await aiohttp_client(app)
+    info = json.loads(await (await client.get("/-/precomputed/sh.precomputed/info")).read())
+    names = _names(info, 0)
+    key = info["scales"][0]["key"]
+
+    async def read_all() -> list[bytes]:
+        out = []
+        for name in names:
+            resp = await client.get(f"/-/precomputed/sh.precomputed/{key}/{name}",
+                                    headers={"Accept-Encoding": "identity"})
+            assert resp.status == 200
+            out.append(await resp.read())
+        return out
+
+    first = await read_all()
+    assert app[VIEWS].computed == len(names)
+    assert await read_all() == first and app[VIEWS].computed == len(names)  # every chunk a hit
+    # x chunk 0 (Morton code 0, shard 0) holds 7s now: its shard file is rewritten, the other's is not.
+    store[8:24, 0:16, 0:16].write(np.full((16, 16, 16, 1), 7, np.uint16)).result()
+    again = await read_all()
+    changed = [n for n, a, b in zip(names, first, again) if a != b]
+    assert changed == [names[0]]
+    assert np.all(np.frombuffer(again[0], "<u2") == 7)
+    from volumes.sharding import ShardingSpec, compressed_morton_code
+
+    cells = np.array([[i, j, 0] for j in range(2) for i in range(4)], dtype=np.uint64)  # x fastest, as names
+    shard_of = ShardingSpec.from_json(sharding).locate(compressed_morton_code(cells, (4, 2, 1)))[0]
+    assert app[VIEWS].computed == len(names) + int(np.sum(shard_of == shard_of[0]))  # shard 0's chunks only
+
+
 async def test_editing_a_source_chunk_recomputes_only_the_chunks_above_it(aiohttp_client, tmp_path):
     """A virtual chunk is keyed by the finer chunks it is built from: rewriting one source chunk
     recomputes that chunk and the virtual chunks above it, and nothing else."""

@@ -408,8 +408,9 @@ def _memory_volume(data_type: str, encoding: str, box: list[tuple[int, int]], ch
 def chunk_keys(spec: dict, level, ranges: list[tuple[int, int]], origin: list[int]) -> list[str] | None:
     """The storage keys (below the level's folder) of the source chunks covering ``ranges``.
 
-    Chunk key layouts as the formats define them; None for layouts not known
-    here (sharded precomputed, single-file formats), whose chunks are then not cached.
+    Chunk key layouts as the formats define them (for sharded precomputed, the shard files that
+    hold those chunks); None for layouts not known here (single-file formats), whose chunks are
+    then not cached.
     """
     driver = spec.get("driver")
     meta = spec.get("metadata") or {}
@@ -427,6 +428,8 @@ def chunk_keys(spec: dict, level, ranges: list[tuple[int, int]], origin: list[in
     elif driver == "n5":
         grid = meta.get("blockSize")
         fmt = lambda idx: "/".join(map(str, idx))  # noqa: E731
+    elif driver == "neuroglancer_precomputed" and (spec.get("scale_metadata") or {}).get("sharding"):
+        return _shard_files(spec["scale_metadata"], ranges, origin)
     elif driver == "neuroglancer_precomputed" and "sharded" not in (level.encoding or ""):
         grid = level.chunks[:3] + [10**18] * (len(ranges) - 3)  # the channel axis is never split
         off, end = origin[:3], [o + s for o, s in zip(origin[:3], level.shape[:3])]
@@ -445,6 +448,26 @@ def chunk_keys(spec: dict, level, ranges: list[tuple[int, int]], origin: list[in
     if math.prod(len(s) for s in spans) > MAX_SOURCE_FILES:
         return None
     return [fmt(idx) for idx in itertools.product(*spans)]
+
+
+def _shard_files(scale: dict, ranges: list[tuple[int, int]], origin: list[int]) -> list[str] | None:
+    """The shard files of a sharded precomputed scale that hold the chunks covering ``ranges``
+    (x, y, z and channel, in the store's coordinates from ``origin``): each chunk's compressed
+    Morton code, hashed to its shard as ``sharded.md`` says."""
+    import numpy as np
+
+    from .sharding import ShardingSpec, compressed_morton_code
+
+    chunk, size = scale["chunk_size"], scale["size"]
+    grid = [-(-n // c) for n, c in zip(size, chunk)]
+    spans = [range((lo - o) // c, (hi - o - 1) // c + 1) if hi > lo else range(0)
+             for (lo, hi), o, c in zip(ranges[:3], origin[:3], chunk)]
+    if math.prod(len(r) for r in spans) > MAX_SOURCE_FILES:
+        return None
+    cells = np.array(list(itertools.product(*spans)), dtype=np.uint64).reshape(-1, 3)
+    spec = ShardingSpec.from_json(scale["sharding"])
+    shards, _ = spec.locate(compressed_morton_code(cells, tuple(grid)))
+    return [spec.shard_name(int(n)) for n in sorted(set(shards.tolist()))]
 
 
 # -- building a presentation ------------------------------------------------------------------

@@ -1,8 +1,10 @@
 """The ``neuroglancer_uint64_sharded_v1`` format (Neuroglancer's ``sharded.md``): the sharding
-spec, the hash that places a key, and the writer of one shard file.
+spec, the hash that places a key, the compressed Morton code that keys volume chunks and
+annotation cells, and the writer of one shard file.
 
 One place for the format: precomputed annotation indices (:mod:`annotations.index_writer`) and
-meshes and skeletons (:mod:`meshes`) all write their shards here.
+meshes and skeletons (:mod:`meshes`) write their shards here, and the precomputed view finds
+the shard file a sharded source's chunk is in (:mod:`volumes.present_precomputed`).
 """
 
 from __future__ import annotations
@@ -216,3 +218,25 @@ def _write_minishard_indices(f, keys: np.ndarray, minishards: np.ndarray, sizes:
         shard_index[m] = (position, position + len(encoded))
         position += len(encoded)
     return shard_index
+
+
+def compressed_morton_code(cells: np.ndarray, grid_shape: tuple[int, ...]) -> np.ndarray:
+    """Neuroglancer's compressed Morton code of integer cell positions ``(n, rank)``.
+
+    Bits are interleaved dimension by dimension, skipping a dimension once its grid size needs no
+    more bits (``volume.md#compressed-morton-code``).
+    """
+    cells = np.asarray(cells, dtype=np.uint64)
+    code = np.zeros(len(cells), dtype=np.uint64)
+    out_bit = 0
+    for bit in range(32):
+        for d, size in enumerate(grid_shape):
+            if (size - 1) >> bit:
+                code |= ((cells[:, d] >> np.uint64(bit)) & np.uint64(1)) << np.uint64(out_bit)
+                out_bit += 1
+    return code
+
+
+def morton_bits(grid_shape: tuple[int, ...]) -> int:
+    """How many bits the compressed Morton code of this grid uses."""
+    return sum(int(size - 1).bit_length() for size in grid_shape)
