@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ngserve", description="Serve imaging data to Neuroglancer and mint viewer links.")
     parser.add_argument("--version", action="version", version=f"ngserve {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
-    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__)):
+    # One module per command; "_" modules are helpers the commands share.
+    for mod in sorted(m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")):
         importlib.import_module(f"{commands.__name__}.{mod}").register(sub)
     return parser
 
