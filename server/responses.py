@@ -6,6 +6,7 @@ comes through :func:`file_response`, so 206/304/412/416 behave the same everywhe
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 from typing import Awaitable, Callable, NamedTuple
@@ -210,8 +211,6 @@ async def _sendfile(request: web.BaseRequest, resp: web.StreamResponse, path: st
     """Bytes of ``path`` from ``first`` the kernel sent after ``resp``'s headers: all ``length``
     of them, fewer when the file shrank (the connection is closed then, as Content-Length lied),
     or none when the transport cannot (TLS): the caller streams the rest."""
-    import asyncio
-
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("connection lost")
