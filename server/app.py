@@ -11,7 +11,7 @@ from aiohttp import web
 
 from volumes import volume_file_kind
 
-from . import auth, metrics, readiness, request_id, states, viewer
+from . import auth, authz, metrics, readiness, request_id, states, viewer
 from .access_log import redact
 from .builds import BuildPool
 from .config import MountConfig, ServerConfig, is_remote
@@ -364,6 +364,7 @@ def create_app(config: ServerConfig) -> web.Application:
     app.on_cleanup.append(_close_storages)
     app.router.add_get("/-/health", handle_health)
     readiness.add_routes(app)
+    authz.add_routes(app, config.verdict_ttl)  # nginx's auth_request (ngserve nginx-config)
     metrics.setup(app, config.metrics_access())
     viewer.add_routes(app)
     states.add_routes(app)

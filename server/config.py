@@ -134,6 +134,9 @@ class ServerConfig:
     states_url: str | None = None  # postgresql://user@host:port/db: short links shared by replicas
     states_password: str | None = None  # from states_password_env/_file, never the file itself
     accel_redirect: str | None = None  # e.g. "/_ngserve_files/": nginx sends local files (X-Accel-Redirect)
+    # Seconds nginx may reuse an allow from /-/authz for a whole folder (ngserve nginx-config):
+    # how long a removed user or a revoked secret can still read there.  0: every file asks.
+    verdict_ttl: int = 5
     # Translated view chunks (/-/precomputed/): kept in memory, and on disk when cache_dir is set.
     cache_dir: Path | None = None
     cache_bytes: int = 1 << 30  # the disk cache's budget
@@ -190,6 +193,8 @@ class ServerConfig:
                               "nobody could read them (use \"public\" or \"off\")")
         if self.log_format not in LOG_FORMATS:
             raise ConfigError(f"log format {self.log_format!r} is not one of {', '.join(LOG_FORMATS)}")
+        if not 0 <= self.verdict_ttl <= 3600:
+            raise ConfigError(f"verdict_ttl must be between 0 and 3600 seconds, not {self.verdict_ttl}")
         if not 0 <= self.drain_seconds <= 3600:
             raise ConfigError(f"drain_seconds must be between 0 and 3600, not {self.drain_seconds}")
         self.frame_ancestors = [frame_ancestor(v) for v in self.frame_ancestors]

@@ -94,9 +94,13 @@ class _Table:
         value = self.get(name, str, check=_no_nul)
         return None if value is None else str((self.base / value).resolve())
 
+    read_secrets = True  # False: the keys are checked but no variable or file is read (None)
+
     def secret(self, name: str) -> str | None:
         """A secret from ``<name>_env`` or ``<name>_file`` (never inline)."""
         env, file = self.get(f"{name}_env", str), self.get(f"{name}_file", str, check=_no_nul)
+        if not self.read_secrets:
+            return None
         if env and file:
             raise ConfigError(f"{self.key(name + '_env')}: give {name}_env or {name}_file, not both")
         if env:
@@ -165,6 +169,16 @@ def _accel_prefix(value: str) -> str:
     return value
 
 
+def _whole_seconds(value: str | int) -> int:
+    """0, or a duration in whole seconds (nginx's X-Accel-Expires counts seconds)."""
+    if value == 0 or value == "0":
+        return 0
+    seconds = parse_duration(value)
+    if seconds != int(seconds):
+        raise ValueError(f"{value!r} is not a whole number of seconds")
+    return int(seconds)
+
+
 def _str_list(value: list) -> list[str]:
     if not all(isinstance(v, str) for v in value):
         raise ValueError("expected a list of strings")
@@ -185,12 +199,13 @@ def _host_list(value: list) -> list[str]:
     return hosts
 
 
-def load_config(path: str | os.PathLike, *, upstreams: bool = True) -> ServerConfig:
+def load_config(path: str | os.PathLike, *, upstreams: bool = True, secrets: bool = True) -> ServerConfig:
     """Read and check the config file at ``path`` (not yet merged with CLI flags).
 
     ``upstreams=False`` skips the mounts' ``[mounts.upstream]`` tables (credentials,
     certificates): admin commands that only sign tokens need ``[auth]`` and the mount
-    names, and must not fail for want of the server's upstream secrets.
+    names, and must not fail for want of the server's upstream secrets.  ``secrets=False``
+    reads no secret at all (``ngserve nginx-config`` runs where nginx does).
     """
     path = Path(path)
     try:
@@ -204,15 +219,16 @@ def load_config(path: str | os.PathLike, *, upstreams: bool = True) -> ServerCon
         ) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
-    return config_from_toml(raw, path.resolve().parent, upstreams=upstreams)
+    return config_from_toml(raw, path.resolve().parent, upstreams=upstreams, secrets=secrets)
 
 
-def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True) -> ServerConfig:
+def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True, secrets: bool = True) -> ServerConfig:
     """Check a parsed config file's tables; relative paths in it are relative to ``base``."""
     top = _Table(raw, "", base)
     config = ServerConfig()
 
     server = _Table(top.get("server", dict, {}), "server", base)
+    server.read_secrets = secrets
     config.host = server.get("host", str, config.host)
     config.port = server.get("port", int, config.port)
     config.workers = server.get("workers", int, config.workers)
@@ -227,6 +243,7 @@ def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True) -> Server
     config.states_url = server.get("states_url", str, None, _postgres_url)
     config.states_password = server.secret("states_password")
     config.accel_redirect = server.get("accel_redirect", str, None, _accel_prefix)
+    config.verdict_ttl = server.get("verdict_ttl", (str, int), config.verdict_ttl, _whole_seconds)
     cache_dir = server.path("cache_dir")
     config.cache_dir = Path(cache_dir) if cache_dir else None
     config.cache_bytes = server.get("cache_bytes", (str, int), config.cache_bytes, parse_size)
@@ -238,6 +255,7 @@ def config_from_toml(raw: dict, base: Path, *, upstreams: bool = True) -> Server
     server.finish()
 
     auth = _Table(top.get("auth", dict, {}), "auth", base)
+    auth.read_secrets = secrets
     secret = auth.secret("secret")
     config.auth = AuthConfig(
         secret=secret.encode() if secret else None,

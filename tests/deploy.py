@@ -134,7 +134,9 @@ def nginx_accel_locations(prefix: str, mounts: dict[str, Path]) -> str:
 class Nginx:
     """nginx in the foreground with a temporary prefix, proxying to ``upstreams``."""
 
-    def __init__(self, upstreams: list[str], extra_locations: str = "") -> None:
+    def __init__(self, upstreams: list[str], extra_locations: str = "", *, http=None) -> None:
+        """``http``: instead of the upstream and server made here, a function from the port to
+        listen on to the text of nginx's http context (e.g. ``ngserve nginx-config``'s output)."""
         if not shutil.which("nginx") and not os.path.exists("/usr/sbin/nginx"):
             raise RuntimeError("nginx is not installed: apt-get install -y nginx")
         self.dir = Path(tempfile.mkdtemp(prefix="ngserve-nginx-"))
@@ -146,6 +148,7 @@ class Nginx:
             "events { worker_connections 256; }\n"
             "http {\n"
             f"  access_log off;\n  client_body_temp_path {self.dir};\n  proxy_temp_path {self.dir};\n"
+            + (http(self.port) + "}\n" if http else
             f"  upstream ngserve {{\n{servers}  keepalive 8;\n  }}\n"
             "  server {\n"
             f"    listen 127.0.0.1:{self.port};\n"
@@ -162,7 +165,7 @@ class Nginx:
             "    }\n"
             f"{extra_locations}"
             "  }\n"
-            "}\n"
+            "}\n")
         )
         exe = shutil.which("nginx") or "/usr/sbin/nginx"
         self.proc = subprocess.Popen([exe, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],

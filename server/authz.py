@@ -1,0 +1,73 @@
+"""``GET /-/authz``: ngserve's verdict on another request, for nginx's ``auth_request``.
+
+In the verdicts deployment (``ngserve nginx-config``), nginx sends local files itself and asks
+here first, in a subrequest that carries the client's headers (cookies, Authorization) and the
+asked URI in ``X-Original-URI``.  The URI is decoded by the one routing rule
+(:func:`server.paths.parse_target`, :func:`server.auth.mount_of`) and judged by the app's
+:class:`server.auth.Authority`, exactly as a data request would be.  The answer is only the
+asker's own yes (200) or no (401, 403; anything nginx should not serve itself, such as a path
+ngserve would refuse, is a 403 too: nginx then hands the request to ngserve, which gives the
+real answer).
+
+nginx caches an allow per folder and credentials (its cache key), so a viewer reading
+thousands of chunks of one array costs one verdict per folder per ``verdict_ttl``.  An allow
+may only be cached when it holds for every file of that folder: ``X-Accel-Expires: <ttl>``
+then, else ``X-Accel-Expires: 0`` (a token scoped to one file, or to a folder below this one).
+Denials are never cached.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+from yarl import URL
+
+from .auth import AUTHORITY, PRINCIPAL, mount_of
+from .paths import parse_target
+from .routing import TARGET
+
+PATH = "/-/authz"
+ORIGINAL_URI = "X-Original-URI"  # the request being judged: path and query, as the client sent them
+TTL = web.AppKey("verdict_ttl", int)
+# A name no file can have (split_path refuses NUL): a request for it is allowed exactly when
+# every file of its folder is, so judging it asks "does this verdict hold for the whole folder?"
+# with the Authority's own rules instead of a second copy of them.
+_ANY_FILE = "\x00"
+
+
+def _answer(status: int, ttl: int = 0) -> web.Response:
+    # Always a number: nginx then never falls back on proxy_cache_valid or Cache-Control.
+    return web.Response(status=status, headers={"X-Accel-Expires": str(ttl), "Cache-Control": "no-store"})
+
+
+async def handle_authz(request: web.Request) -> web.Response:
+    authority = request.app[AUTHORITY]
+    original = request.headers.get(ORIGINAL_URI, "")
+    raw_path = original.partition("?")[0]
+    target = parse_target(raw_path) if raw_path.startswith("/") else None
+    found = None
+    if target is not None and target.kind in ("data", "share"):
+        found = mount_of(authority.mounts, target.segments)
+    if found is None or not found[1]:
+        return _answer(403)  # no file nginx may send (a refused path, a view, a mount's root): ngserve answers
+    mount, inner = found
+    try:
+        asked = request.clone(rel_url=URL(original, encoded=True))  # identify() reads its ?token=
+    except ValueError:
+        return _answer(403)
+    asked[TARGET] = target  # ... and its /-/t/<token>/ prefix
+    try:
+        await authority.require(asked, mount, "/".join(inner))
+        allowed = True
+    except web.HTTPException as exc:  # 401, 403, or 429 for a throttled password: ngserve says which
+        allowed, status = False, 401 if exc.status == 401 else 403
+    request[PRINCIPAL] = asked.get(PRINCIPAL, "-")
+    if not allowed:
+        return _answer(status)
+    folder = "/".join([*inner[:-1], _ANY_FILE])
+    whole_folder = authority.allows(await authority.identify(asked), mount, folder)
+    return _answer(200, request.app[TTL] if whole_folder else 0)
+
+
+def add_routes(app: web.Application, ttl: int) -> None:
+    app[TTL] = ttl
+    app.router.add_get(PATH, handle_authz)
