@@ -78,7 +78,14 @@ def test_replica_config_matches_postgres_secrets_and_nginx(tmp_path):
         assert f"server {name}:{args.port} " in nginx
     assert "proxy_next_upstream error timeout" in nginx
     for mount in raw["mounts"]:
-        assert f"location {config.accel_redirect}{mount['name']}/ {{\n        internal;\n        alias {mount['source']}/;" in nginx
+        assert f"location {config.accel_redirect}{mount['name']}/ {{\n        internal;\n        alias \"{mount['source']}/\";" in nginx
+    # The file is what `ngserve nginx-config` prints for this config (the mounts where the containers see them).
+    from server.commands.nginx_config import render
+
+    made = render(config, [f"{name}:{args.port}" for name in ("ngserve1", "ngserve2")])
+    for source in mount_sources:
+        made = made.replace(str(tmp_path / source.strip("/")), source)
+    assert made in nginx
 
 
 def test_nginx_accepts_its_config(tmp_path):

@@ -59,14 +59,20 @@ name = "pub"
 source = "pub"
 cache_control = "public, max-age=60"
 
+[[mounts]]
+name = ""
+source = "top"
+
 {entries}""")
     return cfg
 
 
 def make_tree(root: Path) -> None:
     data, arr, team, pub = root / "data", root / "data" / "arr", root / "team", root / "pub"
-    for d in (data, arr, team / "a", team / "b", pub):
+    for d in (data, arr, team / "a", team / "b", pub, root / "top" / "sub"):
         d.mkdir(parents=True)
+    (root / "top" / "sub" / "t.bin").write_bytes(b"top bytes")
+    (root / "top" / ".hidden").write_text("hidden")
     (arr / "0.0").write_bytes(b"chunk 0.0")
     (arr / "0.1").write_bytes(b"chunk 0.1")
     (arr / ".zarray").write_text('{"zarr_format": 2}')
@@ -207,6 +213,15 @@ def test_range_head_and_validators(site):
     assert not reached(server, "/data/big.bin")
     status, headers, body = request(proxy.url, "/pub/p.bin")  # a public mount: no verdict at all
     assert (status, body, headers["Cache-Control"]) == (200, b"public bytes", "public, max-age=60")
+    assert not reached(server, "/pub/p.bin")
+
+
+def test_the_root_mount_leaves_named_mounts_and_server_pages_alone(site):
+    server, proxy, _ = site
+    assert request(proxy.url, "/sub/t.bin")[:3:2] == (200, b"top bytes") and not reached(server, "/sub/t.bin")
+    assert request(proxy.url, "/.hidden")[0] == 404
+    assert request(proxy.url, "/data/arr/0.1")[0] == 401  # the mount "data", not a folder of the root
+    assert request(proxy.url, "/-/health")[0] == 200
 
 
 def test_listings_and_server_pages_come_from_ngserve(site):
@@ -241,3 +256,46 @@ def test_a_removed_user_stops_reading_within_the_ttl(tmp_path):
     finally:
         proxy.close()
         server.stop()
+
+
+def nginx_config_cli(cfg: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "server", "nginx-config", "--config", str(cfg)],
+                          capture_output=True, text=True, env=ENV)
+
+
+def test_nginx_config_needs_no_secret_and_says_what_is_wrong(tmp_path):
+    (tmp_path / "d").mkdir()
+    cfg = tmp_path / "c.toml"
+    # Run where nginx runs: ngserve's secret file need not be there.
+    cfg.write_text('[auth]\nsecret_file = "absent"\n[[mounts]]\nname = "d"\nsource = "d"\naccess = "token"\n')
+    done = nginx_config_cli(cfg)
+    assert done.returncode == 0 and "auth_request /_ngserve_verdict;" in done.stdout
+    assert "upstream ngserve {\n    server 127.0.0.1:9000 " in done.stdout
+    cfg.write_text('[server]\nverdict_ttl = "1.5s"\n[[mounts]]\nname = "d"\nsource = "d"\n')
+    done = nginx_config_cli(cfg)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "server.verdict_ttl" in done.stderr
+    cfg.write_text('[[mounts]]\nname = "d"\nsource = "webdav+https://dav.example.org/x/"\n')
+    done = nginx_config_cli(cfg)  # a remote mount: ngserve serves it, no file location
+    assert done.returncode == 0 and "location ~" not in done.stdout and "proxy_pass http://ngserve;" in done.stdout
+
+
+def test_the_verdict_says_how_long_nginx_may_keep_it(site):
+    server, _, _ = site
+
+    def ask(uri: str, headers: dict | None = None) -> tuple[int, str | None, bytes]:
+        status, h, body = request(server.url, "/-/authz", headers={"X-Original-URI": uri, **(headers or {})})
+        return status, h.get("X-Accel-Expires"), body
+
+    assert ask("/data/arr/0.0", basic("alice")) == (200, str(TTL), b"")
+    assert ask("/data/arr/0.0") == (401, "0", b"")  # denials are never cached
+    assert ask("/data/arr/0.0", basic("bob") | {"Authorization": "Bearer nonsense"})[0] == 401
+    one_file = mint(SECRET.encode(), "team", "a/x.bin")
+    assert ask(f"/-/t/{one_file}/team/a/x.bin") == (200, "0", b"")  # holds for this file only
+    assert ask(f"/team/a/y.bin?token={one_file}") == (403, "0", b"")
+    deeper = mint(SECRET.encode(), "team", "a")
+    assert ask(f"/team/a/x.bin?token={deeper}") == (200, str(TTL), b"")
+    assert ask(f"/team/z.bin?token={deeper}")[0] == 403
+    assert ask("/pub/p.bin") == (200, str(TTL), b"")
+    # Anything that is not a file nginx may send is ngserve's to answer.
+    for uri in ("/data/arr/", "/data", "/-/zarr/data/arr/.zarray", "/data/arr/..%2F0.0", "/data/.x", "nonsense", ""):
+        assert ask(uri, basic("alice"))[:2] == (403, "0"), uri

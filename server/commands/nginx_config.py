@@ -237,7 +237,7 @@ def _accel_locations(prefix: str, mounts: list[MountConfig]) -> str:
             "        internal;\n",
             f"        alias \"{m.source}/\";\n",
             "        sendfile on;\n",
-            "        max_ranges 1;\n",
+            "        max_ranges 1;                        # several ranges: the whole file, as ngserve answers them\n",
             "        add_header Content-Encoding $upstream_http_content_encoding;\n",
             "        add_header Vary $upstream_http_vary;\n",
             "        add_header Access-Control-Allow-Origin $upstream_http_access_control_allow_origin;\n",
