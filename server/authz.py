@@ -45,10 +45,10 @@ async def handle_authz(request: web.Request) -> web.Response:
     raw_path = original.partition("?")[0]
     target = parse_target(raw_path) if raw_path.startswith("/") else None
     found = None
-    if target is not None and target.kind in ("data", "share"):
+    if target is not None and target.kind in ("data", "share") and not target.raw.endswith("/"):
         found = mount_of(authority.mounts, target.segments)
     if found is None or not found[1]:
-        return _answer(403)  # no file nginx may send (a refused path, a view, a mount's root): ngserve answers
+        return _answer(403)  # no file nginx may send (a refused path, a view, a folder): ngserve answers
     mount, inner = found
     try:
         asked = request.clone(rel_url=URL(original, encoded=True))  # identify() reads its ?token=
