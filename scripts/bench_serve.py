@@ -17,6 +17,10 @@ workers in front, keep-alive to its upstreams):
    file with sendfile (X-Accel-Redirect)
 5. ``one``: a single ngserve process (``--workers 1``), no nginx
 6. ``replicas``: nginx balancing between two single-process ngserve replicas
+7. ``verdicts``: nginx from ``ngserve nginx-config`` sends every file itself and asks ngserve
+   (2 workers) only for a verdict per folder (``auth_request`` to ``/-/authz``, cached for
+   ``verdict_ttl``); the array is on a protected mount (``access = "users"``) and wrk sends the
+   user's basic-auth header with every request
 
 The data is a 512^3 uint8 zarr v2 array in 64^3 chunks (512 chunk files), written
 with tensorstore using zarr-python's default compressor, blosc lz4 level 5 with byte
@@ -38,6 +42,7 @@ temporary folder and all processes are removed at the end, also on Ctrl-C.
     python scripts/bench_serve.py                # the numbers in BENCHMARKS.md
     python scripts/bench_serve.py --duration 5   # quicker
     python scripts/bench_serve.py --deploy --only ngserve --only nginx --only accel --only one --only replicas
+    python scripts/bench_serve.py --only nginx --only accel --only verdicts
 """
 
 from __future__ import annotations
@@ -76,7 +81,7 @@ function setup(thread)
 end
 function init(args)
   math.randomseed(os.time() * 1009 + id * 7919)
-  wrk.headers["Origin"] = "{origin}"
+  wrk.headers["Origin"] = "{origin}"{headers}
 end
 function request()
   local path = string.format("{prefix}%d.%d.%d",
@@ -110,6 +115,7 @@ ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), handler).serve_forever()
 NGINX_HTTP = """
 {user}
 worker_processes 2;
+pcre_jit on;
 daemon off;
 master_process on;
 pid {prefix}/nginx.pid;
@@ -231,6 +237,8 @@ def make_data(root: Path, kind: str = "image") -> tuple[int, float]:
 
 # -- servers ---------------------------------------------------------------------------
 class Server:
+    headers: dict[str, str] = {}  # what every request must send (credentials), wrk's included
+
     def __init__(self, name: str, argv: list[str], port: int, cwd: Path | None = None) -> None:
         self.name, self.port = name, port
         self.url = f"http://127.0.0.1:{port}"
@@ -244,7 +252,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.proc.stderr.read().decode(errors='replace')}")
             try:
-                with urllib.request.urlopen(self.url + path, timeout=2) as r:
+                with urllib.request.urlopen(urllib.request.Request(self.url + path, headers=self.headers),
+                                            timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -264,12 +273,13 @@ class Server:
                 self.proc.wait(10)
 
 
-def start_ngserve(data: Path, tmp: Path, src: Path | None = None, name: str = "ngserve --workers 2",
+def start_ngserve(data: Path | None, tmp: Path, src: Path | None = None, name: str = "ngserve --workers 2",
                   workers: int = 2, extra: list[str] | None = None) -> Server:
     """``python -m server`` from ``src`` (default: this checkout); the working folder
-    comes first on sys.path, so another checkout's code runs, e.g. for before/after."""
+    comes first on sys.path, so another checkout's code runs, e.g. for before/after.
+    ``data`` None: the mounts come from a ``--config`` in ``extra``."""
     port = free_port()
-    srv = Server(name, [sys.executable, "-m", "server", "serve", str(data), "--port", str(port),
+    srv = Server(name, [sys.executable, "-m", "server", "serve", *([str(data)] if data else []), "--port", str(port),
                         "--workers", str(workers), "--quiet", *(extra or [])], port,
                  cwd=src or Path(__file__).resolve().parents[1])
     srv.wait_ready("/-/health")
@@ -288,6 +298,7 @@ class Group:
 
     def __init__(self, name: str, front: Server, members: list[Server]) -> None:
         self.name, self.url, self.members = name, front.url, [front, *members]
+        self.headers = front.headers
         self.sessions = [m.proc.pid for m in self.members]
 
     def stop(self) -> None:
@@ -354,6 +365,45 @@ def start_accel(data: Path, tmp: Path) -> Group:
     return start_front("nginx + ngserve accel_redirect", tmp, data, [backend])
 
 
+VERDICT_USER, VERDICT_PASSWORD = "bench", "bench-password"
+
+
+def start_verdicts(data: Path, tmp: Path) -> Group:
+    """nginx configured by ``ngserve nginx-config`` in front of ngserve (2 workers) guarding the
+    data with ``access = "users"``: nginx sends the files, ngserve gives a verdict per folder."""
+    import base64
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp / "verdict-secret").write_text(os.urandom(32).hex())
+    user = subprocess.run([sys.executable, "-m", "server", "user", "add", VERDICT_USER, "--password-stdin"],
+                          input=VERDICT_PASSWORD, capture_output=True, text=True, check=True, cwd=repo, timeout=60).stdout
+    cfg = tmp / "verdicts.toml"
+    cfg.write_text('[auth]\nsecret_file = "verdict-secret"\ntrusted_proxies = ["127.0.0.1"]\n\n'
+                   f'[[mounts]]\nname = ""\nsource = "{data}"\naccess = "users"\n\n{user}')
+    backend = start_ngserve(None, tmp, extra=["--config", str(cfg)], name="ngserve for verdicts")
+    port = free_port()
+    prefix = tmp / f"verdicts-{port}"
+    (prefix / "tmp").mkdir(parents=True)
+    generated = subprocess.run(
+        [sys.executable, "-m", "server", "nginx-config", "--config", str(cfg), "--upstream", f"127.0.0.1:{backend.port}",
+         "--listen", f"127.0.0.1:{port}", "--cache-dir", str(prefix / "verdicts")],
+        capture_output=True, text=True, check=True, cwd=repo, timeout=60).stdout
+    conf = prefix / "nginx.conf"
+    conf.write_text(NGINX_HTTP.format(user="user root;" if os.geteuid() == 0 else "", prefix=prefix)
+                    + generated + "}\n")
+    front = Server("nginx + ngserve verdicts", ["nginx", "-p", str(prefix), "-e", str(prefix / "error.log"),
+                                                 "-c", str(conf)], port)
+    creds = base64.b64encode(f"{VERDICT_USER}:{VERDICT_PASSWORD}".encode()).decode()
+    front.headers = {"Authorization": "Basic " + creds}
+    group = Group(front.name, front, [backend])
+    try:
+        front.wait_ready(f"/{ARRAY}/.zarray")
+    except BaseException:
+        group.stop()
+        raise
+    return group
+
+
 def start_one(data: Path, tmp: Path) -> Server:
     return start_ngserve(data, tmp, workers=1, name="ngserve, one process")
 
@@ -390,7 +440,7 @@ def start_nginx(data: Path, tmp: Path) -> Server:
 def check_answers(srv: Server, data: Path) -> None:
     """One chunk, exact bytes and a CORS header: a fast wrong server is no use."""
     key = f"{ARRAY}/3.1.2"
-    req = urllib.request.Request(f"{srv.url}/{key}", headers={"Origin": ORIGIN})
+    req = urllib.request.Request(f"{srv.url}/{key}", headers={"Origin": ORIGIN, **srv.headers})
     with urllib.request.urlopen(req, timeout=5) as r:
         body = r.read()
         cors = r.headers.get("Access-Control-Allow-Origin")
@@ -463,7 +513,11 @@ def deploy_ratios(per: dict[str, list[Result]], key: dict[str, str]) -> None:
         m = statistics.median(x.rps / y.rps for x, y in zip(per[key["accel"]], per[key["nginx"]]))
         print(f"accel / nginx:                 {ratio('accel', 'nginx')}  target >= 0.9x: "
               f"{'met' if m >= 0.9 else 'MISSED'}")
-    if "accel" in key:
+    if "verdicts" in key and "nginx" in key:
+        m = statistics.median(x.rps / y.rps for x, y in zip(per[key["verdicts"]], per[key["nginx"]]))
+        print(f"verdicts / nginx:              {ratio('verdicts', 'nginx')}  target >= 0.9x: "
+              f"{'met' if m >= 0.9 else 'MISSED'}")
+    if "accel" in key and "ngserve" in key:
         print(f"accel / plain ngserve:         {ratio('accel', 'ngserve')}")
     if "replicas" in key and "one" in key:
         print(f"2 replicas behind nginx / one process: {ratio('replicas', 'one')}")
@@ -483,8 +537,10 @@ def main() -> int:
                         "large: noisy 2 MiB chunks, which ngserve sends with sendfile rather than from memory")
     p.add_argument("--deploy", action="store_true",
                    help="also the deployment set-ups: accel (nginx sends what ngserve allows), one (a single "
-                        "ngserve process) and replicas (nginx in front of two single-process replicas)")
-    p.add_argument("--only", choices=["ngserve", "threading", "nginx", "accel", "one", "replicas"], action="append",
+                        "ngserve process), replicas (nginx in front of two single-process replicas) and verdicts "
+                        "(nginx from `ngserve nginx-config` sends every file, ngserve judges once per folder)")
+    p.add_argument("--only", choices=["ngserve", "threading", "nginx", "accel", "one", "replicas", "verdicts"],
+                   action="append",
                    help="run only these servers (repeatable); ratios need ngserve and the other")
     p.add_argument("--baseline-src", type=Path, metavar="DIR",
                    help="also measure ngserve from another checkout (e.g. before a change), as 'baseline'")
@@ -509,16 +565,22 @@ def main() -> int:
         n, mean = make_data(data, args.data)
         print(f"data ({args.data}): {SHAPE}^3 uint8 zarr v2, {CHUNK}^3 chunks, blosc lz4 clevel 5 shuffle: {n} chunk files, "
               f"mean {mean / 1024:.1f} KiB ({mean / CHUNK**3:.0%} of raw), written in {time.monotonic() - t0:.1f} s")
-        lua = tmp / "random_chunks.lua"
         grid = SHAPE // CHUNK
-        lua.write_text(LUA.format(grid=grid, last=grid - 1, prefix=f"/{ARRAY}/", origin=ORIGIN))
+
+        def lua_for(srv: Server) -> Path:
+            """The load script, sending the server's credentials (if any) with every request."""
+            lines = "".join(f'\n  wrk.headers["{k}"] = "{v}"' for k, v in srv.headers.items())
+            path = tmp / f"random_chunks-{id(srv)}.lua"
+            path.write_text(LUA.format(grid=grid, last=grid - 1, prefix=f"/{ARRAY}/", origin=ORIGIN, headers=lines))
+            return path
+
         print(f"load: wrk -t {args.threads} -c {args.connections} -d {args.duration}s --timeout 2s -s random_chunks.lua "
               f"(keep-alive, uniformly random chunk keys, Origin header), {args.rounds} rounds, servers in turn; "
               f"{args.warmup} s unmeasured warm-up per server first\n")
 
         starters = {"ngserve": start_ngserve, "threading": start_threading, "nginx": start_nginx}
-        if args.deploy or set(args.only or ()) & {"accel", "one", "replicas"}:
-            starters.update(accel=start_accel, one=start_one, replicas=start_replicas)
+        if args.deploy or set(args.only or ()) & {"accel", "one", "replicas", "verdicts"}:
+            starters.update(accel=start_accel, one=start_one, replicas=start_replicas, verdicts=start_verdicts)
         if args.baseline_src:
             starters["baseline"] = lambda d, t: start_ngserve(d, t, args.baseline_src, "baseline ngserve --workers 2")
         for key in (args.only or [k for k in starters if k != "baseline"]) + (["baseline"] if args.baseline_src else []):
@@ -526,7 +588,7 @@ def main() -> int:
             labels[key] = srv.name
             servers.append(srv)
             check_answers(srv, data)
-            run_wrk(srv.url, lua, args.warmup, args.connections, args.threads)  # warm caches; not counted
+            run_wrk(srv.url, lua_for(srv), args.warmup, args.connections, args.threads)  # warm caches; not counted
         head = (f"{'round  server':<34} {'req/s':>8} {'MiB/s':>7} {'p50 ms':>7} {'p99 ms':>8} {'max ms':>7} "
                 f"{'CPU us/req':>8}  "
                 f"errors  load before -> after")
@@ -536,7 +598,7 @@ def main() -> int:
             results = []
             for srv in servers:
                 time.sleep(1)
-                results.append(measure(srv, lua, args))
+                results.append(measure(srv, lua_for(srv), args))
                 print(row(f"{i + 1}      {srv.name}", results[-1]), flush=True)
             rounds.append(results)
     finally:
@@ -579,12 +641,13 @@ def main() -> int:
             m = statistics.median(rs)
             print(f"ngserve / nginx:               {m:.0%} of requests/s, median of rounds "
                   f"({', '.join(f'{x:.0%}' for x in rs)})  target >= 50%: {'met' if m >= 0.5 else 'MISSED'}")
-        deploy_ratios(per, key)
         p99 = statistics.median(r.p99_ms for r in ng)
         print(f"ngserve p99 latency:           {p99:.1f} ms median of rounds (worst {max(r.p99_ms for r in ng):.1f} ms)"
               f"  target < 50 ms: {'met' if p99 < 50 else 'MISSED'}")
         errors = sum(r.errors for r in ng)
         print(f"ngserve errors:                {errors}  target 0: {'met' if errors == 0 else 'MISSED'}")
+    print()
+    deploy_ratios(per, key)
     print(f"\nload average at end: {loadavg()}")
     return 0
 
