@@ -95,7 +95,7 @@ def render(config: ServerConfig, upstreams: list[str], listen: str = "80",
         f"# ngserve ({VERDICT_LOCATION} -> /-/authz) who may read them, caching each allow per folder for\n"
         f"# [server] verdict_ttl = {config.verdict_ttl} s. Put it in nginx's http context (e.g. conf.d/);\n"
         "# regenerate it whenever the mounts change. List nginx's address in [auth] trusted_proxies\n"
-        "# so ngserve keeps nginx's X-Request-ID.\n",
+        "# so ngserve keeps nginx's X-Request-ID; `pcre_jit on;` (main context) speeds the locations.\n",
     ]
     if protected:
         out.append(
