@@ -11,22 +11,36 @@ real answer).
 
 nginx caches an allow per folder and credentials (its cache key), so a viewer reading
 thousands of chunks of one array costs one verdict per folder per ``verdict_ttl``.  An allow
-may only be cached when it holds for every file of that folder: ``X-Accel-Expires: <ttl>``
-then, else ``X-Accel-Expires: 0`` (a token scoped to one file, or to a folder below this one).
-Denials are never cached.
+may only be cached when it holds for every request nginx files under the same key:
+``X-Accel-Expires: <ttl>`` then, else ``X-Accel-Expires: 0`` (a token scoped to one file or
+to a folder below this one; credentials nginx did not put in the key).  Denials are never
+cached.
+
+nginx sends its key along (``X-Verdict-Key``), and that judgement is made on the key alone:
+the folder and the credentials as nginx extracted them.  nginx and aiohttp do not parse
+requests alike (``?%74oken=`` is ``token`` to aiohttp, nothing to nginx's ``$arg_token``; the
+same goes for odd cookie syntax), so judging the request itself could cache an allow won by a
+credential the key does not hold, for anyone without it.  A decision that depends on the key
+alone holds for every request with that key.
 """
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from aiohttp import web
 from yarl import URL
 
-from .auth import AUTHORITY, PRINCIPAL, mount_of
+from .auth import AUTHORITY, PRINCIPAL, SESSION_COOKIE, TOKEN_COOKIE, mount_of
 from .paths import parse_target
 from .routing import TARGET
 
 PATH = "/-/authz"
 ORIGINAL_URI = "X-Original-URI"  # the request being judged: path and query, as the client sent them
+# nginx's cache key for the verdict: the file's folder (decoded, with any /-/t/<token>/ prefix),
+# Authorization, the session and token cookies and ?token=, joined by "|" (ngserve nginx-config).
+KEY = "X-Verdict-Key"
+KEY_PARTS = 5
 TTL = web.AppKey("verdict_ttl", int)
 # A name no file can have (split_path refuses NUL): a request for it is allowed exactly when
 # every file of its folder is, so judging it asks "does this verdict hold for the whole folder?"
@@ -63,9 +77,41 @@ async def handle_authz(request: web.Request) -> web.Response:
     request[PRINCIPAL] = asked.get(PRINCIPAL, "-")
     if not allowed:
         return _answer(status)
-    folder = "/".join([*inner[:-1], _ANY_FILE])
-    whole_folder = authority.allows(await authority.identify(asked), mount, folder)
-    return _answer(200, request.app[TTL] if whole_folder else 0)
+    key = request.headers.get(KEY)
+    cacheable = key is not None and request.app[TTL] > 0 and await _key_reads_folder(request, key)
+    return _answer(200, request.app[TTL] if cacheable else 0)
+
+
+async def _key_reads_folder(request: web.Request, key: str) -> bool:
+    """Whether the credentials in nginx's cache ``key`` alone read every file of the key's folder.
+
+    A function of the key only (however its parts were split), so it holds for every request
+    nginx answers from this cache entry."""
+    authority = request.app[AUTHORITY]
+    parts = key.split("|")
+    if len(parts) != KEY_PARTS:
+        return False
+    folder, authorization, session, token_cookie, arg_token = parts
+    # The folder as nginx matched it, decoded: quoted again, parse_target reads it segment by segment.
+    target = parse_target(quote(folder, safe="/"))
+    if target is None or target.kind not in ("data", "share") or not folder.endswith("/"):
+        return False
+    found = mount_of(authority.mounts, target.segments)
+    if found is None:
+        return False
+    cookies = "; ".join(f"{name}={value}" for name, value in ((SESSION_COOKIE, session), (TOKEN_COOKIE, token_cookie))
+                        if value)
+    headers = {name: value for name, value in (("Authorization", authorization), ("Cookie", cookies)) if value}
+    try:
+        keyed = request.clone(rel_url=URL("/?token=" + arg_token if arg_token else "/", encoded=True), headers=headers)
+    except ValueError:
+        return False
+    keyed[TARGET] = target  # its /-/t/<token>/ prefix
+    try:
+        ident = await authority.identify(keyed)
+    except web.HTTPException:  # a throttled password: no cacheable allow
+        return False
+    return authority.allows(ident, found[0], "/".join([*found[1], _ANY_FILE]))
 
 
 def add_routes(app: web.Application, ttl: int) -> None:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -282,8 +283,14 @@ def test_nginx_config_needs_no_secret_and_says_what_is_wrong(tmp_path):
 def test_the_verdict_says_how_long_nginx_may_keep_it(site):
     server, _, _ = site
 
-    def ask(uri: str, headers: dict | None = None) -> tuple[int, str | None, bytes]:
-        status, h, body = request(server.url, "/-/authz", headers={"X-Original-URI": uri, **(headers or {})})
+    def ask(uri: str, headers: dict | None = None, arg_token: str = "") -> tuple[int, str | None, bytes]:
+        """Ask as nginx does: with its cache key (the URI's folder, then the credentials)."""
+        headers = headers or {}
+        path = uri.partition("?")[0]
+        key = "|".join([urllib.parse.unquote(path.rsplit("/", 1)[0] + "/"), headers.get("Authorization", ""), "", "",
+                        arg_token])
+        status, h, body = request(server.url, "/-/authz", headers={"X-Original-URI": uri, "X-Verdict-Key": key,
+                                                                     **headers})
         return status, h.get("X-Accel-Expires"), body
 
     assert ask("/data/arr/0.0", basic("alice")) == (200, str(TTL), b"")
@@ -291,11 +298,28 @@ def test_the_verdict_says_how_long_nginx_may_keep_it(site):
     assert ask("/data/arr/0.0", basic("bob") | {"Authorization": "Bearer nonsense"})[0] == 401
     one_file = mint(SECRET.encode(), "team", "a/x.bin")
     assert ask(f"/-/t/{one_file}/team/a/x.bin") == (200, "0", b"")  # holds for this file only
-    assert ask(f"/team/a/y.bin?token={one_file}") == (403, "0", b"")
+    assert ask(f"/team/a/y.bin?token={one_file}", arg_token=one_file) == (403, "0", b"")
     deeper = mint(SECRET.encode(), "team", "a")
-    assert ask(f"/team/a/x.bin?token={deeper}") == (200, str(TTL), b"")
+    assert ask(f"/team/a/x.bin?token={deeper}", arg_token=deeper) == (200, str(TTL), b"")
+    assert ask(f"/team/a/x.bin?token={deeper}") == (200, "0", b"")  # a credential the key lacks: not kept
+    assert ask(f"/-/t/{deeper}/team/a/x.bin") == (200, str(TTL), b"")
+    status, h, _ = request(server.url, "/-/authz", headers={"X-Original-URI": "/data/arr/0.0", **basic("alice")})
+    assert (status, h["X-Accel-Expires"]) == (200, "0")  # no key from nginx: nothing to keep
     assert ask(f"/team/z.bin?token={deeper}")[0] == 403
     assert ask("/pub/p.bin") == (200, str(TTL), b"")
     # Anything that is not a file nginx may send is ngserve's to answer.
     for uri in ("/data/arr/", "/data", "/-/zarr/data/arr/.zarray", "/data/arr/..%2F0.0", "/data/.x", "nonsense", ""):
         assert ask(uri, basic("alice"))[:2] == (403, "0"), uri
+
+
+def test_a_credential_nginx_does_not_key_on_is_never_cached(site):
+    """aiohttp reads ``?%74oken=`` as ``token``; nginx's ``$arg_token`` does not. Had the allow it won
+    been cached, it would have been filed under "no credentials" for everyone."""
+    server, proxy, _ = site
+    folder = mint(SECRET.encode(), "team", "b")
+    (site[2] / "team" / "b" / "1.bin").write_bytes(b"one")
+    (site[2] / "team" / "b" / "2.bin").write_bytes(b"two")
+    assert request(proxy.url, f"/team/b/1.bin?%74oken={folder}")[:3:2] == (200, b"one")
+    assert request(proxy.url, "/team/b/2.bin")[0] == 401
+    request(proxy.url, "/team/b/2.bin", headers={"Cookie": f"ngserve_token ={folder}"})  # odd cookie syntax
+    assert request(proxy.url, "/team/b/1.bin")[0] == 401

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
 VERDICT_LOCATION = "/_ngserve_verdict"  # nginx's internal location for the auth subrequest
 CACHE_ZONE = "ngserve_verdicts"
+# nginx's cache key for a verdict, also sent to ngserve (server.authz.KEY): its parts in that order.
+KEY = "$ngserve_dir|$http_authorization|$cookie_ngserve_session|$cookie_ngserve_token|$ngserve_arg_token"
 DEFAULT_CACHE_DIR = "/var/cache/nginx/ngserve_verdicts"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.~-]+$")  # mount names written into a location regex as they are
 _UNSAFE_TEXT = re.compile(r'["\\$;{}\x00-\x1f\x7f]')  # what cannot go in a quoted nginx string as it is
@@ -166,9 +168,10 @@ def _verdict_location() -> str:
         "        proxy_set_header X-Forwarded-User \"\";\n"
         "        proxy_set_header X-Forwarded-Email \"\";\n"
         f"        proxy_cache {CACHE_ZONE};\n"
-        "        # The file's folder (with any /-/t/<token>/ prefix) and every credential ngserve reads.\n"
-        "        proxy_cache_key \"$ngserve_dir|$http_authorization|$cookie_ngserve_session|"
-        "$cookie_ngserve_token|$ngserve_arg_token\";\n"
+        "        # The file's folder (with any /-/t/<token>/ prefix) and every credential ngserve reads;\n"
+        "        # ngserve lets nginx keep an allow only when the key's own parts win it.\n"
+        f"        proxy_cache_key \"{KEY}\";\n"
+        f"        proxy_set_header X-Verdict-Key \"{KEY}\";\n"
         "        proxy_cache_lock on;                   # a burst of chunk reads waits for one verdict\n"
         "        proxy_cache_lock_timeout 5s;\n"
         "        # Only ngserve's X-Accel-Expires decides: the TTL for a folder-wide allow, 0 otherwise.\n"
