@@ -172,8 +172,8 @@ def _verdict_location() -> str:
         "        # ngserve lets nginx keep an allow only when the key's own parts win it.\n"
         f"        proxy_cache_key \"{KEY}\";\n"
         f"        proxy_set_header X-Verdict-Key \"{KEY}\";\n"
-        "        proxy_cache_lock on;                   # a burst of chunk reads waits for one verdict\n"
-        "        proxy_cache_lock_timeout 5s;\n"
+        # No proxy_cache_lock: its waiters poll every 500 ms, a stall for a viewer's first chunks;
+        # a burst of verdicts costs ngserve far less.
         "        # Only ngserve's X-Accel-Expires decides: the TTL for a folder-wide allow, 0 otherwise.\n"
         "        proxy_ignore_headers Cache-Control Expires Set-Cookie Vary;\n"
         "    }\n"
