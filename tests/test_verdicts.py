@@ -169,7 +169,8 @@ def test_a_token_for_one_file_reads_it_but_not_its_sibling(site):
         status, _, body = request(proxy.url, f"/-/t/{token}/team/a/x.bin")
         assert (status, body) == (200, b"x bytes")
     status, _, body = request(proxy.url, f"/-/t/{token}/team/a/y.bin")
-    assert status == 403 and body.startswith(b"403")
+    assert status == 403 and body.startswith(b"403") and reached(server, "/-/t/REDACTED/team/a/y.bin")
+    assert not reached(server, "/-/t/REDACTED/team/a/x.bin")
     assert request(proxy.url, f"/team/a/y.bin?token={token}")[0] == 403
     assert request(proxy.url, f"/team/a/x.bin?token={token}")[:3:2] == (200, b"x bytes")
     # A token for the folder: both files, with one verdict.
@@ -323,3 +324,18 @@ def test_a_credential_nginx_does_not_key_on_is_never_cached(site):
     assert request(proxy.url, "/team/b/2.bin")[0] == 401
     request(proxy.url, "/team/b/2.bin", headers={"Cookie": f"ngserve_token ={folder}"})  # odd cookie syntax
     assert request(proxy.url, "/team/b/1.bin")[0] == 401
+
+
+def test_folder_names_with_spaces_and_percent_signs_share_one_verdict(site):
+    server, proxy, root = site
+    folder = root / "team" / "50% done x"
+    folder.mkdir()
+    (folder / "1.bin").write_bytes(b"one")
+    (folder / "2.bin").write_bytes(b"two")
+    token = mint(SECRET.encode(), "team", "50% done x")
+    before = verdicts(server)
+    for name, body in (("1", b"one"), ("2", b"two")):
+        assert request(proxy.url, f"/-/t/{token}/team/50%25%20done%20x/{name}.bin")[:3:2] == (200, body)
+    assert verdicts(server) - before == 1 and not reached(server, "/-/t/REDACTED/team/50%25%20done%20x/[12].bin")
+    other = mint(SECRET.encode(), "team", "50")  # a folder whose name the first one's starts with
+    assert request(proxy.url, f"/-/t/{other}/team/50%25%20done%20x/1.bin")[0] == 403
