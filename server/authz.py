@@ -54,6 +54,8 @@ def _answer(status: int, ttl: int = 0) -> web.Response:
 
 
 async def handle_authz(request: web.Request) -> web.Response:
+    """200 when the asker may read the file at ``X-Original-URI``, with how long nginx may keep
+    that for the folder; 401 or 403 (never kept) otherwise."""
     authority = request.app[AUTHORITY]
     original = request.headers.get(ORIGINAL_URI, "")
     raw_path = original.partition("?")[0]
