@@ -237,6 +237,11 @@ def test_listings_and_server_pages_come_from_ngserve(site):
     status, _, body = request(proxy.url, "/-/health")
     assert status == 200 and b'"status": "ok"' in body and reached(server, "/-/health")
     assert request(proxy.url, "/data/arr/0.0", method="OPTIONS")[0] == 204  # ngserve's preflight
+    request(proxy.url, "/-/zarr/data/arr/.zarray", headers=auth)  # a view: ngserve's, whatever it answers
+    assert reached(server, "/-/zarr/data/arr/.zarray")
+    token = mint(SECRET.encode(), "team", "a")
+    request(proxy.url, f"/-/t/{token}/-/zarr/team/a/x.bin")
+    assert reached(server, "/-/t/REDACTED/-/zarr/team/a/x.bin")
     status, _, _ = request(proxy.url, "/-/authz", headers={"X-Original-URI": "/data/arr/0.0", **auth})
     assert status == 200  # reachable, but it tells the asker only about themselves
 
