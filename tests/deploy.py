@@ -158,6 +158,8 @@ class Nginx:
             "      proxy_set_header Connection \"\";\n"
             "      proxy_set_header Host $http_host;\n"
             "      proxy_set_header X-Request-ID $request_id;\n"
+            # Clients may not say who they are: ngserve trusts these headers from this proxy.
+            "      proxy_set_header X-Forwarded-User \"\";\n      proxy_set_header X-Forwarded-Email \"\";\n"
             "      proxy_next_upstream error timeout http_502;\n"
             "      proxy_connect_timeout 2s;\n"
             "      proxy_buffering off;\n"  # as the README advises: X-Accel-Redirect works the same
