@@ -53,14 +53,21 @@ class Unread:
         response.read()
         return response.status
 
-    def wait_listening(self) -> None:
-        for _ in range(300):
-            try:
+    def wait_listening(self, workers: int) -> None:
+        """Until every worker listens (each has its own SO_REUSEPORT socket): a worker still
+        starting would get the connections later, or the SIGTERM while it imports."""
+        for _ in range(600):
+            if self._listeners() >= workers:
                 assert self.get("/-/health", fresh=True) == 200
                 return
-            except ConnectionRefusedError:
-                threading.Event().wait(0.1)
+            assert self.proc.poll() is None, "the server ended"
+            threading.Event().wait(0.1)
         raise AssertionError("the server never listened")
+
+    def _listeners(self) -> int:
+        with open("/proc/net/tcp") as f:
+            rows = [line.split() for line in f.readlines()[1:]]
+        return sum(1 for r in rows if r[1].endswith(f":{self.port:04X}") and r[3] == "0A")  # 0A: LISTEN
 
     def read_all(self) -> str:
         """Stop the server while reading its stderr, as a reader that came back would."""
@@ -100,7 +107,7 @@ def test_unread_log_output_drops_lines_and_never_stalls_requests(tmp_path, worke
     requests = 3000
     server = Unread(tmp_path, "--workers", str(workers))
     try:
-        server.wait_listening()
+        server.wait_listening(workers)
         for i in range(requests):
             assert server.get(f"/-/health?n={i}&pad={pad}", fresh=i % 50 == 0) == 200
         dropped = _dropped_metric(server)
@@ -125,7 +132,7 @@ def test_lines_queued_while_unread_are_all_written_at_shutdown(tmp_path, log_for
     requests = 560 if log_format == "text" else 280
     server = Unread(tmp_path, "--workers", str(workers), "--log-format", log_format)
     try:
-        server.wait_listening()
+        server.wait_listening(workers)
         for i in range(requests):
             assert server.get(f"/-/health?n={i}&pad={pad}", fresh=i % 20 == 0) == 200
         log = server.read_all()  # SIGTERM first, then read: the queued lines must still come out
@@ -154,3 +161,17 @@ def test_a_read_log_loses_no_line(start_server, tmp_path):
     got = sorted(int(m.group(1)) for line in srv.requested(r"\?line=") for m in [re.search(r"\?line=(\d+) ", line)])
     assert got == list(range(requests))
     assert not any(DROPPED.search(line) for line in srv.log)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigterm_stops_the_server_whose_output_is_never_read(tmp_path, workers):
+    pad = "s" * 2000
+    server = Unread(tmp_path, "--workers", str(workers))
+    try:
+        server.wait_listening(workers)
+        for i in range(1500):  # the pipe and the queue full: the writer is stuck for good
+            assert server.get(f"/-/health?n={i}&pad={pad}", fresh=i % 50 == 0) == 200
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(30) == 0  # it gives up on the unread lines instead of waiting forever
+    finally:
+        server.close()
