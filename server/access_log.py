@@ -25,6 +25,7 @@ from aiohttp.web import BaseRequest, StreamResponse
 
 from . import metrics, request_id
 from .auth import PRINCIPAL
+from .log_writer import QueuedStreamHandler
 from .request_id import KEY as REQUEST_ID, current_request_id
 from .routing import TARGET
 
@@ -110,15 +111,20 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(log_format: str, access_lines: bool) -> None:
-    """The process's log handler on stderr, text or JSON, and whether access lines are written."""
+    """The process's log handler on stderr, text or JSON, and whether access lines are written.
+
+    Lines are written by a thread of their own (:mod:`server.log_writer`): stderr nobody reads
+    must not stall the event loop.  Python's warnings go the same way rather than straight to stderr.
+    """
     global _json, _lines
     _json, _lines = log_format == "json", access_lines
-    handler = logging.StreamHandler(sys.stderr)
+    handler = QueuedStreamHandler(sys.stderr)
     if _json:
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    logging.captureWarnings(True)
 
 
 class OneLineBadRequests(logging.Filter):

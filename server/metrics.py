@@ -46,6 +46,8 @@ CACHE_MISSES = Counter("ngserve_cache_misses", "Reads a cache could not answer",
 CACHE_BYTES = Gauge("ngserve_cache_bytes", "Bytes held in memory by a cache", ["cache"], multiprocess_mode="livesum")
 ACCEL_BYTES = Counter("ngserve_accel_bytes",
                       "Body bytes handed to nginx to send (X-Accel-Redirect): the file, or the range asked")
+LOG_DROPPED = Counter("ngserve_log_dropped",
+                      "Log lines dropped because the log output (stderr) was not read fast enough")
 CONNECTIONS = Gauge("ngserve_open_connections", "Open client connections", multiprocess_mode="livesum")
 
 _pending: dict[tuple[str, int], list] = {}  # (kind, status) -> [count, bytes, seconds, per-bucket counts]

@@ -92,6 +92,16 @@ def _worker(
     )
 
 
+def _spawned_worker(*args) -> None:
+    """:func:`_worker` in a process of its own."""
+    try:
+        _worker(*args)
+    except KeyboardInterrupt:
+        # Told to stop (the parent passes SIGTERM on as SIGINT) while still starting, before
+        # run_app handles the signals: end quietly, not with a traceback on stderr and exit code 1.
+        pass
+
+
 def _check_app(config: ServerConfig) -> None:
     """Build the app once before binding, so a bad source or data folder stops start-up
     with one line instead of a traceback in every worker."""
@@ -202,7 +212,7 @@ def _forget_worker_gauges(pid: int) -> None:
 def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool, open_url: str | None) -> None:
     ctx = multiprocessing.get_context("spawn")
     procs = [
-        ctx.Process(target=_worker, args=(config, None, port, access_log, open_url if i == 0 else None), daemon=True)
+        ctx.Process(target=_spawned_worker, args=(config, None, port, access_log, open_url if i == 0 else None), daemon=True)
         for i in range(workers)
     ]
     for p in procs:
