@@ -215,9 +215,6 @@ def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool
         ctx.Process(target=_spawned_worker, args=(config, None, port, access_log, open_url if i == 0 else None), daemon=True)
         for i in range(workers)
     ]
-    for p in procs:
-        p.start()
-
     stop_by: list[float] = []  # when the workers must be gone, once told to stop
 
     def stop(signum, frame):  # pass the signal on; the workers drain, then exit
@@ -227,8 +224,14 @@ def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool
             if p.is_alive():
                 os.kill(p.pid, signal.SIGINT)
 
+    # Handlers before the first start: a stop signal while workers start must reach them all,
+    # not kill this process with its default action and leave the started ones holding the port.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for p in procs:
+        if stop_by:
+            break
+        p.start()
     gone: set[int] = set()
     while any(p.is_alive() for p in procs):
         for p in procs:
@@ -241,5 +244,5 @@ def _run_workers(config: ServerConfig, workers: int, port: int, access_log: bool
                 if p.is_alive():
                     log.warning("worker %d did not stop within drain_seconds; killing it", p.pid)
                     p.kill()
-    if any(p.exitcode not in (0, -signal.SIGINT, -signal.SIGTERM) for p in procs):
+    if any(p.exitcode not in (None, 0, -signal.SIGINT, -signal.SIGTERM) for p in procs):  # None: never started
         sys.exit(1)
