@@ -46,6 +46,7 @@ from .tokens import SESSION, Claims, TokenError, mint_session, verify
 PRINCIPAL = "ngserve.principal"  # request key: who is asking, for the access log
 SESSION_COOKIE = "ngserve_session"
 TOKEN_COOKIE = "ngserve_token"
+_REJECTED_MEMORY = 2.0  # seconds a failed password is remembered: a repeat at once is not a new guess
 _BASIC_MEMORY = 300.0  # seconds a verified basic-auth password is remembered (scrypt is slow on purpose)
 # scrypt runs on its own few threads: a flood of wrong passwords then queues there
 # instead of filling the default executor that file reads and short links use.
@@ -98,6 +99,7 @@ class Authority:
         self.users = {u.name: u.password_hash for u in config.users}
         self.proxies = [ipaddress.ip_network(p, strict=False) for p in config.auth.trusted_proxies]
         self._verified: OrderedDict[bytes, float] = OrderedDict()
+        self._rejected: OrderedDict[bytes, float] = OrderedDict()  # wrong guesses, for _REJECTED_MEMORY
         self._pending: dict[bytes, asyncio.Future] = {}  # verifications under way, by the same key
         self.password_pool = concurrent.futures.ThreadPoolExecutor(PASSWORD_THREADS, "ngserve-password")
         self.user_failures = FailureBackoff(threshold=USER_FAILURES)
@@ -189,15 +191,24 @@ class Authority:
         until = self._verified.get(key)
         if until is not None and until > time.monotonic():
             return True  # a remembered success is no guess: an attack on this name does not stop it
+        if self._rejected.get(key, 0.0) > time.monotonic():
+            # The same wrong guess again at once (nginx's verdict subrequest, then its fallback to
+            # ngserve for the 401) is one attempt: still refused while backing off, not counted twice.
+            for backoff, k in self._counters(user, address):
+                backoff.check(k)
+            return False
         # The same credentials at once (a client's parallel chunk requests) share one
         # verification and count as one attempt.
         pending = self._pending.get(key) or self._start_check(key, user, password, stored, address)
         return await asyncio.shield(pending)  # one request going away does not cancel the others' answer
 
+    def _counters(self, user: str, address: str | None) -> list[tuple[FailureBackoff, str]]:
+        return [(self.user_failures, user)] + ([(self.address_failures, address)] if address else [])
+
     def _start_check(
         self, key: bytes, user: str, password: str, stored: str | None, address: str | None
     ) -> asyncio.Future:
-        counters = [(self.user_failures, user)] + ([(self.address_failures, address)] if address else [])
+        counters = self._counters(user, address)
         for backoff, k in counters:
             backoff.check(k)
         # Counted as failed before scrypt runs, so a burst of parallel guesses cannot all
@@ -209,7 +220,12 @@ class Authority:
 
         def done(f: asyncio.Future) -> None:
             del self._pending[key]
-            if f.cancelled() or f.exception() is not None or not f.result():
+            if f.cancelled() or f.exception() is not None:
+                return
+            if not f.result():
+                self._rejected[key] = time.monotonic() + _REJECTED_MEMORY
+                while len(self._rejected) > 1024:
+                    self._rejected.popitem(last=False)
                 return
             for backoff, k in counters:
                 backoff.succeeded(k)

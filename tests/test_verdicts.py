@@ -344,3 +344,14 @@ def test_folder_names_with_spaces_and_percent_signs_share_one_verdict(site):
     assert verdicts(server) - before == 1 and not reached(server, "/-/t/REDACTED/team/50%25%20done%20x/[12].bin")
     other = mint(SECRET.encode(), "team", "50")  # a folder whose name the first one's starts with
     assert request(proxy.url, f"/-/t/{other}/team/50%25%20done%20x/1.bin")[0] == 403
+
+
+def test_a_wrong_password_through_nginx_is_one_failed_attempt(site):
+    """nginx asks for a verdict, then hands the 401 to ngserve: the same guess twice at once
+    counts once, so a user backs off after USER_FAILURES guesses, not half as many."""
+    from server import auth
+    _, proxy, _ = site
+    for i in range(auth.USER_FAILURES - 1):
+        wrong = {"Authorization": "Basic " + base64.b64encode(f"bob:typo-{i}".encode()).decode()}
+        assert request(proxy.url, "/data/arr/0.0", headers=wrong)[0] == 401
+    assert request(proxy.url, "/data/arr/0.0", headers=basic("bob"))[0] == 200
