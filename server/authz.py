@@ -26,6 +26,8 @@ alone holds for every request with that key.
 
 from __future__ import annotations
 
+import math
+import time
 from urllib.parse import quote
 
 from aiohttp import web
@@ -34,6 +36,7 @@ from yarl import URL
 from .auth import AUTHORITY, PRINCIPAL, SESSION_COOKIE, TOKEN_COOKIE, mount_of
 from .paths import parse_target
 from .routing import TARGET
+from .tokens import TokenError, verify
 
 PATH = "/-/authz"
 ORIGINAL_URI = "X-Original-URI"  # the request being judged: path and query, as the client sent them
@@ -80,40 +83,52 @@ async def handle_authz(request: web.Request) -> web.Response:
     if not allowed:
         return _answer(status)
     key = request.headers.get(KEY)
-    cacheable = key is not None and request.app[TTL] > 0 and await _key_reads_folder(request, key)
-    return _answer(200, request.app[TTL] if cacheable else 0)
+    ttl = await _folder_seconds(request, key) if key is not None and request.app[TTL] > 0 else 0
+    return _answer(200, ttl)
 
 
-async def _key_reads_folder(request: web.Request, key: str) -> bool:
-    """Whether the credentials in nginx's cache ``key`` alone read every file of the key's folder.
+async def _folder_seconds(request: web.Request, key: str) -> int:
+    """How long the credentials in nginx's cache ``key`` alone read every file of the key's
+    folder: ``verdict_ttl``, less if a token or session in the key expires sooner; 0 if they
+    do not read the whole folder.
 
     A function of the key only (however its parts were split), so it holds for every request
     nginx answers from this cache entry."""
     authority = request.app[AUTHORITY]
     parts = key.split("|")
     if len(parts) != KEY_PARTS:
-        return False
+        return 0
     folder, authorization, session, token_cookie, arg_token = parts
     # The folder as nginx matched it, decoded: quoted again, parse_target reads it segment by segment.
     target = parse_target(quote(folder, safe="/"))
     if target is None or target.kind not in ("data", "share") or not folder.endswith("/"):
-        return False
+        return 0
     found = mount_of(authority.mounts, target.segments)
     if found is None:
-        return False
+        return 0
     cookies = "; ".join(f"{name}={value}" for name, value in ((SESSION_COOKIE, session), (TOKEN_COOKIE, token_cookie))
                         if value)
     headers = {name: value for name, value in (("Authorization", authorization), ("Cookie", cookies)) if value}
     try:
         keyed = request.clone(rel_url=URL("/?token=" + arg_token if arg_token else "/", encoded=True), headers=headers)
     except ValueError:
-        return False
+        return 0
     keyed[TARGET] = target  # its /-/t/<token>/ prefix
     try:
         ident = await authority.identify(keyed)
     except web.HTTPException:  # a throttled password: no cacheable allow
-        return False
-    return authority.allows(ident, found[0], "/".join([*found[1], _ANY_FILE]))
+        return 0
+    if not authority.allows(ident, found[0], "/".join([*found[1], _ANY_FILE])):
+        return 0
+    # Not past a credential's end: an expired token or session must stop reading when it ends.
+    expiries = [t.expires for t in ident.tokens]
+    if session and authority.secret:
+        try:
+            expiries.append(verify(authority.secret, session).expires)
+        except TokenError:
+            pass
+    ttl = request.app[TTL]
+    return max(0, min(ttl, math.floor(min(expiries) - time.time()))) if expiries else ttl
 
 
 def add_routes(app: web.Application, ttl: int) -> None:

@@ -17,7 +17,7 @@ import pytest
 from conftest import ServerProcess
 from deploy import Nginx, free_port
 from server.passwords import hash_password
-from server.tokens import mint
+from server.tokens import mint, mint_session
 from test_replicas import request
 
 SECRET = "verdict-test-secret-0123456789abcdef"
@@ -309,6 +309,14 @@ def test_the_verdict_says_how_long_nginx_may_keep_it(site):
     assert ask(f"/team/a/x.bin?token={deeper}", arg_token=deeper) == (200, str(TTL), b"")
     assert ask(f"/team/a/x.bin?token={deeper}") == (200, "0", b"")  # a credential the key lacks: not kept
     assert ask(f"/-/t/{deeper}/team/a/x.bin") == (200, str(TTL), b"")
+    # Kept no longer than the credential lives: a token or session about to expire is asked about again.
+    ending = mint(SECRET.encode(), "team", "a", ttl=TTL - 1)
+    assert ask(f"/-/t/{ending}/team/a/x.bin")[:2] in ((200, str(TTL - 1)), (200, str(TTL - 2)))
+    session = mint_session(SECRET.encode(), "alice", ttl=TTL - 1)
+    status, h, _ = request(server.url, "/-/authz", headers={
+        "X-Original-URI": "/data/arr/0.0", "Cookie": f"ngserve_session={session}",
+        "X-Verdict-Key": f"/data/arr/||{session}||"})
+    assert (status, h["X-Accel-Expires"]) in ((200, str(TTL - 1)), (200, str(TTL - 2)))
     status, h, _ = request(server.url, "/-/authz", headers={"X-Original-URI": "/data/arr/0.0", **basic("alice")})
     assert (status, h["X-Accel-Expires"]) == (200, "0")  # no key from nginx: nothing to keep
     assert ask(f"/team/z.bin?token={deeper}")[0] == 403
