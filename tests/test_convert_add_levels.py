@@ -165,7 +165,10 @@ def test_two_d_image_stays_two_d(tmp_path, version):
     img = tmp_path / "img.zarr"
     axes = [("y", "space", "nanometer"), ("x", "space", "nanometer")]
     _ome_image(img, data, axes, version, [4.0, 4.0], [0.0, 0.0])
-    volumes.convert(img, add_levels=3, method="max", max_memory=20_000)
+    calls = []
+    volumes.convert(img, add_levels=3, method="max", max_memory=20_000, progress=lambda *a: calls.append(a))
+    assert calls[-1] == (23 * 19 + 12 * 10 + 6 * 5,) * 2  # the voxels written, not those read
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
     ms = _multiscale(img, version)
     prev = data
     for k in (1, 2, 3):

@@ -111,7 +111,7 @@ def convert(
     ``add_levels=N`` instead adds N coarser levels to the OME-Zarr image ``inputs`` in place (from
     its coarsest level, or ``from_level``, replacing the levels after it); see
     :func:`volumes.convert_add_levels.add_levels`.  Only ``method``, ``max_memory``, ``workers``,
-    ``overwrite`` and ``resume`` apply.
+    ``overwrite``, ``resume`` and ``progress`` apply.
     """
     started = time.monotonic()
     _limit_arenas()
@@ -121,7 +121,7 @@ def convert(
         if output is not None and Path(output) != Path(inputs):
             raise ConvertError("--add-levels extends one OME-Zarr in place: give only its path")
         return extend(inputs, add_levels, from_level=from_level, method=method, max_memory=max_memory, workers=workers,
-                      overwrite=overwrite, resume=resume)
+                      overwrite=overwrite, resume=resume, progress=progress)
     if from_level is not None:
         raise ConvertError("--from-level goes with --add-levels")
     if output is None:
@@ -430,7 +430,7 @@ def _task_voxels(plan: _Plan, job: _Job, t: int) -> int:
     r, index = task_list(plan.tiling)[t]
     base, top = plan.tiling.rounds()[r]
     c = job.shapes[0][0]
-    first = base if r == 0 else base + 1
+    first = base if r == 0 and plan.write_base else base + 1
     count = 0
     for level in range(first, top + 1):
         box = _scale_box(plan.tiling, top, index, level)

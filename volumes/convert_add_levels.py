@@ -25,6 +25,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -139,13 +140,15 @@ def _summary(root: Path, commit: dict, started: float, resumed: int) -> dict:
 
 
 def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = None, method: str | None = None,
-               max_memory: int, workers: int | None = None, overwrite: bool = False, resume: bool = False) -> dict:
+               max_memory: int, workers: int | None = None, overwrite: bool = False, resume: bool = False,
+               progress: Callable[[int, int], None] | None = None) -> dict:
     """Add ``count`` levels to the OME-Zarr image at ``path``, each downsampled from the one before,
     starting from its coarsest level (or ``from_level``, replacing the levels after it, which
-    needs ``overwrite``).  ``resume`` continues a run with the same options that was stopped."""
+    needs ``overwrite``).  ``resume`` continues a run with the same options that was stopped.
+    ``progress(done, total)`` is called with the voxels written after each task."""
     from . import open_dataset
     from .conversion import (CENTRED, METHODS, WORK, _factors, _Job, _merge, _plan_tiles, _Plan, _release_memory, _run_task,
-                             _start, record, task_list)
+                             _start, _task_voxels, record, task_list)
 
     started = time.monotonic()
     root = Path(path)
@@ -224,10 +227,16 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
                 **({"open": True} if done else {"create": True, "delete_existing": True})}
         stores.append(_zyx_view(ts.open(spec, context=context).result(), kinds, c))
     plan = _Plan([job], version, grid, None, None, tiling, {}, "", workers, staging, fingerprint, write_base=False)
-    for t in range(len(task_list(tiling))):
+    tasks = range(len(task_list(tiling)))
+    total = sum(_task_voxels(plan, job, t) for t in tasks)
+    written = sum(_task_voxels(plan, job, t) for t in done)
+    for t in tasks:
         if t not in done:
             record(staging, manifest, "", t, _run_task(plan, 0, t, stores)[0])
             _release_memory()
+            written += _task_voxels(plan, job, t)
+            if progress:
+                progress(written, total)
 
     # Statistics in task order, so a resumed run sums them exactly as an uninterrupted one.
     stats: dict[str, list] = {}
@@ -258,7 +267,7 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
         "request": request, "version": version, "attrs": new_attrs, "added": new_paths, "dropped": dropped,
         "levels": base + 1 + count, "shapes": [per_axis(meta["shape"], s) for s in shapes[1:]],
         "voxels": sum(c * math.prod(s) for s in shapes[1:]), "dtype": str(np.dtype(source.dtype)),
-        "tasks": len(task_list(tiling))}
+        "tasks": len(tasks)}
     write_json(staging / WORK / "manifest.json", manifest)  # from here a stop is finished by --resume, or undone
     _move_in(root, staging, commit)
     return _summary(root, commit, started, len(done))

@@ -77,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add N coarser levels to the existing OME-Zarr image given as the only path, in place")
     p.add_argument("--from-level", type=int, metavar="K",
                    help="with --add-levels: build from level K (replacing the levels after it), not the coarsest")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUTPUT (with --add-levels: rebuild levels that exist)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
     p.set_defaults(run=run)
 
@@ -128,14 +129,18 @@ def _add_levels(args: argparse.Namespace) -> int:
 
     if len(args.paths) != 1:
         raise UsageError("--add-levels extends one OME-Zarr in place: give only its path")
+    bar = progress_bar()
     try:
         summary = convert(args.paths[0], add_levels=args.add_levels, from_level=args.from_level, method=args.method,
                           max_memory=args.max_memory, workers=args.workers, overwrite=args.overwrite,
-                          resume=args.resume)
+                          resume=args.resume, progress=bar)
     except (SourceError, ConvertError) as exc:
         raise UsageError(first_line(exc)) from None
     except ValueError as exc:
         raise UsageError(f"{args.paths[0]}: {first_line(exc)}") from None
+    finally:
+        if bar:
+            bar.close()
     shapes = " ".join("x".join(str(d) for d in shape) for shape in summary["shapes"])
     print(f"{summary['output']}: added levels {', '.join(summary['added'])} ({shapes}); {summary['levels']} levels "
           f"in all, in {summary['seconds']:.1f} s"
