@@ -135,27 +135,31 @@ def test_a_stop_while_committing_is_undone_or_finished_by_resume(tmp_path, monke
 @pytest.mark.parametrize("version", [2, 3])
 def test_five_d_image_gets_levels_of_its_space_axes(tmp_path, version):
     rng = np.random.default_rng(3)
-    data = (rng.random((1, 2, 13, 22, 17)) * 1000).astype(np.uint16)
+    data = (rng.random((3, 2, 13, 22, 17)) * 1000).astype(np.uint16)  # three time points of two channels
     img = tmp_path / "img.zarr"
     axes = [("t", "time", "second"), ("c", "channel", None), ("z", "space", "micrometer"),
             ("y", "space", "micrometer"), ("x", "space", "micrometer")]
     _ome_image(img, data, axes, version, [1.0, 1.0, 2.0, 0.5, 0.25], [0.0, 0.0, 10.0, 0.0, 4.0], chunk=4)
-    r = _cli("convert", "--add-levels", "2", img, "--max-memory", "20KiB")  # small tiles: seams
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_after_first_task(img, max_memory=20 << 10)  # small tiles: seams
+    assert json.loads((img / MANIFEST).read_text())["done"] == {"0": [0]}  # per time point
+    r = _cli("convert", "--add-levels", "2", img, "--max-memory", "20KiB", "--resume")
     assert r.returncode == 0, r.stderr
+    assert "resumed after 1 finished tasks" in r.stdout
     ms = _multiscale(img, version)
     assert [d["path"] for d in ms["datasets"]] == ["0", "1", "2"]
     prev = data
     for k in (1, 2):
         got = _read(img, str(k), version)
         want = np.stack([np.stack([reference_downsample(ch, "mean") for ch in t]) for t in prev])
-        assert got.shape == want.shape == (1, 2, *want.shape[2:])
+        assert got.shape == want.shape == (3, 2, *want.shape[2:])
         np.testing.assert_array_equal(got, want, err_msg=f"level {k}")
         prev = got
         scale, trans = (t[t["type"]] for t in ms["datasets"][k]["coordinateTransformations"])
         f = 2 ** k
         assert scale == [1.0, 1.0, 2.0 * f, 0.5 * f, 0.25 * f]  # t and c are not downsampled
         assert trans == pytest.approx([0.0, 0.0, 10 + (f - 1) * 1.0, (f - 1) * 0.25, 4 + (f - 1) * 0.125])
-    assert np.asarray(zarr.open_array(str(img / "2"), mode="r")).shape == (1, 2, 4, 6, 5)
+    assert np.asarray(zarr.open_array(str(img / "2"), mode="r")).shape == (3, 2, 4, 6, 5)
     _validate(img, version)
 
 
@@ -237,7 +241,7 @@ def test_resume_refuses_other_options(tmp_path):
     assert "resumed after 1 finished tasks" in r.stdout
 
 
-def _interrupt_after_first_task(img: Path) -> None:
+def _interrupt_after_first_task(img: Path, max_memory: int = 40 << 10) -> None:
     from volumes import conversion
 
     real = conversion.record
@@ -248,7 +252,7 @@ def _interrupt_after_first_task(img: Path) -> None:
 
     conversion.record = stop
     try:
-        volumes.convert(img, add_levels=2, max_memory=40 << 10, workers=1)
+        volumes.convert(img, add_levels=2, max_memory=max_memory, workers=1)
     finally:
         conversion.record = real
 

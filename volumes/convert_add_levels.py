@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -69,16 +70,16 @@ def _next_path(paths: list[str], index: int) -> str:
     raise ConvertError(f"levels named {paths}: cannot tell what to name new ones (expected 0, 1, … or s0, s1, …)")
 
 
-def _zyx_view(store, kinds: list[str], c: int):
+def _zyx_view(store, kinds: list[str], c: int, at: dict[int, int]):
     """``store`` (the image's own axes order) indexed ``(c, z, y, x)``, or ``(z, y, x)`` for one
-    channel, as :func:`volumes.conversion._run_task` reads and writes levels: other axes (``t``, of
-    size 1) at 0, and a 2-D image given a z axis of size 1."""
+    channel, as :func:`volumes.conversion._run_task` reads and writes levels: the other axes (``t``,
+    …) at their index in ``at``, and a 2-D image given a z axis of size 1."""
     import tensorstore as ts
 
     space = [i for i, k in enumerate(kinds) if k == "space"]
     channel = [i for i, k in enumerate(kinds) if k == "channel"] if c > 1 else []
     kept = sorted(space + channel)
-    view = store[tuple(slice(None) if i in kept else 0 for i in range(len(kinds)))]
+    view = store[tuple(slice(None) if i in kept else at.get(i, 0) for i in range(len(kinds)))]
     view = view[ts.d[:].transpose[[kept.index(i) for i in channel + space]]]
     if len(space) == 2:
         view = view[(slice(None),) * len(channel) + (ts.newaxis,)]
@@ -179,8 +180,18 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
         ("mode" if "image-label" in ome else "mean")
     if method not in METHODS:
         raise ConvertError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
-    source = _from_dataset(open_dataset(str(root)), str(root), level=base)  # refuses what convert cannot read
-    c = source.shape[0]
+    meta = _array_meta(root, datasets[base]["path"], version)
+    # Every index of the other axes (t, …) is an image of its own, built by its own tasks.
+    others = [i for i, k in enumerate(kinds) if k not in ("space", "channel")]
+    points = list(itertools.product(*(range(meta["shape"][i]) for i in others)))
+    ds = open_dataset(str(root))
+
+    def job_at(point: tuple) -> _Job:
+        source = _from_dataset(ds, str(root), level=base, at=dict(zip(others, point)))  # refuses what convert cannot
+        return _Job(",".join(map(str, point)), source, source.dtype, method, "image-label" in ome, None)
+
+    first = job_at(points[0])
+    c = first.source.shape[0]
 
     paths = [d["path"] for d in datasets[:base + 1]]
     new_paths: list[str] = []
@@ -191,14 +202,11 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     if present and not overwrite:
         raise ConvertError(f"{root}: level(s) {', '.join(present)} exist; pass --overwrite to replace them")
 
-    meta = _array_meta(root, datasets[base]["path"], version)
     chunks = meta["chunk_grid"]["configuration"]["chunk_shape"] if version == 3 else meta["chunks"]
     grid = [1] * (3 - len(space)) + [int(chunks[i]) for i in space]  # the write chunk (shard), z, y, x
-    job = _Job("", source, source.dtype, method, "image-label" in ome, None)
-    tiling = _plan_tiles([job], count + 1, tuple(grid), max_memory)
-    shapes = tiling.shapes
-    job.shapes = [(c, *s) for s in shapes]
-    job.factors = factors = _factors(tiling)
+    tiling = _plan_tiles([first], count + 1, tuple(grid), max_memory)
+    shapes, factors = tiling.shapes, _factors(tiling)
+    first.shapes, first.factors = [(c, *s) for s in shapes], factors
 
     def per_axis(values: list, zyx) -> list:
         """``values`` (one per axis of the image) with its space axes' entries from ``zyx``."""
@@ -211,42 +219,49 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
         {"request": [count, base, method], "datasets": datasets[:base + 1], "meta": meta, "shapes": shapes,
          "tiles": [tiling.write, tiling.k0, tiling.rounds()], "names": new_paths}).encode()).hexdigest()
     manifest = _start(staging, fingerprint, resume)
-    done = set(manifest["done"].setdefault("", []))
-    manifest["stats"].setdefault("", {})
+    resumed = sum(len(v) for v in manifest["done"].values())
 
     import tensorstore as ts
 
     limits = {"limit": workers} if workers else {"limit": "shared"}
     context = ts.Context({"data_copy_concurrency": limits, "file_io_concurrency": limits})
-    stores: list = [None]  # level 0 of the tiling is the existing level, only read (write_base=False)
+    arrays = []
     for k, name in enumerate(new_paths, start=1):
         level_meta = {key: v for key, v in meta.items() if key not in ("zarr_format", "node_type", "attributes")}
         level_meta["shape"] = per_axis(meta["shape"], shapes[k])
         spec = {"driver": "zarr3" if version == 3 else "zarr",
                 "kvstore": {"driver": "file", "path": str(staging / name) + "/"}, "metadata": level_meta,
-                **({"open": True} if done else {"create": True, "delete_existing": True})}
-        stores.append(_zyx_view(ts.open(spec, context=context).result(), kinds, c))
-    plan = _Plan([job], version, grid, None, None, tiling, {}, "", workers, staging, fingerprint, write_base=False)
+                **({"open": True} if resumed else {"create": True, "delete_existing": True})}
+        arrays.append(ts.open(spec, context=context).result())
     tasks = range(len(task_list(tiling)))
-    total = sum(_task_voxels(plan, job, t) for t in tasks)
-    written = sum(_task_voxels(plan, job, t) for t in done)
-    for t in tasks:
-        if t not in done:
-            record(staging, manifest, "", t, _run_task(plan, 0, t, stores)[0])
-            _release_memory()
-            written += _task_voxels(plan, job, t)
-            if progress:
-                progress(written, total)
-
-    # Statistics in task order, so a resumed run sums them exactly as an uninterrupted one.
+    plan = _Plan([first], version, grid, None, None, tiling, {}, "", workers, staging, fingerprint, write_base=False)
+    per_job = [_task_voxels(plan, first, t) for t in tasks]
+    total, written = len(points) * sum(per_job), sum(per_job[t] for finished in manifest["done"].values() for t in finished)
     stats: dict[str, list] = {}
-    for t in sorted(manifest["stats"][""], key=int):
-        for level, s in manifest["stats"][""][t].items():
-            _merge(stats, level, s)
+    for point in points:
+        job = first if point == points[0] else job_at(point)
+        job.shapes, job.factors = first.shapes, factors
+        plan.jobs = [job]
+        done = set(manifest["done"].setdefault(job.key, []))
+        manifest["stats"].setdefault(job.key, {})
+        # Level 0 of the tiling is the existing level, only read (write_base=False).
+        stores = [None] + [_zyx_view(a, kinds, c, dict(zip(others, point))) for a in arrays]
+        for t in tasks:
+            if t not in done:
+                record(staging, manifest, job.key, t, _run_task(plan, 0, t, stores)[0])
+                _release_memory()
+                written += per_job[t]
+                if progress:
+                    progress(written, total)
+        # Statistics in task order, so a resumed run sums them exactly as an uninterrupted one.
+        for t in sorted(manifest["stats"][job.key], key=int):
+            for level, st in manifest["stats"][job.key][t].items():
+                _merge(stats, level, st)
+
     # The new levels' placement: each block's value sits at its centre (none for stride/gaussian).
-    first = datasets[base]["coordinateTransformations"]
-    scale = next(t["scale"] for t in first if t["type"] == "scale")
-    trans = next((t["translation"] for t in first if t["type"] == "translation"), [0.0] * len(scale))
+    transforms = datasets[base]["coordinateTransformations"]
+    scale = next(t["scale"] for t in transforms if t["type"] == "scale")
+    trans = next((t["translation"] for t in transforms if t["type"] == "translation"), [0.0] * len(scale))
     added = []
     for k, name in enumerate(new_paths, start=1):
         f = per_axis([1] * len(scale), factors[k])
@@ -266,8 +281,8 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     manifest["commit"] = commit = {
         "request": request, "version": version, "attrs": new_attrs, "added": new_paths, "dropped": dropped,
         "levels": base + 1 + count, "shapes": [per_axis(meta["shape"], s) for s in shapes[1:]],
-        "voxels": sum(c * math.prod(s) for s in shapes[1:]), "dtype": str(np.dtype(source.dtype)),
-        "tasks": len(tasks)}
+        "voxels": len(points) * sum(c * math.prod(s) for s in shapes[1:]), "dtype": str(np.dtype(first.dtype)),
+        "tasks": len(tasks) * len(points)}
     write_json(staging / WORK / "manifest.json", manifest)  # from here a stop is finished by --resume, or undone
     _move_in(root, staging, commit)
-    return _summary(root, commit, started, len(done))
+    return _summary(root, commit, started, resumed)
