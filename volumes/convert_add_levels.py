@@ -86,6 +86,41 @@ def _zyx_view(store, kinds: list[str], c: int, at: dict[int, int]):
     return view
 
 
+def _per_axis(values: list, space: list[int], zyx) -> list:
+    """``values`` (one per axis of the image) with its space axes' entries from ``zyx`` (z, y, x)."""
+    out = list(values)
+    for i, v in zip(space, list(zyx)[3 - len(space):]):
+        out[i] = v
+    return out
+
+
+def _new_attrs(attrs: dict, version: int, base: int, names: list[str], factors: list[list[int]], centred: bool,
+               stats: dict[str, list]) -> dict:
+    """The group's attributes naming levels ``names`` after level ``base``: their scale and
+    translation from ``factors`` (per level and axis, vs ``base``; a block's value sits at its
+    centre unless ``centred``), and their statistics beside ngserve's others."""
+    new = copy.deepcopy(attrs)
+    ms = _multiscale(new, version)
+    transforms = ms["datasets"][base]["coordinateTransformations"]
+    scale = next(t["scale"] for t in transforms if t["type"] == "scale")
+    trans = next((t["translation"] for t in transforms if t["type"] == "translation"), [0.0] * len(scale))
+    added = []
+    for name, f in zip(names, factors[1:]):
+        shift = [0.0 if centred else (k - 1) * s / 2 for s, k in zip(scale, f)]
+        added.append({"path": name, "coordinateTransformations": [
+            {"type": "scale", "scale": [float(f"{s * k:.12g}") for s, k in zip(scale, f)]},
+            {"type": "translation", "translation": [float(f"{t + d:.12g}") for t, d in zip(trans, shift)]}]})
+    ms["datasets"] = ms["datasets"][:base + 1] + added
+    extra = new.get("ngserve")
+    if isinstance(extra, dict) and isinstance(extra.get("levels"), list):
+        kept = extra["levels"][:base + 1]
+        for k, name in enumerate(names, start=1):
+            s = stats.get(str(k), [None, None, 0.0, 0])
+            kept.append({"path": name, "min": s[0], "max": s[1], "mean": s[2] / s[3] if s[3] else None})
+        extra["levels"] = kept
+    return new
+
+
 def _settle(root: Path, staging: Path, commit: dict, finish: bool) -> bool:
     """A run stopped while committing: finish it (``finish``, or when the group's metadata already
     names the new levels), or else put the image back as it was.  True when finished."""
@@ -208,13 +243,6 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     shapes, factors = tiling.shapes, _factors(tiling)
     first.shapes, first.factors = [(c, *s) for s in shapes], factors
 
-    def per_axis(values: list, zyx) -> list:
-        """``values`` (one per axis of the image) with its space axes' entries from ``zyx``."""
-        out = list(values)
-        for i, v in zip(space, list(zyx)[3 - len(space):]):
-            out[i] = v
-        return out
-
     fingerprint = hashlib.sha256(json.dumps(
         {"request": [count, base, method], "datasets": datasets[:base + 1], "meta": meta, "shapes": shapes,
          "tiles": [tiling.write, tiling.k0, tiling.rounds()], "names": new_paths}).encode()).hexdigest()
@@ -228,7 +256,7 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     arrays = []
     for k, name in enumerate(new_paths, start=1):
         level_meta = {key: v for key, v in meta.items() if key not in ("zarr_format", "node_type", "attributes")}
-        level_meta["shape"] = per_axis(meta["shape"], shapes[k])
+        level_meta["shape"] = _per_axis(meta["shape"], space, shapes[k])
         spec = {"driver": "zarr3" if version == 3 else "zarr",
                 "kvstore": {"driver": "file", "path": str(staging / name) + "/"}, "metadata": level_meta,
                 **({"open": True} if resumed else {"create": True, "delete_existing": True})}
@@ -258,29 +286,11 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
             for level, st in manifest["stats"][job.key][t].items():
                 _merge(stats, level, st)
 
-    # The new levels' placement: each block's value sits at its centre (none for stride/gaussian).
-    transforms = datasets[base]["coordinateTransformations"]
-    scale = next(t["scale"] for t in transforms if t["type"] == "scale")
-    trans = next((t["translation"] for t in transforms if t["type"] == "translation"), [0.0] * len(scale))
-    added = []
-    for k, name in enumerate(new_paths, start=1):
-        f = per_axis([1] * len(scale), factors[k])
-        shift = [0.0 if method in CENTRED else (k_ - 1) * s / 2 for s, k_ in zip(scale, f)]
-        added.append({"path": name, "coordinateTransformations": [
-            {"type": "scale", "scale": [float(f"{s * k_:.12g}") for s, k_ in zip(scale, f)]},
-            {"type": "translation", "translation": [float(f"{t + d:.12g}") for t, d in zip(trans, shift)]}]})
-    new_attrs = copy.deepcopy(attrs)
-    _multiscale(new_attrs, version)["datasets"] = datasets[:base + 1] + added
-    extra = new_attrs.get("ngserve")
-    if isinstance(extra, dict) and isinstance(extra.get("levels"), list):
-        kept = extra["levels"][:base + 1]
-        for k, name in enumerate(new_paths, start=1):
-            s = stats.get(str(k), [None, None, 0.0, 0])
-            kept.append({"path": name, "min": s[0], "max": s[1], "mean": s[2] / s[3] if s[3] else None})
-        extra["levels"] = kept
+    new_attrs = _new_attrs(attrs, version, base, new_paths, [_per_axis([1] * len(kinds), space, f) for f in factors],
+                           method in CENTRED, stats)
     manifest["commit"] = commit = {
         "request": request, "version": version, "attrs": new_attrs, "added": new_paths, "dropped": dropped,
-        "levels": base + 1 + count, "shapes": [per_axis(meta["shape"], s) for s in shapes[1:]],
+        "levels": base + 1 + count, "shapes": [_per_axis(meta["shape"], space, s) for s in shapes[1:]],
         "voxels": len(points) * sum(c * math.prod(s) for s in shapes[1:]), "dtype": str(np.dtype(first.dtype)),
         "tasks": len(tasks) * len(points)}
     write_json(staging / WORK / "manifest.json", manifest)  # from here a stop is finished by --resume, or undone
