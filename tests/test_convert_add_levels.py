@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -98,7 +99,7 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, version):
     assert [d["path"] for d in _multiscale(img, version)["datasets"]] == ["0", "1", "2"]
 
 
-def test_a_stop_while_committing_is_undone_or_finished_by_resume(tmp_path, monkeypatch):
+def test_a_stop_while_committing_is_finished_by_resume_or_settled_by_the_next_run(tmp_path, monkeypatch):
     data = _volume((40, 36, 30))
     original = tmp_path / "original.zarr"
     volumes.convert(data, original, chunk=8, levels=3)
@@ -112,22 +113,30 @@ def test_a_stop_while_committing_is_undone_or_finished_by_resume(tmp_path, monke
             raise KeyboardInterrupt
         real_write(path, obj)
 
-    for finish in (False, True):
+    def stop_at_cleanup(path, ignore_errors=False):  # Ctrl-C after the metadata was written
+        raise KeyboardInterrupt
+
+    cases = [("write_json", stop_at_metadata, True), ("write_json", stop_at_metadata, False),
+             ("shutil", SimpleNamespace(rmtree=stop_at_cleanup), False)]
+    for name, stop, resume in cases:
         shutil.rmtree(img, ignore_errors=True)
         shutil.copytree(original, img)
-        monkeypatch.setattr(add_levels_module, "write_json", stop_at_metadata)
-        with pytest.raises(KeyboardInterrupt):
-            volumes.convert(img, add_levels=2, from_level=1, overwrite=True, method="max")
-        monkeypatch.setattr(add_levels_module, "write_json", real_write)
+        with monkeypatch.context() as patch:
+            patch.setattr(add_levels_module, name, stop)
+            with pytest.raises(KeyboardInterrupt):
+                volumes.convert(img, add_levels=2, from_level=1, overwrite=True, method="max")
         assert not np.array_equal(_read(img, "2", 2), _read(original, "2", 2))  # the new level 2 is in place
-        if finish:
+        if resume:
             volumes.convert(img, add_levels=2, from_level=1, overwrite=True, method="max", resume=True)
             assert _files(img) == _files(clean)
-        else:  # any other run first puts the image back as it was (this one then stops at its error)
-            with pytest.raises(ConvertError, match="--from-level 7"):
-                volumes.convert(img, add_levels=1, from_level=7)
-            kept = {k: v for k, v in _files(img).items() if not k.startswith(".ngserve-add-levels")}
-            assert kept == _files(original)
+            continue
+        # Any other run first settles the stopped one (this one then stops at its own error):
+        # undone while the metadata did not name the new levels, finished once it did.
+        with pytest.raises(ConvertError, match="--from-level 7"):
+            volumes.convert(img, add_levels=1, from_level=7)
+        kept = {k: v for k, v in _files(img).items() if not k.startswith(".ngserve-add-levels")}
+        assert kept == _files(original if name == "write_json" else clean), name
+        assert (img / ".ngserve-add-levels").exists() == (name == "write_json")  # finished: cleaned up
 
 
 # -- levels, placement and metadata for any axes order ------------------------------------------
