@@ -212,11 +212,13 @@ def test_stride_levels_have_no_shift_and_labels_default_to_mode(tmp_path):
 
 def test_errors_are_one_line(tmp_path):
     img = tmp_path / "img.zarr"
-    volumes.convert(_volume((20, 20, 20)), img, chunk=8, levels=3)
+    volumes.convert(_volume((20, 20, 20)), img, chunk=8, levels=3, labels={"seg": np.ones((20, 20, 20), np.uint8)})
     before = _files(img)
     cases = [
         ((tmp_path,), "not an OME-Zarr image group"),
         ((tmp_path / "absent.zarr",), "no such folder"),
+        ((img / "labels",), f"no OME multiscales metadata; --add-levels extends an OME-Zarr image (give one of the "
+                            f"images it holds, e.g. {img / 'labels' / 'seg'})"),
         ((img / "0",), "not an OME-Zarr image group"),  # a zarr array
         ((img, "--from-level", "5"), "--from-level 5: " + str(img) + " has levels 0 to 2"),
         ((img, "--from-level", "0"), "level(s) 1, 2 exist; pass --overwrite to replace them"),

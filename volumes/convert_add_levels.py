@@ -204,7 +204,9 @@ def add_levels(path: str | os.PathLike, count: int, *, from_level: int | None = 
     version, attrs, ome = _read_group(root)
     ms = _multiscale(attrs, version)
     if not ms or not ms.get("datasets"):
-        raise ConvertError(f"{root}: no OME multiscales metadata; --add-levels extends an OME-Zarr image")
+        inner = "0" if "bioformats2raw.layout" in ome else ome["labels"][0] if ome.get("labels") else None
+        hint = f" (give one of the images it holds, e.g. {root / inner})" if inner else ""
+        raise ConvertError(f"{root}: no OME multiscales metadata; --add-levels extends an OME-Zarr image{hint}")
     datasets = ms["datasets"]
     base = len(datasets) - 1 if from_level is None else from_level
     if not 0 <= base < len(datasets):
