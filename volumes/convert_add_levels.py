@@ -3,9 +3,9 @@
 The new levels are built from the coarsest level (or ``from_level``) with the same tiles and
 tasks as a conversion (:mod:`.conversion`), into arrays with that level's axes, chunking and
 codecs, staged in a hidden folder of the group.  Only space axes are downsampled (a 2-D ``y, x``
-image stays 2-D; ``t`` and ``c`` keep their sizes, each time point built by tasks of its own).  The staging folder holds the conversion's
-manifest of finished tasks, so ``resume=True`` continues an interrupted run, byte for byte equal
-to an uninterrupted one.
+image stays 2-D; ``t`` and ``c`` keep their sizes, each time point built by tasks of its own).
+The staging folder holds the conversion's manifest of finished tasks, so ``resume=True``
+continues an interrupted run, byte for byte equal to an uninterrupted one.
 
 When every task is done the run *commits*: the manifest records the group's new metadata, the
 new levels are moved into the group (a level they replace is first moved aside into the staging
