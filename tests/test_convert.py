@@ -497,7 +497,7 @@ def test_add_levels_equals_converting_with_them(tmp_path, version):
         np.testing.assert_array_equal(got[k], want[k], err_msg=f"level {k}")
     assert not (short / ".ngserve-add-levels").exists()
     # From level 1: levels 2 and 3 are rebuilt, a third is added.
-    volumes.convert(short, add_levels=3, from_level=1)
+    volumes.convert(short, add_levels=3, from_level=1, overwrite=True)
     datasets, _, arrays = pyramid(short)
     assert [d["path"] for d in datasets] == ["0", "1", "2", "3", "4"] and arrays[4].shape == (3, 3, 2)
     np.testing.assert_array_equal(arrays[3], want[3])

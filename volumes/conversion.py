@@ -37,7 +37,7 @@ from .atomic import move_into_place
 from .convert_downsample import GAUSSIAN_MARGIN, downsample, gaussian
 from .convert_downsample import stats as tile_stats
 from .convert_sources import ConvertError, Source, crop, open_source, parse_ranges, stack_channels
-from .convert_stores import COMPRESSIONS, SHARD_ABOVE, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
+from .convert_stores import COMPRESSIONS, JPEG_QUALITY, SHARD_ABOVE, ome_attrs, precomputed_specs, write_group, write_json, zarr_spec
 from .convert_tiles import Tiling, full_k, make_tiling
 from .units import ome_unit
 
@@ -93,6 +93,7 @@ def convert(
     dask: str | None = None,
     axes: str | None = None,
     encoding: str = "raw",
+    jpeg_quality: int | None = None,
 ) -> dict:
     """Convert ``inputs`` (one path/array, or several: channels) to a multiscale OME-Zarr at ``output``.
 
@@ -103,13 +104,14 @@ def convert(
     ``dask`` (``"tcp://HOST:PORT"`` or ``"local"``) runs the tasks on a dask.distributed cluster.
     ``axes`` names the inputs' dimensions in storage order (``"xyz"``, ``"czyx"``, ``"tzyx"``…)
     when their readers cannot tell (arrays) or tell wrong.  ``encoding="jpeg"`` writes a
-    precomputed uint8 image (1 or 3 channels) as jpeg chunks (lossy).
+    precomputed uint8 image (1 or 3 channels) as jpeg chunks (lossy) at ``jpeg_quality`` (1-100, default 90).
     Returns a summary: ``levels``, ``shapes``, ``bytes``, ``seconds``, ``output``, ``tile`` (level-0
     tile, z, y, x), ``tasks`` (tasks run by this call), ``resumed_tasks``, ``dask``.
 
     ``add_levels=N`` instead adds N coarser levels to the OME-Zarr image ``inputs`` in place (from
     its coarsest level, or ``from_level``, replacing the levels after it); see
-    :func:`volumes.convert_add_levels.add_levels`.  Only ``method``, ``max_memory`` and ``workers`` apply.
+    :func:`volumes.convert_add_levels.add_levels`.  Only ``method``, ``max_memory``, ``workers``,
+    ``overwrite``, ``resume`` and ``progress`` apply.
     """
     started = time.monotonic()
     _limit_arenas()
@@ -118,7 +120,8 @@ def convert(
 
         if output is not None and Path(output) != Path(inputs):
             raise ConvertError("--add-levels extends one OME-Zarr in place: give only its path")
-        return extend(inputs, add_levels, from_level=from_level, method=method, max_memory=max_memory, workers=workers)
+        return extend(inputs, add_levels, from_level=from_level, method=method, max_memory=max_memory, workers=workers,
+                      overwrite=overwrite, resume=resume, progress=progress)
     if from_level is not None:
         raise ConvertError("--from-level goes with --add-levels")
     if output is None:
@@ -127,7 +130,7 @@ def convert(
                   method=method, voxel_size=voxel_size, units=units, translation=translation, overwrite=overwrite,
                   compression=compression, dtype=dtype, rescale=rescale, channel_names=channel_names,
                   ranges=ranges, max_memory=max_memory, workers=workers, axes=axes,
-                  encoding=encoding)
+                  encoding=encoding, jpeg_quality=jpeg_quality)
     plan = _prepare(**recipe)
     manifest = _start(plan.staging, plan.fingerprint, resume)
     jobs, tasks = plan.jobs, task_list(plan.tiling)
@@ -149,9 +152,7 @@ def convert(
         key = jobs[index].key
         if sample is not None:
             np.save(plan.staging / WORK / f"sample-{index}-{t}.npy", sample)
-        manifest["stats"][key][str(t)] = stats
-        manifest["done"][key].append(t)
-        write_json(plan.staging / WORK / "manifest.json", manifest)  # only after the task's writes completed
+        record(plan.staging, manifest, key, t, stats)
         done_voxels += _task_voxels(plan, jobs[index], t)
         if progress:
             progress(done_voxels, total)
@@ -206,11 +207,12 @@ class _Plan:
     fingerprint: str
     write_base: bool = True  # False when adding levels: level 0 is an existing array, only read
     encoding: str = "raw"  # precomputed images: raw or jpeg
+    jpeg_quality: int = JPEG_QUALITY
 
 
 def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, voxel_size, units, translation,
              overwrite, compression, dtype, rescale, channel_names, ranges, max_memory, workers, axes,
-             encoding) -> _Plan:
+             encoding, jpeg_quality) -> _Plan:
     """Check the options, open the inputs and plan levels and tiles; writes nothing."""
     output = Path(output)
     if format not in FORMATS:
@@ -236,7 +238,7 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
             raise ConvertError(f"{len(channel_names)} --channel-names for {image.shape[0]} channels")
         image.channel_names = list(channel_names)
     jobs = [_Job("", image, _out_dtype(image, dtype, rescale), method or "mean", False, rescale)]
-    _check_encoding(encoding, version, jobs[0])
+    quality = _check_encoding(encoding, version, jobs[0], jpeg_quality)
     for name, item in (labels or {}).items():
         src = open_source(item, axes)
         if box:  # the same sub-volume of the labels
@@ -267,15 +269,21 @@ def _prepare(*, inputs, output, labels, format, chunk, shard, levels, method, vo
     if version == 0:
         _voxel_offset(placement)  # refused now, before anything is written
     staging = output.with_name(f".{output.name}.partial-convert")
-    fingerprint = _fingerprint(jobs, chunk3, shard3, tiling, version, f"{compression} {encoding}", placement, items,
+    fingerprint = _fingerprint(jobs, chunk3, shard3, tiling, version, f"{compression} {encoding} {quality}", placement, items,
                                labels)
     return _Plan(jobs, version, chunk3, shard3, shard_bits, tiling, placement, compression, workers, staging,
-                 fingerprint, encoding=encoding)
+                 fingerprint, encoding=encoding, jpeg_quality=quality)
 
 
-def _check_encoding(encoding: str, version: int, image: _Job) -> None:
+def _check_encoding(encoding: str, version: int, image: _Job, jpeg_quality: int | None) -> int:
+    """The jpeg quality to write with (refusing options that do not fit the output)."""
+    if jpeg_quality is not None:
+        if encoding != "jpeg":
+            raise ConvertError("--jpeg-quality goes with --encoding jpeg (precomputed uint8 images)")
+        if isinstance(jpeg_quality, bool) or not isinstance(jpeg_quality, (int, np.integer)) or not 1 <= jpeg_quality <= 100:
+            raise ConvertError(f"--jpeg-quality {jpeg_quality!r}: give a whole number from 1 to 100")
     if encoding == "raw":
-        return
+        return JPEG_QUALITY
     if encoding != "jpeg":
         raise ConvertError(f"unknown --encoding {encoding!r}; use raw or jpeg")
     if version != 0:
@@ -283,6 +291,7 @@ def _check_encoding(encoding: str, version: int, image: _Job) -> None:
     if image.dtype != np.uint8 or image.source.shape[0] not in (1, 3):
         raise ConvertError(f"--encoding jpeg takes uint8 images of 1 or 3 channels, not {image.source.shape[0]} "
                            f"channel(s) of {image.dtype}; add --dtype uint8 --rescale LO:HI")
+    return JPEG_QUALITY if jpeg_quality is None else int(jpeg_quality)
 
 
 def _run_local(plan: _Plan, todo: list[tuple[int, int]], finished: Callable) -> None:
@@ -421,7 +430,7 @@ def _task_voxels(plan: _Plan, job: _Job, t: int) -> int:
     r, index = task_list(plan.tiling)[t]
     base, top = plan.tiling.rounds()[r]
     c = job.shapes[0][0]
-    first = base if r == 0 else base + 1
+    first = base if r == 0 and plan.write_base else base + 1
     count = 0
     for level in range(first, top + 1):
         box = _scale_box(plan.tiling, top, index, level)
@@ -524,6 +533,14 @@ def _start(staging: Path, fingerprint: str, resume: bool) -> dict:
     return manifest
 
 
+def record(staging: Path, manifest: dict, key: str, t: int, stats: dict) -> None:
+    """Note task ``t`` of job ``key`` as finished, with its statistics; call it only after the task's
+    writes completed, so a resumed run never skips a task whose chunks are not all written."""
+    manifest["stats"][key][str(t)] = stats
+    manifest["done"][key].append(t)
+    write_json(staging / WORK / "manifest.json", manifest)
+
+
 def _create_stores(plan: _Plan, job: _Job, fresh: bool) -> list:
     """Each level's array, opened for writing (created when ``fresh``), indexed ``(c, z, y, x)``
     (``(z, y, x)`` for one channel)."""
@@ -558,7 +575,8 @@ def _precomputed_specs(plan: _Plan, job: _Job) -> list[dict]:
     root = plan.staging / job.key if job.key else plan.staging
     return precomputed_specs(root, job.shapes, job.factors, plan.chunk, job.dtype, label=job.label,
                              resolution_nm=_nanometres(plan.placement), offset=_voxel_offset(plan.placement),
-                             shard_bits=plan.shard_bits, encoding=plan.encoding)
+                             shard_bits=plan.shard_bits, encoding=plan.encoding,
+                             jpeg_quality=plan.jpeg_quality)
 
 
 def _cast(data: np.ndarray, job: _Job) -> np.ndarray:

@@ -122,9 +122,11 @@ def _from_array(arr: Any, axes: str | None = None) -> Source:
     return Source("array", tuple(int(s) for s in view.shape), np.dtype(arr.dtype), read)
 
 
-def _from_dataset(ds, label: str, level: int = 0, axes: str | None = None) -> Source:
+def _from_dataset(ds, label: str, level: int = 0, axes: str | None = None, at: dict[int, int] | None = None) -> Source:
     """The dataset's level ``level`` with its axes put in ``c, z, y, x`` order; a time axis must have
-    one point.  ``axes`` overrides the reader's axis names (one letter per dimension of the array)."""
+    one point, or be fixed at one by ``at`` (dimension -> index).  ``axes`` overrides the reader's
+    axis names (one letter per dimension of the array)."""
+    at = at or {}
     store = ds.open_level(level)
     if axes is not None:
         space, channel, other = _axis_roles(axes, len(store.shape), label)
@@ -140,7 +142,7 @@ def _from_dataset(ds, label: str, level: int = 0, axes: str | None = None) -> So
     axes = axes_info
     if len(space) not in (2, 3):
         raise ConvertError(f"{label}: {len(space)} space axes; convert needs 2-D or 3-D data")
-    if len(channel) > 1 or any(shape[i] != 1 for i in other):
+    if len(channel) > 1 or any(shape[i] != 1 for i in other if i not in at):
         names = ", ".join(f"{axes[i].name}={shape[i]}" for i in other + channel[1:])
         raise ConvertError(f"{label}: axes {names} cannot be converted; give one time point or channel axis")
     zi = space[0] if len(space) == 3 else None
@@ -156,7 +158,7 @@ def _from_dataset(ds, label: str, level: int = 0, axes: str | None = None) -> So
     y_len, x_len = full[space[-2]], full[space[-1]]
 
     def read(box: Box) -> np.ndarray:
-        index = [0] * len(full)
+        index = [at.get(i, 0) for i in range(len(full))]
         for i in order:
             index[i] = slice(None)
         if zi is not None:

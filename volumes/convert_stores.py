@@ -110,7 +110,7 @@ def ome_attrs(*, version: int, name: str, axes: Sequence[tuple[str, str, str | N
     return {**ome, **extra}
 
 
-JPEG_QUALITY = 90  # precomputed jpeg chunks: visually lossless for 8-bit microscopy
+JPEG_QUALITY = 90  # precomputed jpeg chunks by default: visually lossless for 8-bit microscopy
 SHARD_ABOVE = 1 << 12  # a level with more chunks than this is sharded (one file per chunk is too many)
 
 
@@ -132,11 +132,11 @@ def _sharding(grid: Sequence[int], encoding: str, bits: int) -> dict:
 
 def precomputed_specs(root: Path, shapes: Sequence[Sequence[int]], factors: Sequence[Sequence[int]], chunk: Sequence[int],
                       dtype: np.dtype, *, label: bool, resolution_nm: Sequence[float], offset: Sequence[int],
-                      shard_bits: int | None, encoding: str = "raw") -> list[dict]:
+                      shard_bits: int | None, encoding: str = "raw", jpeg_quality: int = JPEG_QUALITY) -> list[dict]:
     """Specs creating a precomputed volume's scales (shapes ``(c, z, y, x)``, everything else z, y, x).
 
-    Labels are ``compressed_segmentation``, images ``encoding`` (``raw`` or ``jpeg``, quality
-    :data:`JPEG_QUALITY`); with ``shard_bits`` every scale is sharded in boxes of 2^shard_bits
+    Labels are ``compressed_segmentation``, images ``encoding`` (``raw`` or ``jpeg`` at
+    ``jpeg_quality``); with ``shard_bits`` every scale is sharded in boxes of 2^shard_bits
     chunks per axis.
     """
     encoding = "compressed_segmentation" if label else encoding
@@ -151,7 +151,7 @@ def precomputed_specs(root: Path, shapes: Sequence[Sequence[int]], factors: Sequ
         if label:
             scale["compressed_segmentation_block_size"] = [8, 8, 8]
         if encoding == "jpeg":
-            scale["jpeg_quality"] = JPEG_QUALITY
+            scale["jpeg_quality"] = jpeg_quality
         if shard_bits is not None:
             scale["sharding"] = _sharding(grid, encoding, shard_bits)
         specs.append({"driver": "neuroglancer_precomputed", "kvstore": {"driver": "file", "path": str(root) + "/"},

@@ -59,7 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the inputs' dimensions in storage order, from tczyx (e.g. xyz, czyx), when the reader cannot tell")
     p.add_argument("--translation", type=float_list, help="centre of voxel 0, Z,Y,X in --units (default: from the input)")
     p.add_argument("--encoding", default="raw", choices=["raw", "jpeg"],
-                   help="precomputed image chunks: raw, or jpeg for uint8 images (lossy, quality 90)")
+                   help="precomputed image chunks: raw, or jpeg for uint8 images (lossy, --jpeg-quality)")
+    p.add_argument("--jpeg-quality", type=int, metavar="Q", help="with --encoding jpeg: quality 1-100 (default: 90)")
     p.add_argument("--compression", default="blosc-zstd", choices=["blosc-zstd", "blosc-lz4", "gzip", "none"])
     p.add_argument("--dtype", help="output data type, e.g. uint8 (narrowing needs --rescale)")
     p.add_argument("--rescale", type=_window, metavar="LO:HI", help="with --dtype: map input LO..HI to the full output range")
@@ -76,7 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="add N coarser levels to the existing OME-Zarr image given as the only path, in place")
     p.add_argument("--from-level", type=int, metavar="K",
                    help="with --add-levels: build from level K (replacing the levels after it), not the coarsest")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUTPUT (with --add-levels: rebuild levels that exist)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
     p.set_defaults(run=run)
 
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             translation=args.translation, overwrite=args.overwrite, compression=args.compression, dtype=args.dtype,
             rescale=args.rescale, channel_names=args.channel_names, ranges=args.ranges, max_memory=args.max_memory, resume=args.resume,
             workers=args.workers, progress=bar, dask=args.dask, axes=args.axes, encoding=args.encoding,
+            jpeg_quality=args.jpeg_quality,
         )
     except (SourceError, ConvertError) as exc:
         raise UsageError(first_line(exc)) from None
@@ -126,16 +129,22 @@ def _add_levels(args: argparse.Namespace) -> int:
 
     if len(args.paths) != 1:
         raise UsageError("--add-levels extends one OME-Zarr in place: give only its path")
+    bar = progress_bar()
     try:
         summary = convert(args.paths[0], add_levels=args.add_levels, from_level=args.from_level, method=args.method,
-                          max_memory=args.max_memory, workers=args.workers)
+                          max_memory=args.max_memory, workers=args.workers, overwrite=args.overwrite,
+                          resume=args.resume, progress=bar)
     except (SourceError, ConvertError) as exc:
         raise UsageError(first_line(exc)) from None
     except ValueError as exc:
         raise UsageError(f"{args.paths[0]}: {first_line(exc)}") from None
+    finally:
+        if bar:
+            bar.close()
     shapes = " ".join("x".join(str(d) for d in shape) for shape in summary["shapes"])
     print(f"{summary['output']}: added levels {', '.join(summary['added'])} ({shapes}); {summary['levels']} levels "
-          f"in all, in {summary['seconds']:.1f} s")
+          f"in all, in {summary['seconds']:.1f} s"
+          + (f", resumed after {summary['resumed_tasks']} finished tasks" if summary["resumed_tasks"] else ""))
     return 0
 
 
