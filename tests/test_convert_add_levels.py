@@ -222,6 +222,8 @@ def test_errors_are_one_line(tmp_path):
         ((img / "0",), "not an OME-Zarr image group"),  # a zarr array
         ((img, "--from-level", "5"), "--from-level 5: " + str(img) + " has levels 0 to 2"),
         ((img, "--from-level", "0"), "level(s) 1, 2 exist; pass --overwrite to replace them"),
+        ((img, "--dask", "local", "--chunk", "16"), "--add-levels keeps the image's own format, chunks and metadata: "
+                                                    "drop --chunk, --dask"),  # refused, not silently ignored
         ((img, "--resume", "--from-level", "0", "--overwrite"), None),  # nothing to resume: a fresh run
     ]
     for args, message in cases:

@@ -42,6 +42,9 @@ def _window(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+_ADD_LEVELS_OPTIONS = {"help", "add_levels", "from_level", "method", "max_memory", "workers", "overwrite", "resume"}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert TIFF stacks, MRC, HDF5, NIfTI or any readable volume to multiscale OME-Zarr")
     p.add_argument("paths", nargs="+", metavar="INPUT... OUTPUT",
@@ -80,7 +83,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing OUTPUT (with --add-levels: rebuild levels that exist)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run with the same options")
-    p.set_defaults(run=run)
+    # What --add-levels cannot use, so that giving it is an error rather than silently ignored.
+    p.set_defaults(run=run, not_for_add_levels=[(a.option_strings[0], a.dest, a.default) for a in p._actions
+                                                if a.option_strings and a.dest not in _ADD_LEVELS_OPTIONS])
 
 
 def run(args: argparse.Namespace) -> int:
@@ -129,6 +134,9 @@ def _add_levels(args: argparse.Namespace) -> int:
 
     if len(args.paths) != 1:
         raise UsageError("--add-levels extends one OME-Zarr in place: give only its path")
+    given = [flag for flag, dest, default in args.not_for_add_levels if getattr(args, dest) != default]
+    if given:
+        raise UsageError(f"--add-levels keeps the image's own format, chunks and metadata: drop {', '.join(given)}")
     bar = progress_bar()
     try:
         summary = convert(args.paths[0], add_levels=args.add_levels, from_level=args.from_level, method=args.method,
