@@ -613,11 +613,10 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
 
     def write(level: int, leaf: tuple, data: np.ndarray) -> None:
         box = tiling.box(level, leaf)
-        if level == base:  # bound what tensorstore holds: the previous leaf's writes are done first
-            for w in pending:
-                w.result()
-            pending.clear()
-        pending.append(stores[level][_region(box, c)].write(data if c > 1 else data[0]))
+        # Tensorstore keeps a reference to ``data`` instead of a copy: nothing here changes a tile once
+        # it is written, and the tile stays alive only until the write is drained at the next leaf.
+        pending.append(stores[level][_region(box, c)].write(data if c > 1 else data[0],
+                                                            can_reference_source_data_indefinitely=True))
         _merge(stats, str(level), tile_stats(data, plan.workers))
         if level == 0:
             samples.append(_sample(data, job, box))
@@ -629,6 +628,12 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
             """The tile and the margin around it (gaussian's leaves only)."""
             if level == base:
                 data, margin = ahead.pop().result()
+                # The previous leaf's writes are committed before the next leaf is read, so at most two
+                # leaf tiles are alive (this one, written and downsampled, and the next, read), however
+                # many leaves a task has: peak memory does not depend on the input's size.
+                for w in pending:
+                    w.result()
+                pending.clear()
                 following = next(leaves, None)
                 if following is not None:
                     ahead.append(reader.submit(read_leaf, following))
