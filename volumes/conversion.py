@@ -112,7 +112,7 @@ def convert(
     :func:`volumes.convert_add_levels.add_levels`.  Only ``method``, ``max_memory`` and ``workers`` apply.
     """
     started = time.monotonic()
-    _limit_arenas()
+    _tune_malloc()
     if add_levels is not None:
         from .convert_add_levels import add_levels as extend
 
@@ -663,19 +663,26 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
     return stats, sample
 
 
-_M_ARENA_MAX = -8  # glibc's mallopt parameter
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters
+_MMAP_THRESHOLD = 32 << 20  # glibc's largest allowed value
 
 
-def _limit_arenas() -> None:
-    """Make threads created from now on share one glibc malloc arena.
+def _tune_malloc() -> None:
+    """Make glibc's malloc reuse freed memory instead of handing it back and faulting it in again.
 
-    Tensorstore's codec threads would each get an arena of their own; tile-sized buffers freed
-    in one arena are not reused by another, so the peak RSS crept up with the tile count (by
-    about a tile per thread).  One shared arena keeps it flat.  Harmless where it is not glibc.
+    * One arena shared by the threads created from now on: tensorstore's codec threads would each
+      get their own, and tile-sized buffers freed in one are not reused by another.
+    * Blocks up to 32 MiB (tensorstore's chunk buffers, the downsampling's plane groups) come from
+      the heap, which keeps up to 64 MiB of freed memory at its top for reuse (all of it goes back
+      after each task: ``_release_memory``).  With glibc's defaults many chunk buffers were fresh
+      mmaps, zeroed page by page by the kernel.
+    Harmless where it is not glibc.
     """
     try:
         libc = ctypes.CDLL(None)
         libc.mallopt(_M_ARENA_MAX, 1)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 << 20)
     except (AttributeError, OSError):
         pass
 
