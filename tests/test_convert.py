@@ -406,6 +406,35 @@ def test_peak_memory_stays_flat_as_the_input_grows(tmp_path):
     assert large < budget + (160 << 20)  # the bound plus the interpreter and its libraries
 
 
+def test_a_leaf_is_read_only_after_the_writes_of_the_leaf_two_before_are_committed(tmp_path):
+    """The pipeline holds two leaf tiles, whatever a task's depth: leaf k+1 is read while leaf k is
+    written and downsampled, never while leaf k-1's write is still pending.  (Reading ahead past a
+    pending write let a third tile in: peak RSS grew from 1.26 GiB at 4 GiB input, whose tasks
+    have 2 leaves, to 1.82 GiB at 16 GiB, whose tasks have 8.)  Slow writes (gzip on one
+    thread) against instant reads make the race show; the reads check the committed chunk files."""
+    import dask.array as da
+
+    tz = 4
+    data = (np.random.default_rng(0).integers(1, 4000, (64, 512, 512))).astype(np.uint16)  # no fill-only chunk
+    out = tmp_path / "o.zarr"
+    level0 = tmp_path / ".o.zarr.partial-convert" / "0"
+    early: list[tuple[int, list[int]]] = []
+
+    def check(block: np.ndarray, block_info=None) -> np.ndarray:
+        leaf = block_info[0]["array-location"][0][0] // tz
+        missing = [j for j in range(leaf - 1) if not (level0 / str(j) / "0" / "0").exists()]
+        if missing:
+            early.append((leaf, missing))
+        return block
+
+    source = da.from_array(data, chunks=(tz, 512, 512)).map_blocks(check, dtype=data.dtype)
+    summary = volumes.convert(source, out, chunk=[tz, 512, 512], levels=4, compression="gzip", workers=1,
+                              max_memory=12 << 20)
+    assert summary["tile"] == [tz, 512, 512] and summary["tasks"] < 16  # tasks of several leaves
+    assert not early, f"leaves read before the writes of leaves two back were committed: {early[:5]}"
+    np.testing.assert_array_equal(_level(out), data)
+
+
 # -- precomputed ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("sharded", [False, True])

@@ -19,7 +19,7 @@ _PLANS: dict[str, Any] = {}  # per worker process: the plan of each conversion i
 def _task(recipe: dict, key: str, index: int, t: int):
     from . import conversion
 
-    conversion._limit_arenas()
+    conversion._tune_malloc()
     plan = _PLANS.get(key)
     if plan is None:
         plan = _PLANS[key] = conversion._prepare(**recipe)

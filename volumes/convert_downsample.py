@@ -11,6 +11,7 @@ block at the volume's end) go through ``ts.downsample``, in y bands on the same 
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
@@ -58,33 +59,57 @@ def _pairs(a: np.ndarray, axis: int, combine: Callable) -> np.ndarray:
     return combine(a[tuple(lo)], a[tuple(hi)])
 
 
-def _numpy_block(data: np.ndarray, step: Sequence[int], method: str) -> np.ndarray:
-    """One group of z planes (c, z, y, x) downsampled; every stepped axis has even length."""
+_SCRATCH = threading.local()  # per pool thread: two int buffers reused by every plane group
+GROUP_BYTES = 8 << 20  # input bytes per plane group: temporaries stay small and are reused, not faulted in anew
+
+
+def _scratch(count: int, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's two scratch buffers of at least ``count`` elements of ``dtype``."""
+    held = getattr(_SCRATCH, "bufs", None)
+    if held is None or held[0].dtype != dtype or held[0].size < count:
+        held = _SCRATCH.bufs = (np.empty(count, dtype), np.empty(count, dtype))
+    return held
+
+
+def _numpy_block(data: np.ndarray, step: Sequence[int], method: str, dst: np.ndarray) -> None:
+    """One group of z planes (c, z, y, x) downsampled into ``dst``; every stepped axis has even length."""
     if method == "stride":
-        return data[:, ::step[0], ::step[1], ::step[2]]
+        dst[...] = data[:, ::step[0], ::step[1], ::step[2]]
+        return
     if method in ("min", "max"):
         combine = np.minimum if method == "min" else np.maximum
         out = data
         for axis, k in zip((1, 2, 3), step):
             if k == 2:
                 out = _pairs(out, axis, combine)
-        return out
+        dst[...] = out
+        return
     acc = _accumulator(data.dtype)
-    out = data
+    first = list(data.shape)
+    first[next(a for a, k in zip((1, 2, 3), step) if k == 2)] //= 2
+    bufs = _scratch(int(np.prod(first)), acc)
+    out, turn = data, 0
     for axis, k in zip((1, 2, 3), step):
-        if k == 2:
-            out = _pairs(out, axis, lambda a, b: np.add(a, b, dtype=acc))
+        if k == 2:  # sums of neighbour pairs, into the two scratch buffers in turn
+            shape = list(out.shape)
+            shape[axis] //= 2
+            target = bufs[turn][:int(np.prod(shape))].reshape(shape)
+            lo = [slice(None)] * 4
+            hi = list(lo)
+            lo[axis], hi[axis] = slice(0, None, 2), slice(1, None, 2)
+            np.add(out[tuple(lo)], out[tuple(hi)], out=target, dtype=acc)
+            out, turn = target, 1 - turn
     # sum / 2^k rounded half to even, as tensorstore does, with shifts (floor division, also below 0):
     # adding 2^(k-1) - 1 plus the quotient's lowest bit carries exactly when the remainder is over
     # half, or half with an odd quotient.
     k = sum(1 for s in step if s == 2)
-    odd = out >> k
+    odd = bufs[turn][:out.size].reshape(out.shape)  # the other buffer: free, and at least as large
+    np.right_shift(out, k, out=odd)
     odd &= 1
     out += odd
-    del odd
     out += (1 << (k - 1)) - 1
     out >>= k
-    return out.astype(data.dtype)
+    np.copyto(dst, out, casting="unsafe")
 
 
 def downsample(data: np.ndarray, step: Sequence[int], method: str, workers: int | None = None) -> np.ndarray:
@@ -97,12 +122,13 @@ def downsample(data: np.ndarray, step: Sequence[int], method: str, workers: int 
     numpy_ok = method in ("stride", "min", "max") or (method == "mean" and _accumulator(data.dtype) is not None)
     if even and numpy_ok:
         planes = data.shape[1] // step[0]
-        group = max(1, -(-planes // (threads * 4)))  # several groups per thread: even load
+        per_plane = data[:, :step[0]].nbytes
+        group = max(1, min(-(-planes // (threads * 4)), GROUP_BYTES // per_plane))  # even load, small temporaries
         out = np.empty((data.shape[0], planes, *(n // k for n, k in zip(data.shape[2:], step[1:]))), data.dtype)
 
         def one(p0: int) -> None:
             p1 = min(planes, p0 + group)
-            out[:, p0:p1] = _numpy_block(data[:, p0 * step[0]:p1 * step[0]], step, method)
+            _numpy_block(data[:, p0 * step[0]:p1 * step[0]], step, method, out[:, p0:p1])
 
         list(pool.map(one, range(0, planes, group)))
         return out
