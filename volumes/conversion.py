@@ -638,47 +638,62 @@ def _run_task(plan: _Plan, index: int, t: int, stores: list) -> tuple[dict, np.n
         if level == 0:
             samples.append(_sample(data, job, box))
 
-    with ThreadPoolExecutor(1) as reader:
-        ahead = [reader.submit(read_leaf, next(leaves))]
+    reader = _leaf_reader()
+    ahead = [reader.submit(read_leaf, next(leaves))]
 
-        def build(level: int, leaf: tuple) -> tuple[np.ndarray, tuple]:
-            """The tile and the margin around it (gaussian's leaves only)."""
-            if level == base:
-                data, margin = ahead.pop().result()
-                # The previous leaf's writes are committed before the next leaf is read, so at most two
-                # leaf tiles are alive (this one, written and downsampled, and the next, read) with
-                # what tensorstore still holds of this one's write, however many leaves a task has:
-                # peak memory does not depend on the input's size.
-                for w in pending:
-                    w.result()
-                pending.clear()
-                following = next(leaves, None)
-                if following is not None:
-                    ahead.append(reader.submit(read_leaf, following))
-                if r == 0 and plan.write_base:
-                    inner = tuple(slice(a, n - b) for (a, b), n in zip(margin, data.shape[1:]))
-                    write(level, leaf, data[(slice(None), *inner)] if margin != no_margin else data)
-                return data, margin
-            box = tiling.box(level, leaf)
-            step = tiling.steps[level]
-            out = np.empty((c, *(hi - lo for lo, hi in box)), job.dtype)
-            for child in tiling.children(level, leaf):
-                data, margin = build(level - 1, child)
-                if job.method == "gaussian":
-                    part = gaussian(data, step, margin)
-                else:
-                    part = downsample(data, step, job.method, plan.workers)
-                del data
-                corner = [lo // k - plo for (lo, _), k, (plo, _) in zip(tiling.box(level - 1, child), step, box)]
-                out[(slice(None), *(slice(a, a + n) for a, n in zip(corner, part.shape[1:])))] = part
-            write(level, leaf, out)
-            return out, no_margin
+    def build(level: int, leaf: tuple) -> tuple[np.ndarray, tuple]:
+        """The tile and the margin around it (gaussian's leaves only)."""
+        if level == base:
+            data, margin = ahead.pop().result()
+            # The previous leaf's writes are committed before the next leaf is read, so at most two
+            # leaf tiles are alive (this one, written and downsampled, and the next, read) with
+            # what tensorstore still holds of this one's write, however many leaves a task has:
+            # peak memory does not depend on the input's size.
+            for w in pending:
+                w.result()
+            pending.clear()
+            following = next(leaves, None)
+            if following is not None:
+                ahead.append(reader.submit(read_leaf, following))
+            if r == 0 and plan.write_base:
+                inner = tuple(slice(a, n - b) for (a, b), n in zip(margin, data.shape[1:]))
+                write(level, leaf, data[(slice(None), *inner)] if margin != no_margin else data)
+            return data, margin
+        box = tiling.box(level, leaf)
+        step = tiling.steps[level]
+        out = np.empty((c, *(hi - lo for lo, hi in box)), job.dtype)
+        for child in tiling.children(level, leaf):
+            data, margin = build(level - 1, child)
+            if job.method == "gaussian":
+                part = gaussian(data, step, margin)
+            else:
+                part = downsample(data, step, job.method, plan.workers)
+            del data
+            corner = [lo // k - plo for (lo, _), k, (plo, _) in zip(tiling.box(level - 1, child), step, box)]
+            out[(slice(None), *(slice(a, a + n) for a, n in zip(corner, part.shape[1:])))] = part
+        write(level, leaf, out)
+        return out, no_margin
 
-        build(top, top_index)
+    build(top, top_index)
     for w in pending:
         w.result()
     sample = np.concatenate(samples, axis=1) if samples else None
     return stats, sample
+
+
+_READER: list = []  # (pid, executor) of _leaf_reader
+
+
+def _leaf_reader() -> ThreadPoolExecutor:
+    """The thread that reads the next leaf tile ahead, one per process for all its tasks.
+
+    Not one per task: a Python thread that ends while another thread runs sys._current_frames()
+    (dask's worker profiler, every 10 ms) can deadlock CPython 3.11 up to 3.11.8 (gh-106883), and
+    did, in a 16 GiB --dask local run.  Keyed by process: a forked child has no thread behind
+    its parent's executor."""
+    if not _READER or _READER[0][0] != os.getpid():
+        _READER[:] = [(os.getpid(), ThreadPoolExecutor(1, thread_name_prefix="convert_read"))]
+    return _READER[0][1]
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt parameters

@@ -53,7 +53,13 @@ def run_calls(address: str, workers: int | None, rounds: Sequence[dict[str, tupl
 
     cluster = None
     if address == "local":
-        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, dashboard_address=None)
+        import dask
+
+        # No statistical profiler in our workers: its sys._current_frames() every 10 ms can deadlock
+        # CPython 3.11 up to 3.11.8 against a thread that ends (gh-106883); a 16 GiB run hung so.
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                   dashboard_address=None)
         address = cluster
     try:
         try:
