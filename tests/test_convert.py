@@ -25,6 +25,26 @@ from volumes.convert_sources import ConvertError
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def kill_9_after_a_task(*argv, manifest: Path) -> int:
+    """Run ``ngserve *argv``, kill -9 it once its resume ``manifest`` records a finished task;
+    its return code."""
+    proc = subprocess.Popen([sys.executable, "-m", "server", *map(str, argv)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if json.loads(manifest.read_text())["done"].get(""):
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            time.sleep(0.005)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+    return proc.returncode
+
+
 def _cli(*args, **kw):
     return subprocess.run([sys.executable, "-m", "server", *map(str, args)], capture_output=True, text=True,
                           timeout=300, cwd=ROOT, **kw)
@@ -349,21 +369,8 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, fmt):
     assert _cli("convert", stack, clean, *args).returncode == 0
     out = tmp_path / "out.zarr"
     manifest = tmp_path / ".out.zarr.partial-convert" / ".ngserve-convert" / "manifest.json"
-    proc = subprocess.Popen([sys.executable, "-m", "server", "convert", str(stack), str(out), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if json.loads(manifest.read_text())["done"].get(""):
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL and not out.exists(), "the run ended before it could be killed"
+    returncode = kill_9_after_a_task("convert", stack, out, *args, manifest=manifest)
+    assert returncode == -signal.SIGKILL and not out.exists(), "the run ended before it could be killed"
     done = json.loads(manifest.read_text())["done"][""]
     assert 0 < len(done) < 16
     r = _cli("convert", stack, out, *args, "--resume")

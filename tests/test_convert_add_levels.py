@@ -4,12 +4,8 @@ when complete; and ``--jpeg-quality`` for precomputed jpeg output."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +13,7 @@ import numpy as np
 import pytest
 import tensorstore as ts
 import zarr
-from test_convert import ROOT, _attrs, _cli, _files, _volume, reference_downsample
+from test_convert import _attrs, _cli, _files, _volume, kill_9_after_a_task, reference_downsample
 
 import volumes
 import volumes.convert_add_levels as add_levels_module
@@ -70,21 +66,8 @@ def test_kill_9_then_resume_gives_identical_bytes(tmp_path, version):
     args = ["--add-levels", "2", "--max-memory", "600KiB", "--workers", "1"]
     r = _cli("convert", clean, *args)
     assert r.returncode == 0, r.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "server", "convert", str(img), *args], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if json.loads((img / MANIFEST).read_text())["done"].get(""):
-                    break
-            except (FileNotFoundError, json.JSONDecodeError):
-                pass
-            time.sleep(0.005)
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert kill_9_after_a_task("convert", img, *args, manifest=img / MANIFEST) == -signal.SIGKILL, \
+        "the run ended before it could be killed"
     manifest = json.loads((img / MANIFEST).read_text())
     assert "commit" not in manifest, "the run was killed too late: it had finished its tasks"
     done = manifest["done"][""]
