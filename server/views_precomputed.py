@@ -390,10 +390,9 @@ class _Chunks:
         if fed and self.views.chunks.memory.get(key, touch=False) is None:
             # Sent to clients gzipped, and its plain copy aged out: inflate it for this one use
             # (caching it again would take the room of what clients ask for).
-            packed = self.views.chunks.memory.get(key + ".gz", touch=False)
-            if packed is not None and packed[0]:
-                data = await asyncio.get_running_loop().run_in_executor(None, gzip.decompress, packed[0])
-                return data, packed[1], f'"{key[:40]}"'
+            inflated = await self._inflated(key)
+            if inflated is not None:
+                return inflated[0], inflated[1], f'"{key[:40]}"'
         data, mtime = await self.views.chunks.get(key, lambda: self._inflate_or_compute(key, scale, name, fed), low=low)
         return data, mtime, f'"{key[:40]}"'
 
@@ -436,13 +435,18 @@ class _Chunks:
         out, mtime = await self.views.chunks.get(f"{key}.{kind}", build)
         return out, mtime, f'"{key[:40]}-{kind}"'
 
-    async def _inflate_or_compute(self, key: str, scale: str, name: str, fed: bool) -> bytes:
-        """The plain bytes of a chunk, from its cached gzip when there is one (clients were sent
-        that and its plain copy aged out first), else computed."""
+    async def _inflated(self, key: str) -> tuple[bytes, float] | None:
+        """The plain bytes of the chunk under ``key`` and when they were made, from its cached gzip
+        (clients were sent that, and its plain copy aged out first); None when none is cached."""
         packed = self.views.chunks.memory.get(key + ".gz", touch=False)
-        if packed is not None and packed[0]:
-            return await asyncio.get_running_loop().run_in_executor(None, gzip.decompress, packed[0])
-        return await self._compute(scale, name, fed)
+        if packed is None or not packed[0]:
+            return None
+        return await asyncio.get_running_loop().run_in_executor(None, gzip.decompress, packed[0]), packed[1]
+
+    async def _inflate_or_compute(self, key: str, scale: str, name: str, fed: bool) -> bytes:
+        """The plain bytes of a chunk: from its cached gzip when there is one, else computed."""
+        inflated = await self._inflated(key)
+        return inflated[0] if inflated is not None else await self._compute(scale, name, fed)
 
     async def _compute(self, scale: str, name: str, fed: bool) -> bytes:
         inputs = self.presentation.inputs(scale, name)

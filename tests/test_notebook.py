@@ -17,6 +17,7 @@ import psutil
 import pytest
 import tensorstore as ts
 from browser import browser_page, wait_until
+from deploy import stop
 
 import ngstate
 from ngstate import notebook
@@ -250,12 +251,7 @@ def jupyter_proxy(tmp_path):
         assert wait_until(up, 90), (tmp_path / "jupyter.log").read_text()
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        stop(proc)
         log.close()
 
 
